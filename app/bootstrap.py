@@ -1,0 +1,117 @@
+"""Composition root: builds every component from settings; tests pass their own adapters."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.bus import EventBus, HandlerTable
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
+from app.domains.markets.catalog import MarketCatalog
+from app.domains.policy.backends import (
+    InProcessPolicyBackend,
+    PolicyBackend,
+    RedisPolicyBackend,
+)
+from app.domains.policy.profiles import RiskMode
+from app.domains.policy.service import PolicyService
+from app.domains.policy.store import PolicyStore
+from app.domains.risk.guard import RiskGuard, RiskGuardConfig
+from app.domains.safety.governor import GovernorConfig, SafetyGovernor
+from app.domains.trading.service import TradingService, utcnow
+from app.handlers import default_handlers
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    bus: EventBus
+    policy_store: PolicyStore
+    policy: PolicyService
+    guard: RiskGuard
+    governor: SafetyGovernor
+    markets: MarketCatalog
+    trading: TradingService
+
+    async def start(self) -> None:
+        await self.policy_store.start()
+        await self.trading.ensure_account()
+
+    async def stop(self) -> None:
+        await self.trading.close()
+        await self.bus.drain()
+        await self.policy_store.stop()
+        await self.engine.dispose()
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    policy_backend: PolicyBackend | None = None,
+    markets: MarketCatalog | None = None,
+    handlers: HandlerTable | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> Container:
+    engine = engine or create_engine(settings.database_url, settings.db_pool_size)
+    sessions = create_sessionmaker(engine)
+    bus = EventBus(handlers if handlers is not None else default_handlers())
+    if policy_backend is None:
+        policy_backend = (
+            RedisPolicyBackend(
+                settings.redis_url,
+                settings.redis_prefix,
+                settings.redis_timeout_seconds,
+            )
+            if settings.redis_url
+            else InProcessPolicyBackend()
+        )
+    store = PolicyStore(
+        policy_backend,
+        RiskMode(settings.quantum_risk_mode),
+        settings.policy_poll_interval_seconds,
+    )
+    guard = RiskGuard(
+        RiskGuardConfig(
+            max_price_age_seconds=settings.max_price_age_seconds,
+            max_price_future_skew_seconds=settings.max_price_future_skew_seconds,
+            assumed_stop_distance_pct=settings.assumed_stop_distance_pct,
+        )
+    )
+    governor = SafetyGovernor(
+        GovernorConfig(
+            losing_streak_threshold=settings.losing_streak_threshold,
+            streak_leverage_multiplier=settings.losing_streak_leverage_multiplier,
+            recovery_wins=settings.recovery_wins,
+        )
+    )
+    markets = markets or MarketCatalog.load(settings.markets_file)
+    trading = TradingService(
+        sessions,
+        store,
+        guard,
+        governor,
+        markets,
+        bus,
+        account_id=settings.account_id,
+        starting_balance=settings.paper_starting_balance,
+        fee_rate=settings.taker_fee_rate,
+        clock=clock,
+        max_batch=settings.sequencer_max_batch,
+    )
+    return Container(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        bus=bus,
+        policy_store=store,
+        policy=PolicyService(store, sessions, bus, clock),
+        guard=guard,
+        governor=governor,
+        markets=markets,
+        trading=trading,
+    )

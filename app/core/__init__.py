@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, event bus, database, Redis, logging, metrics, errors."""

@@ -1,0 +1,60 @@
+"""Configuration from the environment and `.env` (documented in `.env.example`)."""
+
+from decimal import Decimal
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RiskModeName = Literal["AGGRESSIVE_SMALL_ACCOUNT", "NORMAL", "DEFENSIVE"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./quantum.db"
+    db_pool_size: int = Field(default=10, ge=1)
+    redis_url: str | None = None
+    redis_prefix: str = "qt"
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    policy_poll_interval_seconds: float = Field(default=1.0, gt=0)
+
+    api_key: str = ""
+    quantum_risk_mode: RiskModeName = "NORMAL"
+    log_level: str = "INFO"
+
+    account_id: str = "paper"
+    paper_starting_balance: Decimal = Field(
+        default=Decimal(10000), gt=0, allow_inf_nan=False
+    )
+    taker_fee_rate: Decimal = Field(
+        default=Decimal("0.0004"), ge=0, lt=1, allow_inf_nan=False
+    )
+    markets_file: str | None = None
+
+    max_price_age_seconds: float = Field(default=60.0, gt=0)
+    max_price_future_skew_seconds: float = Field(default=5.0, ge=0)
+    assumed_stop_distance_pct: Decimal = Field(
+        default=Decimal(2), gt=0, allow_inf_nan=False
+    )
+
+    losing_streak_threshold: int = Field(default=3, ge=1)
+    losing_streak_leverage_multiplier: Decimal = Field(
+        default=Decimal("0.5"), gt=0, le=1
+    )
+    recovery_wins: int = Field(default=2, ge=1)
+
+    sequencer_max_batch: int = Field(default=64, ge=1)
+
+    @field_validator("redis_url", "markets_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Market metadata: symbols, precision and limits of the tradable perpetual swaps."""

@@ -1,0 +1,94 @@
+"""Tradable markets and their exchange rules, read from ccxt market metadata (offline).
+
+The bundled file is a slice of ccxt's Binance market fixture: the USDT-margined linear
+perpetual swaps. Its precision is in decimal places (ccxt's DECIMAL_PLACES mode).
+"""
+
+import json
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+BUNDLED = Path(__file__).parent / "data" / "binance_usdm_swaps.json"
+
+
+class UnknownSymbol(ValueError):
+    pass
+
+
+class BelowExchangeMinimum(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    symbol: str  # ccxt unified, e.g. BTC/USDT:USDT (the canonical form we store)
+    exchange_id: str  # Binance id, e.g. BTCUSDT
+    amount_step: Decimal
+    price_tick: Decimal
+    min_amount: Decimal
+    min_cost: Decimal
+    taker_fee: Decimal
+    maker_fee: Decimal
+
+    def quantity_for(self, notional: Decimal, price: Decimal) -> Decimal:
+        """Contracts for `notional` at `price`, truncated to the amount step (as the exchange does)."""
+        quantity = (notional / price).quantize(self.amount_step, rounding=ROUND_DOWN)
+        if quantity < self.min_amount:
+            raise BelowExchangeMinimum(
+                f"notional {notional} at price {price} gives quantity {quantity} "
+                f"< minimum {self.min_amount} for {self.symbol}"
+            )
+        if quantity * price < self.min_cost:
+            raise BelowExchangeMinimum(
+                f"order value {quantity * price} < minimum notional {self.min_cost} USDT for {self.symbol}"
+            )
+        return quantity
+
+    def round_price(self, price: Decimal) -> Decimal:
+        return price.quantize(self.price_tick, rounding=ROUND_HALF_UP)
+
+
+def _step(decimal_places: float) -> Decimal:
+    return Decimal(1).scaleb(-int(decimal_places))
+
+
+class MarketCatalog:
+    def __init__(self, markets: list[Market]) -> None:
+        self._by_symbol = {m.symbol: m for m in markets}
+        self._by_id = {m.exchange_id: m for m in markets}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "MarketCatalog":
+        raw = json.loads(Path(path or BUNDLED).read_text())
+        markets = [
+            Market(
+                symbol=m["symbol"],
+                exchange_id=m["id"],
+                amount_step=_step(m["precision"]["amount"]),
+                price_tick=_step(m["precision"]["price"]),
+                min_amount=Decimal(str(m["limits"]["amount"]["min"])),
+                min_cost=Decimal(str((m["limits"].get("cost") or {}).get("min") or 0)),
+                taker_fee=Decimal(str(m["taker"])),
+                maker_fee=Decimal(str(m["maker"])),
+            )
+            for m in raw.values()
+            if m.get("swap")
+            and m.get("linear")
+            and m.get("precision", {}).get("amount") is not None
+        ]
+        return cls(markets)
+
+    def resolve(self, symbol: str) -> Market:
+        """Accept a Binance id (`BTCUSDT`) or a ccxt unified symbol (`BTC/USDT:USDT`)."""
+        key = symbol.strip()
+        market = self._by_symbol.get(key) or self._by_id.get(key.upper())
+        if market is None:
+            known = ", ".join(sorted(self._by_id))
+            raise UnknownSymbol(
+                f"unknown symbol {symbol!r}; tradable: {known} (or their ccxt unified form)"
+            )
+        return market
+
+    def symbols(self) -> list[str]:
+        return sorted(self._by_symbol)

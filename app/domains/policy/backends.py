@@ -1,0 +1,201 @@
+"""Where policy state lives: Redis (shared by every worker) or in-process (embedded default).
+
+Writes are compare-and-set on a version counter, so concurrent changes from several
+workers never overwrite each other; every successful write bumps the version and
+notifies the other processes (Redis pub/sub).
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from app.domains.policy.state import PolicyState
+
+ChangeListener = Callable[[int], Awaitable[None]]
+
+
+class PolicyBackendError(Exception):
+    """The backend could not be reached or answered wrongly."""
+
+
+class PolicyBackend(Protocol):
+    name: str
+
+    async def load(self) -> PolicyState | None: ...
+
+    async def initialize(self, state: PolicyState) -> PolicyState:
+        """Store `state` unless a state exists already; return the state in force."""
+        ...
+
+    async def compare_and_set(
+        self, expected_version: int, state: PolicyState
+    ) -> int | None:
+        """Write `state` if the stored version is `expected_version`; the new version or None."""
+        ...
+
+    async def listen(self, on_change: ChangeListener) -> None:
+        """Call `on_change(version)` for every change until cancelled; raise when disconnected."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessPolicyBackend:
+    """Policy state in this process's memory: for one worker, lost on restart."""
+
+    name = "in_process"
+
+    def __init__(self) -> None:
+        self._state: PolicyState | None = None
+        self._listeners: list[asyncio.Queue[int]] = []
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise PolicyBackendError("in-process policy backend marked unavailable")
+
+    async def load(self) -> PolicyState | None:
+        self._check()
+        return self._state
+
+    async def initialize(self, state: PolicyState) -> PolicyState:
+        self._check()
+        if self._state is None:
+            self._state = state.with_version(1)
+        return self._state
+
+    async def compare_and_set(
+        self, expected_version: int, state: PolicyState
+    ) -> int | None:
+        self._check()
+        current = self._state.version if self._state else 0
+        if current != expected_version:
+            return None
+        self._state = state.with_version(current + 1)
+        for queue in self._listeners:
+            queue.put_nowait(self._state.version)
+        return self._state.version
+
+    async def listen(self, on_change: ChangeListener) -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            while True:
+                await on_change(await queue.get())
+        finally:
+            self._listeners.remove(queue)
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def close(self) -> None:
+        return None
+
+
+_CAS = """
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current ~= tonumber(ARGV[1]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[2])
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], version)
+return version
+"""
+
+_INIT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[2], redis.call('GET', KEYS[2]))
+end
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"""
+
+
+class RedisPolicyBackend:
+    """Policy state in Redis, shared by every worker and every instance."""
+
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str = "qt", timeout: float = 0.5) -> None:
+        self._redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+        )
+        self._pubsub_redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=timeout,
+            health_check_interval=5,
+        )
+        self.state_key = f"{prefix}:policy:state"
+        self.version_key = f"{prefix}:policy:version"
+        self.channel = f"{prefix}:policy:changed"
+        self._cas = self._redis.register_script(_CAS)
+        self._init = self._redis.register_script(_INIT)
+
+    async def load(self) -> PolicyState | None:
+        try:
+            raw, version = await self._redis.mget(self.state_key, self.version_key)
+        except Exception as exc:
+            raise PolicyBackendError(f"redis: {exc}") from exc
+        if raw is None:
+            return None
+        return PolicyState.from_json(raw, int(version or 0))
+
+    async def initialize(self, state: PolicyState) -> PolicyState:
+        try:
+            raw, version = await self._init(
+                keys=[self.state_key, self.version_key],
+                args=[state.to_json(), self.channel],
+            )
+        except Exception as exc:
+            raise PolicyBackendError(f"redis: {exc}") from exc
+        return PolicyState.from_json(raw, int(version))
+
+    async def compare_and_set(
+        self, expected_version: int, state: PolicyState
+    ) -> int | None:
+        try:
+            version = await self._cas(
+                keys=[self.state_key, self.version_key],
+                args=[expected_version, state.to_json(), self.channel],
+            )
+        except Exception as exc:
+            raise PolicyBackendError(f"redis: {exc}") from exc
+        return None if int(version) < 0 else int(version)
+
+    async def listen(self, on_change: ChangeListener) -> None:
+        pubsub = self._pubsub_redis.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            while True:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+                if message is not None and message["type"] == "message":
+                    await on_change(int(message["data"]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise PolicyBackendError(f"redis pub/sub: {exc}") from exc
+        finally:
+            try:
+                await pubsub.aclose()
+            except Exception:  # noqa: S110 - the connection is already gone
+                pass
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except Exception as exc:
+            raise PolicyBackendError(f"redis: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._pubsub_redis.aclose()

@@ -1,0 +1,99 @@
+"""Request and response bodies of the policy API."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.domains.policy.profiles import ProfileOverrides, RiskMode, RiskProfile
+
+Reason = Field(min_length=3, max_length=500, description="Why; kept in the audit trail")
+
+
+class RiskModeSwitch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"mode": "DEFENSIVE", "reason": "CPI release in 10 minutes"}]
+        },
+    )
+
+    mode: RiskMode
+    reason: str = Reason
+
+
+class ProfilePatch(ProfileOverrides):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"max_open_positions": 3, "reason": "limit exposure while testing"}
+            ]
+        },
+    )
+
+    reason: str = Reason
+
+
+class ReasonBody(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "back to defaults"}]}
+    )
+
+    reason: str = Reason
+
+
+class KillSwitchBody(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"active": True, "reason": "exchange incident"}]
+        },
+    )
+
+    active: bool
+    reason: str = Reason
+
+
+class ProfileOut(RiskProfile):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    overridden_fields: list[str] = []
+
+
+class ActiveProfileOut(ProfileOut):
+    policy_version: int
+    backend: str
+    degraded: bool
+
+
+class RiskModesOut(BaseModel):
+    active: RiskMode
+    profiles: list[ProfileOut]
+    policy_version: int
+    degraded: bool
+
+
+class PolicyChangeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    from_value: Any
+    to_value: Any
+    reason: str
+    actor: str
+    trace_id: str | None
+    created_at: datetime
+
+
+class PolicyHistoryPage(BaseModel):
+    items: list[PolicyChangeOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class BlocklistOut(BaseModel):
+    blocked: dict[str, str]
+    kill_switch: str | None

@@ -1,0 +1,1 @@
+"""RiskGuard: the pre-trade gate every order passes."""

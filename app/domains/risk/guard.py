@@ -1,0 +1,307 @@
+"""RiskGuard: the pre-trade gate.
+
+Pure and synchronous: it receives the intent, the live account state, the cached profile,
+the governor's view and the clock, and returns a decision listing *every* failing check.
+It never does I/O, so it can run under the account lock in microseconds.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from app.domains.policy.profiles import RiskProfile
+from app.domains.risk.limits import HARD_LIMITS, HardLimits
+
+HUNDRED = Decimal(100)
+
+
+class Side(StrEnum):
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+class DenialCode(StrEnum):
+    """Closed set of reasons a trade intent can be denied."""
+
+    KILL_SWITCH = "KILL_SWITCH"
+    NEW_POSITIONS_DISABLED = "NEW_POSITIONS_DISABLED"
+    SAFETY_HALTED = "SAFETY_HALTED"
+    SYMBOL_BLOCKED = "SYMBOL_BLOCKED"
+    NO_EQUITY = "NO_EQUITY"
+    MAX_LEVERAGE = "MAX_LEVERAGE"
+    HARD_MAX_LEVERAGE = "HARD_MAX_LEVERAGE"
+    MAX_RISK_PER_TRADE = "MAX_RISK_PER_TRADE"
+    POSITION_SIZE_CAP = "POSITION_SIZE_CAP"
+    MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
+    DAILY_DRAWDOWN = "DAILY_DRAWDOWN"
+    CONFIDENCE_MISSING = "CONFIDENCE_MISSING"
+    MIN_CONFIDENCE = "MIN_CONFIDENCE"
+    STALE_PRICE = "STALE_PRICE"
+    PRICE_FROM_FUTURE = "PRICE_FROM_FUTURE"
+    HARD_MARGIN_RATIO = "HARD_MARGIN_RATIO"
+    HARD_POSITION_EQUITY = "HARD_POSITION_EQUITY"
+    HARD_TOTAL_EXPOSURE = "HARD_TOTAL_EXPOSURE"
+
+
+@dataclass(frozen=True, slots=True)
+class TradeIntent:
+    symbol: str
+    side: Side
+    notional: Decimal
+    leverage: Decimal
+    price: Decimal
+    price_as_of: datetime | None = None
+    confidence: Decimal | None = None
+    stop_loss: Decimal | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """Committed state of the account, read under its lock."""
+
+    equity: Decimal
+    open_positions: int
+    open_notional: Decimal
+    used_margin: Decimal
+    day_start_equity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyView:
+    """What the SafetyGovernor says about new positions right now."""
+
+    halted: bool
+    state: str
+    reason: str
+    leverage_multiplier: Decimal = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: DenialCode
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code.value, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    allowed: bool
+    reasons: tuple[Reason, ...]
+    profile_name: str
+    trace_id: str
+    risk_pct: Decimal
+    max_leverage: Decimal
+    assumptions: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class RiskGuardConfig:
+    max_price_age_seconds: float = 60.0
+    max_price_future_skew_seconds: float = 5.0
+    assumed_stop_distance_pct: Decimal = Decimal(2)
+    hard: HardLimits = HARD_LIMITS
+
+
+class RiskGuard:
+    def __init__(self, config: RiskGuardConfig | None = None) -> None:
+        self.config = config or RiskGuardConfig()
+
+    def check(
+        self,
+        intent: TradeIntent,
+        account: AccountState,
+        profile: RiskProfile,
+        safety: SafetyView,
+        *,
+        now: datetime,
+        trace_id: str,
+        kill_switch: str | None = None,
+        blocked_symbols: dict[str, str] | None = None,
+    ) -> RiskDecision:
+        cfg = self.config
+        hard = cfg.hard
+        name = profile.name.value
+        reasons: list[Reason] = []
+        assumptions: list[str] = []
+        deny = reasons.append
+
+        if kill_switch is not None:
+            deny(
+                Reason(
+                    DenialCode.KILL_SWITCH,
+                    f"KILL_SWITCH: trading halted by operator: {kill_switch}",
+                )
+            )
+        if not profile.allow_new_positions:
+            deny(
+                Reason(
+                    DenialCode.NEW_POSITIONS_DISABLED,
+                    f"NEW_POSITIONS_DISABLED: profile={name}",
+                )
+            )
+        if safety.halted:
+            deny(
+                Reason(
+                    DenialCode.SAFETY_HALTED,
+                    f"SAFETY_HALTED: state={safety.state} {safety.reason}",
+                )
+            )
+        if blocked_symbols and intent.symbol in blocked_symbols:
+            deny(
+                Reason(
+                    DenialCode.SYMBOL_BLOCKED,
+                    f"SYMBOL_BLOCKED: symbol={intent.symbol} reason={blocked_symbols[intent.symbol]}",
+                )
+            )
+
+        equity = account.equity
+        if equity <= 0:
+            deny(Reason(DenialCode.NO_EQUITY, f"NO_EQUITY: equity={equity}"))
+
+        max_leverage = profile.max_leverage * safety.leverage_multiplier
+        if intent.leverage > max_leverage:
+            scaled = (
+                f" (streak multiplier {safety.leverage_multiplier})"
+                if safety.leverage_multiplier != 1
+                else ""
+            )
+            deny(
+                Reason(
+                    DenialCode.MAX_LEVERAGE,
+                    f"MAX_LEVERAGE: requested={intent.leverage} max={max_leverage}{scaled} profile={name}",
+                )
+            )
+        if intent.leverage > hard.max_leverage:
+            deny(
+                Reason(
+                    DenialCode.HARD_MAX_LEVERAGE,
+                    f"HARD_MAX_LEVERAGE: requested={intent.leverage} hard_max={hard.max_leverage}",
+                )
+            )
+
+        notional = intent.notional
+        if intent.stop_loss is not None:
+            loss_at_stop = (
+                notional * abs(intent.price - intent.stop_loss) / intent.price
+            )
+        else:
+            loss_at_stop = notional * cfg.assumed_stop_distance_pct / HUNDRED
+            assumptions.append(
+                f"no stop_loss given: assumed a {cfg.assumed_stop_distance_pct}% stop distance"
+            )
+        risk_pct = loss_at_stop * HUNDRED / equity if equity > 0 else Decimal(0)
+        if equity > 0 and risk_pct > profile.max_risk_pct_per_trade:
+            deny(
+                Reason(
+                    DenialCode.MAX_RISK_PER_TRADE,
+                    f"MAX_RISK_PER_TRADE: risk_pct={risk_pct:.4f} max={profile.max_risk_pct_per_trade} "
+                    f"loss_at_stop={loss_at_stop:.2f} equity={equity} profile={name}",
+                )
+            )
+
+        if notional > profile.position_size_cap_usd:
+            deny(
+                Reason(
+                    DenialCode.POSITION_SIZE_CAP,
+                    f"POSITION_SIZE_CAP: notional={notional} cap={profile.position_size_cap_usd} profile={name}",
+                )
+            )
+        if account.open_positions >= profile.max_open_positions:
+            deny(
+                Reason(
+                    DenialCode.MAX_OPEN_POSITIONS,
+                    f"MAX_OPEN_POSITIONS: open={account.open_positions} max={profile.max_open_positions} "
+                    f"profile={name}",
+                )
+            )
+
+        day_start = account.day_start_equity
+        if day_start > 0:
+            daily_dd = (day_start - equity) * HUNDRED / day_start
+            if daily_dd >= profile.max_daily_drawdown_pct:
+                deny(
+                    Reason(
+                        DenialCode.DAILY_DRAWDOWN,
+                        f"DAILY_DRAWDOWN: drawdown_pct={daily_dd:.4f} max={profile.max_daily_drawdown_pct} "
+                        f"profile={name}",
+                    )
+                )
+
+        if intent.confidence is None:
+            deny(
+                Reason(
+                    DenialCode.CONFIDENCE_MISSING,
+                    f"CONFIDENCE_MISSING: profile={name} requires a confidence",
+                )
+            )
+        elif intent.confidence < profile.global_min_confidence:
+            deny(
+                Reason(
+                    DenialCode.MIN_CONFIDENCE,
+                    f"MIN_CONFIDENCE: confidence={intent.confidence} min={profile.global_min_confidence} "
+                    f"profile={name}",
+                )
+            )
+
+        if intent.price_as_of is None:
+            assumptions.append(
+                "no price_as_of given: the price is taken as of the request time"
+            )
+        else:
+            age = (now - intent.price_as_of).total_seconds()
+            if age > cfg.max_price_age_seconds:
+                deny(
+                    Reason(
+                        DenialCode.STALE_PRICE,
+                        f"STALE_PRICE: age_s={age:.1f} max_s={cfg.max_price_age_seconds}",
+                    )
+                )
+            elif -age > cfg.max_price_future_skew_seconds:
+                deny(
+                    Reason(
+                        DenialCode.PRICE_FROM_FUTURE,
+                        f"PRICE_FROM_FUTURE: ahead_s={-age:.1f} max_skew_s={cfg.max_price_future_skew_seconds}",
+                    )
+                )
+
+        if equity > 0:
+            margin_after = account.used_margin + notional / intent.leverage
+            margin_ratio = (equity - margin_after) * HUNDRED / equity
+            if margin_ratio < hard.min_margin_ratio_pct:
+                deny(
+                    Reason(
+                        DenialCode.HARD_MARGIN_RATIO,
+                        f"HARD_MARGIN_RATIO: free_margin_pct_after={margin_ratio:.4f} min={hard.min_margin_ratio_pct}",
+                    )
+                )
+            position_pct = notional * HUNDRED / equity
+            if position_pct > hard.max_position_equity_pct:
+                deny(
+                    Reason(
+                        DenialCode.HARD_POSITION_EQUITY,
+                        f"HARD_POSITION_EQUITY: position_pct={position_pct:.4f} max={hard.max_position_equity_pct}",
+                    )
+                )
+            exposure_pct = (account.open_notional + notional) * HUNDRED / equity
+            if exposure_pct > hard.max_total_exposure_pct:
+                deny(
+                    Reason(
+                        DenialCode.HARD_TOTAL_EXPOSURE,
+                        f"HARD_TOTAL_EXPOSURE: exposure_pct_after={exposure_pct:.4f} "
+                        f"max={hard.max_total_exposure_pct}",
+                    )
+                )
+
+        return RiskDecision(
+            allowed=not reasons,
+            reasons=tuple(reasons),
+            profile_name=name,
+            trace_id=trace_id,
+            risk_pct=risk_pct,
+            max_leverage=max_leverage,
+            assumptions=tuple(assumptions),
+        )

@@ -1,0 +1,1 @@
+"""SafetyGovernor: drawdown and losing-streak halts."""

@@ -1,0 +1,1 @@
+"""Trades on the paper account: open through RiskGuard, close with realized PnL."""

@@ -1,0 +1,192 @@
+"""Request and response bodies of the trading API."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from app.core.money import DecimalStr
+from app.domains.risk.guard import Side, TradeIntent
+
+Positive = Annotated[
+    Decimal,
+    Field(
+        gt=0, le=Decimal("1e15"), max_digits=34, decimal_places=18, allow_inf_nan=False
+    ),
+]
+Confidence = Annotated[
+    Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)
+]
+
+TRADE_EXAMPLE = {
+    "symbol": "BTCUSDT",
+    "side": "LONG",
+    "notional": "500",
+    "leverage": 3,
+    "price": "64000.5",
+    "price_as_of": "2026-11-21T12:00:00Z",
+    "confidence": 0.72,
+    "stop_loss": "63000",
+    "client_order_id": "strategy-a-000123",
+    "source": "ensemble",
+}
+
+
+class TradeCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [TRADE_EXAMPLE]}
+    )
+
+    symbol: str = Field(
+        min_length=1,
+        max_length=32,
+        description="Binance id (BTCUSDT) or ccxt unified (BTC/USDT:USDT)",
+    )
+    side: Side
+    notional: Positive = Field(description="Position value in USDT")
+    leverage: Positive
+    price: Positive = Field(description="Reference (paper fill) price")
+    price_as_of: AwareDatetime | None = Field(
+        default=None, description="When the price was observed (timezone required)"
+    )
+    confidence: Confidence | None = None
+    stop_loss: Positive | None = None
+    client_order_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_\-:.]+$",
+        description="Idempotency key",
+    )
+    source: str | None = Field(
+        default=None, max_length=64, description="Signal source, e.g. ensemble"
+    )
+
+    @model_validator(mode="after")
+    def _stop_on_loss_side(self) -> "TradeCreate":
+        if self.stop_loss is not None:
+            if self.side is Side.LONG and self.stop_loss >= self.price:
+                raise ValueError(
+                    f"stop_loss {self.stop_loss} must be below the entry price {self.price} for a LONG"
+                )
+            if self.side is Side.SHORT and self.stop_loss <= self.price:
+                raise ValueError(
+                    f"stop_loss {self.stop_loss} must be above the entry price {self.price} for a SHORT"
+                )
+        return self
+
+    def intent(self, canonical_symbol: str) -> TradeIntent:
+        return TradeIntent(
+            symbol=canonical_symbol,
+            side=self.side,
+            notional=self.notional,
+            leverage=self.leverage,
+            price=self.price,
+            price_as_of=self.price_as_of,
+            confidence=self.confidence,
+            stop_loss=self.stop_loss,
+            source=self.source,
+        )
+
+
+class TradeClose(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"price": "64500"}]}
+    )
+
+    price: Positive
+
+
+class ReasonOut(BaseModel):
+    code: str
+    detail: str
+
+
+class DecisionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    allowed: bool
+    reasons: list[ReasonOut]
+    assumptions: list[str]
+    profile_name: str
+    risk_pct: DecimalStr
+    limits: dict[str, Any]
+    client_order_id: str | None
+    trade_id: uuid.UUID | None
+    symbol: str
+    side: str
+    notional: DecimalStr
+    leverage: DecimalStr
+    price: DecimalStr
+    trace_id: str
+    created_at: datetime
+
+
+class TradeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    client_order_id: str | None
+    symbol: str
+    side: str
+    leverage: DecimalStr
+    requested_notional: DecimalStr
+    notional: DecimalStr
+    quantity: DecimalStr
+    margin: DecimalStr
+    entry_price: DecimalStr
+    stop_loss: DecimalStr | None
+    status: str
+    exit_price: DecimalStr | None
+    entry_fee: DecimalStr
+    exit_fee: DecimalStr | None
+    realized_pnl: DecimalStr | None
+    confidence: DecimalStr | None
+    signal_source: str | None
+    risk_profile_name: str
+    decision_id: uuid.UUID
+    trace_id: str
+    opened_at: datetime
+    closed_at: datetime | None
+
+
+class TradeOpenedOut(BaseModel):
+    trade: TradeOut
+    decision: DecisionOut
+
+
+class RiskDeniedOut(BaseModel):
+    error: str = "risk_denied"
+    reasons: list[ReasonOut]
+    profile_name: str
+    trace_id: str
+    decision: DecisionOut
+
+
+class TradePage(BaseModel):
+    items: list[TradeOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DecisionPage(BaseModel):
+    items: list[DecisionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class AccountOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    starting_balance: DecimalStr
+    equity: DecimalStr
+    open_positions: int
+    open_notional: DecimalStr
+    used_margin: DecimalStr
+    updated_at: datetime

@@ -1,0 +1,539 @@
+"""Trading commands on the paper account: open (through RiskGuard), close, reset safety.
+
+Every command of the account goes through one Sequencer, and each batch runs in one
+transaction holding the account row lock: checks are made against committed state,
+in order, also across workers sharing one Postgres. Events are published after commit.
+"""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.bus import Event, EventBus
+from app.core.errors import (
+    AppError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+)
+from app.core.sequencer import Sequencer
+from app.domains.markets.catalog import (
+    BelowExchangeMinimum,
+    Market,
+    MarketCatalog,
+    UnknownSymbol,
+)
+from app.domains.policy.models import PolicyChange
+from app.domains.policy.state import PolicySnapshot
+from app.domains.policy.store import PolicyStore
+from app.domains.risk.guard import AccountState, RiskGuard, Side, TradeIntent
+from app.domains.risk.limits import HARD_LIMITS
+from app.domains.risk.models import RiskDecisionRecord
+from app.domains.safety.events import SafetyStateChanged
+from app.domains.safety.governor import SafetyGovernor, SafetyState
+from app.domains.trading.events import TradeClosed, TradeDenied, TradeOpened
+from app.domains.trading.models import Account, Trade
+from app.domains.trading.repository import TradingRepository
+
+USDT = Decimal("0.00000001")
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class OpenTrade:
+    intent: TradeIntent
+    market: Market
+    quantity: Decimal
+    client_order_id: str | None
+    request_hash: str
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class CloseTrade:
+    trade_id: uuid.UUID
+    price: Decimal
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class ResetSafety:
+    reason: str
+    actor: str
+    trace_id: str
+
+
+Command = OpenTrade | CloseTrade | ResetSafety
+
+
+@dataclass(frozen=True)
+class OpenOutcome:
+    decision: RiskDecisionRecord
+    trade: Trade | None
+    replayed: bool
+
+
+@dataclass
+class _Batch:
+    """State shared by the commands of one transaction."""
+
+    repo: TradingRepository
+    account: Account
+    safety: SafetyState
+    policy: PolicySnapshot
+    now: datetime
+    decisions: dict[str, RiskDecisionRecord]
+    trades: dict[uuid.UUID, Trade]
+    events: list[Event] = field(default_factory=list)
+
+
+def request_hash(intent: TradeIntent) -> str:
+    body = {
+        "symbol": intent.symbol,
+        "side": intent.side.value,
+        "notional": str(intent.notional),
+        "leverage": str(intent.leverage),
+        "price": str(intent.price),
+        "price_as_of": intent.price_as_of.isoformat() if intent.price_as_of else None,
+        "confidence": str(intent.confidence) if intent.confidence is not None else None,
+        "stop_loss": str(intent.stop_loss) if intent.stop_loss is not None else None,
+        "source": intent.source,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class TradingService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: PolicyStore,
+        guard: RiskGuard,
+        governor: SafetyGovernor,
+        markets: MarketCatalog,
+        bus: EventBus,
+        *,
+        account_id: str,
+        starting_balance: Decimal,
+        fee_rate: Decimal,
+        clock: Clock = utcnow,
+        max_batch: int = 64,
+    ) -> None:
+        self._sessions = sessions
+        self._policy = policy
+        self._guard = guard
+        self._governor = governor
+        self.markets = markets
+        self._bus = bus
+        self.account_id = account_id
+        self._starting_balance = starting_balance
+        self._fee_rate = fee_rate
+        self.clock = clock
+        self._sequencer: Sequencer[Command] = Sequencer(
+            self._process, max_batch=max_batch
+        )
+
+    async def ensure_account(self) -> None:
+        """Create the paper account and its governor state on first start."""
+        async with self._sessions() as session, session.begin():
+            repo = TradingRepository(session)
+            account = await repo.get_account(self.account_id)
+            now = self.clock()
+            if account is None:
+                balance = self._starting_balance
+                repo.add(
+                    Account(
+                        id=self.account_id,
+                        starting_balance=balance,
+                        equity=balance,
+                        open_positions=0,
+                        open_notional=Decimal(0),
+                        used_margin=Decimal(0),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await session.flush()
+                repo.add_equity_snapshot(
+                    self.account_id, balance, "account_created", None, now
+                )
+                equity = balance
+            else:
+                equity = account.equity
+            if await repo.load_safety(self.account_id) is None:
+                await repo.save_safety(
+                    self.account_id, SafetyState.initial(equity, now)
+                )
+
+    async def close(self) -> None:
+        await self._sequencer.close()
+
+    def market(self, symbol: str) -> Market:
+        try:
+            return self.markets.resolve(symbol)
+        except UnknownSymbol as exc:
+            raise InvalidRequest(str(exc)) from exc
+
+    # Commands -----------------------------------------------------------------------
+
+    async def open_trade(
+        self, intent: TradeIntent, client_order_id: str | None, trace_id: str
+    ) -> OpenOutcome:
+        market = self.market(intent.symbol)
+        try:
+            quantity = market.quantity_for(intent.notional, intent.price)
+        except BelowExchangeMinimum as exc:
+            raise InvalidRequest(str(exc)) from exc
+        command = OpenTrade(
+            intent, market, quantity, client_order_id, request_hash(intent), trace_id
+        )
+        outcome: OpenOutcome = await self._sequencer.submit(command)
+        return outcome
+
+    async def close_trade(
+        self, trade_id: uuid.UUID, price: Decimal, trace_id: str
+    ) -> Trade:
+        trade: Trade = await self._sequencer.submit(
+            CloseTrade(trade_id, price, trace_id)
+        )
+        return trade
+
+    async def reset_safety(self, reason: str, actor: str, trace_id: str) -> SafetyState:
+        state: SafetyState = await self._sequencer.submit(
+            ResetSafety(reason, actor, trace_id)
+        )
+        return state
+
+    async def _process(self, commands: Sequence[Command]) -> list[Any]:
+        async with self._sessions() as session, session.begin():
+            batch = await self._begin_batch(session, commands)
+            results: list[Any] = []
+            for command in commands:
+                try:
+                    if isinstance(command, OpenTrade):
+                        results.append(self._open(batch, command))
+                    elif isinstance(command, CloseTrade):
+                        results.append(self._close(batch, command))
+                    else:
+                        results.append(self._reset(batch, command))
+                except AppError as exc:
+                    results.append(exc)
+            await batch.repo.save_safety(self.account_id, batch.safety)
+        self._bus.publish_all(batch.events)
+        return results
+
+    async def _begin_batch(
+        self, session: AsyncSession, commands: Sequence[Command]
+    ) -> _Batch:
+        repo = TradingRepository(session)
+        account = await repo.lock_account(self.account_id)
+        if account is None:
+            raise ServiceUnavailable(
+                f"account {self.account_id!r} is not initialised; run the migrations"
+            )
+        now = self.clock()
+        safety = await repo.load_safety(self.account_id) or SafetyState.initial(
+            account.equity, now
+        )
+        safety = self._governor.roll_day(safety, account.equity, now)
+        order_ids = [
+            c.client_order_id
+            for c in commands
+            if isinstance(c, OpenTrade) and c.client_order_id
+        ]
+        decisions = await repo.decisions_by_client_order_id(order_ids)
+        trade_ids = [c.trade_id for c in commands if isinstance(c, CloseTrade)]
+        trade_ids += [d.trade_id for d in decisions.values() if d.trade_id is not None]
+        trades = await repo.trades_by_id(trade_ids)
+        return _Batch(
+            repo, account, safety, self._policy.snapshot, now, decisions, trades
+        )
+
+    def _open(self, b: _Batch, cmd: OpenTrade) -> OpenOutcome:
+        intent = cmd.intent
+        if cmd.client_order_id and cmd.client_order_id in b.decisions:
+            original = b.decisions[cmd.client_order_id]
+            if original.request_hash != cmd.request_hash:
+                raise Conflict(
+                    f"client_order_id {cmd.client_order_id!r} was used for a different request",
+                    client_order_id=cmd.client_order_id,
+                )
+            trade = b.trades.get(original.trade_id) if original.trade_id else None
+            return OpenOutcome(original, trade, replayed=True)
+
+        account = b.account
+        state = AccountState(
+            equity=account.equity,
+            open_positions=account.open_positions,
+            open_notional=account.open_notional,
+            used_margin=account.used_margin,
+            day_start_equity=b.safety.day_start_equity,
+        )
+        profile = b.policy.profile
+        decision = self._guard.check(
+            intent,
+            state,
+            profile,
+            self._governor.view(b.safety, b.now),
+            now=b.now,
+            trace_id=cmd.trace_id,
+            kill_switch=b.policy.state.kill_switch,
+            blocked_symbols=b.policy.state.blocked_symbols,
+        )
+        record = RiskDecisionRecord(
+            id=uuid.uuid4(),
+            account_id=self.account_id,
+            client_order_id=cmd.client_order_id,
+            request_hash=cmd.request_hash,
+            allowed=decision.allowed,
+            reasons=[r.as_dict() for r in decision.reasons],
+            assumptions=list(decision.assumptions),
+            profile_name=decision.profile_name,
+            limits={
+                "profile": profile.limits(),
+                "effective_max_leverage": float(decision.max_leverage),
+                "leverage_multiplier": float(b.safety.leverage_multiplier),
+                "hard": {
+                    k: float(getattr(HARD_LIMITS, k)) for k in HARD_LIMITS.__slots__
+                },
+                "equity": str(state.equity),
+                "open_positions": state.open_positions,
+                "open_notional": str(state.open_notional),
+                "policy_version": b.policy.state.version,
+            },
+            symbol=intent.symbol,
+            side=intent.side.value,
+            notional=intent.notional,
+            leverage=intent.leverage,
+            price=intent.price,
+            stop_loss=intent.stop_loss,
+            confidence=intent.confidence,
+            risk_pct=decision.risk_pct.quantize(USDT, rounding=ROUND_HALF_UP),
+            source=intent.source,
+            trade_id=None,
+            trace_id=cmd.trace_id,
+            created_at=b.now,
+        )
+        if cmd.client_order_id:
+            b.decisions[cmd.client_order_id] = record
+        if not decision.allowed:
+            b.repo.add(record)
+            b.events.append(
+                TradeDenied(
+                    decision_id=str(record.id),
+                    symbol=intent.symbol,
+                    side=intent.side.value,
+                    reason_codes=tuple(r.code.value for r in decision.reasons),
+                    profile_name=decision.profile_name,
+                    trace_id=cmd.trace_id,
+                )
+            )
+            return OpenOutcome(record, None, replayed=False)
+
+        entry_price = cmd.market.round_price(intent.price)
+        notional = (cmd.quantity * entry_price).quantize(USDT, rounding=ROUND_HALF_UP)
+        margin = (notional / intent.leverage).quantize(USDT, rounding=ROUND_HALF_UP)
+        fee = (notional * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
+        trade = Trade(
+            id=uuid.uuid4(),
+            account_id=self.account_id,
+            client_order_id=cmd.client_order_id,
+            symbol=intent.symbol,
+            side=intent.side.value,
+            leverage=intent.leverage,
+            requested_notional=intent.notional,
+            notional=notional,
+            quantity=cmd.quantity,
+            margin=margin,
+            entry_price=entry_price,
+            stop_loss=intent.stop_loss,
+            status="OPEN",
+            exit_price=None,
+            entry_fee=fee,
+            exit_fee=None,
+            realized_pnl=None,
+            confidence=intent.confidence,
+            signal_source=intent.source,
+            risk_profile_name=decision.profile_name,
+            decision_id=record.id,
+            trace_id=cmd.trace_id,
+            opened_at=b.now,
+            closed_at=None,
+            close_trace_id=None,
+        )
+        record.trade_id = trade.id
+        account.equity -= fee
+        account.open_positions += 1
+        account.open_notional += notional
+        account.used_margin += margin
+        account.updated_at = b.now
+        b.trades[trade.id] = trade
+        b.repo.add(record, trade)
+        b.repo.add_equity_snapshot(
+            self.account_id, account.equity, "trade_opened", trade.id, b.now
+        )
+        b.events.append(
+            TradeOpened(
+                trade_id=str(trade.id),
+                symbol=trade.symbol,
+                side=trade.side,
+                notional=notional,
+                leverage=trade.leverage,
+                profile_name=decision.profile_name,
+                trace_id=cmd.trace_id,
+            )
+        )
+        return OpenOutcome(record, trade, replayed=False)
+
+    def _close(self, b: _Batch, cmd: CloseTrade) -> Trade:
+        trade = b.trades.get(cmd.trade_id)
+        if trade is None or trade.account_id != self.account_id:
+            raise NotFound(f"trade {cmd.trade_id} not found")
+        if trade.status != "OPEN":
+            raise Conflict(
+                f"trade {cmd.trade_id} is already {trade.status}",
+                trade_id=str(cmd.trade_id),
+            )
+        exit_price = self.markets.resolve(trade.symbol).round_price(cmd.price)
+        sign = 1 if trade.side == Side.LONG.value else -1
+        gross = (exit_price - trade.entry_price) * trade.quantity * sign
+        exit_fee = (trade.quantity * exit_price * self._fee_rate).quantize(
+            USDT, rounding=ROUND_HALF_UP
+        )
+        pnl = gross - trade.entry_fee - exit_fee
+        trade.status = "CLOSED"
+        trade.exit_price = exit_price
+        trade.exit_fee = exit_fee
+        trade.realized_pnl = pnl
+        trade.closed_at = b.now
+        trade.close_trace_id = cmd.trace_id
+
+        account = b.account
+        account.equity += gross - exit_fee
+        account.open_positions -= 1
+        account.open_notional -= trade.notional
+        account.used_margin -= trade.margin
+        account.updated_at = b.now
+        b.repo.add_equity_snapshot(
+            self.account_id, account.equity, "trade_closed", trade.id, b.now
+        )
+        b.events.append(
+            TradeClosed(
+                trade_id=str(trade.id),
+                symbol=trade.symbol,
+                realized_pnl=pnl,
+                equity_after=account.equity,
+                trace_id=cmd.trace_id,
+            )
+        )
+        before = b.safety
+        b.safety = self._governor.on_trade_closed(
+            before, pnl, account.equity, b.policy.profile, b.now
+        )
+        self._note_safety_change(b, before, cmd.trace_id)
+        return trade
+
+    def _reset(self, b: _Batch, cmd: ResetSafety) -> SafetyState:
+        before = b.safety
+        if not before.emergency:
+            raise Conflict(
+                f"no emergency to reset (state {before.state.value}: {before.reason})"
+            )
+        b.safety = self._governor.reset_emergency(
+            before, b.account.equity, b.policy.profile, b.now, cmd.reason
+        )
+        b.repo.add(
+            PolicyChange(
+                kind="SAFETY_RESET",
+                from_value={
+                    "state": before.state.value,
+                    "emergency": True,
+                    "reason": before.reason,
+                },
+                to_value={
+                    "state": b.safety.state.value,
+                    "emergency": False,
+                    "reason": b.safety.reason,
+                },
+                reason=cmd.reason,
+                actor=cmd.actor,
+                trace_id=cmd.trace_id,
+                created_at=b.now,
+            )
+        )
+        self._note_safety_change(b, before, cmd.trace_id)
+        return b.safety
+
+    def _note_safety_change(
+        self, b: _Batch, before: SafetyState, trace_id: str
+    ) -> None:
+        after = b.safety
+        if (before.state, before.emergency, before.leverage_multiplier) == (
+            after.state,
+            after.emergency,
+            after.leverage_multiplier,
+        ):
+            return
+        b.events.append(
+            SafetyStateChanged(
+                from_state=before.state.value,
+                to_state=after.state.value,
+                reason=after.reason,
+                emergency=after.emergency,
+                daily_drawdown_pct=after.daily_drawdown_pct(b.account.equity),
+                leverage_multiplier=after.leverage_multiplier,
+                trace_id=trace_id,
+            )
+        )
+
+    # Queries ------------------------------------------------------------------------
+
+    async def get_trade(self, trade_id: uuid.UUID) -> Trade:
+        async with self._sessions() as session:
+            trade = await TradingRepository(session).get_trade(trade_id)
+        if trade is None or trade.account_id != self.account_id:
+            raise NotFound(f"trade {trade_id} not found")
+        return trade
+
+    async def list_trades(
+        self, status: str | None, symbol: str | None, limit: int, offset: int
+    ) -> tuple[list[Trade], int]:
+        async with self._sessions() as session:
+            return await TradingRepository(session).list_trades(
+                self.account_id, status, symbol, limit, offset
+            )
+
+    async def list_decisions(
+        self, allowed: bool | None, limit: int, offset: int
+    ) -> tuple[list[RiskDecisionRecord], int]:
+        async with self._sessions() as session:
+            return await TradingRepository(session).list_decisions(
+                self.account_id, allowed, limit, offset
+            )
+
+    async def account(self) -> Account:
+        async with self._sessions() as session:
+            account = await TradingRepository(session).get_account(self.account_id)
+        if account is None:
+            raise ServiceUnavailable(f"account {self.account_id!r} is not initialised")
+        return account
+
+    async def safety(self) -> tuple[SafetyState, Account]:
+        async with self._sessions() as session:
+            repo = TradingRepository(session)
+            account = await repo.get_account(self.account_id)
+            state = await repo.load_safety(self.account_id)
+        if account is None or state is None:
+            raise ServiceUnavailable(f"account {self.account_id!r} is not initialised")
+        return self._governor.roll_day(state, account.equity, self.clock()), account

@@ -1,0 +1,103 @@
+"""The ASGI app: `app.main:app` (uvicorn), built by `create_app()`."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.bootstrap import Container, bootstrap
+from app.core.context import current_trace_id
+from app.core.errors import AppError
+from app.core.logging import configure_logging
+from app.core.middleware import TraceMiddleware
+from app.core.settings import Settings, get_settings
+from app.routes import account, health, policy, risk, safety, trades
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+One process that trades crypto futures under risk governance.
+
+**Authentication**: every mutating endpoint needs the header `X-API-Key` (the `API_KEY` in `.env`;
+`make run` prints it once when it generates it). Click **Authorize** above and paste it.
+Optional header `X-Actor` names who acts, for the audit trail.
+"""
+
+
+def create_app(
+    settings: Settings | None = None, container: Container | None = None
+) -> FastAPI:
+    settings = settings or (container.settings if container else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if len(settings.api_key) < 16:
+            raise RuntimeError(
+                "API_KEY is not set (or shorter than 16 characters); `make run` generates one"
+            )
+        built = container or bootstrap(settings)
+        await built.start()
+        app.state.container = built
+        logger.info(
+            "app_started",
+            extra={
+                "database": built.engine.dialect.name,
+                "policy_backend": built.policy_store.backend.name,
+                "risk_mode": built.policy_store.snapshot.mode.value,
+            },
+        )
+        try:
+            yield
+        finally:
+            await built.stop()
+
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Quantum Trader",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(TraceMiddleware)
+
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(
+            {**exc.body(), "trace_id": current_trace_id()}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+            for e in errors
+        )
+        return JSONResponse(
+            {
+                "error": "validation_error",
+                "detail": summary,
+                "errors": errors,
+                "trace_id": current_trace_id(),
+            },
+            status_code=422,
+        )
+
+    for module in (policy, risk, safety, trades, account, health):
+        app.include_router(module.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app` is built on first access, so importing this module reads no settings."""
+    if name == "app":
+        built = create_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(name)

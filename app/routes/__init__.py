@@ -1,0 +1,1 @@
+"""HTTP endpoints: thin adapters from requests to domain services."""

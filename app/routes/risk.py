@@ -1,0 +1,73 @@
+"""/api/v2/risk: symbol circuit breakers, kill switch, the stored decisions."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.domains.policy.schemas import BlocklistOut, KillSwitchBody, ReasonBody
+from app.domains.trading.schemas import DecisionOut, DecisionPage
+from app.routes.deps import Actor, ContainerDep, TraceId
+
+router = APIRouter(prefix="/api/v2/risk", tags=["risk"])
+
+
+def _blocklist(container: ContainerDep) -> BlocklistOut:
+    state = container.policy_store.snapshot.state
+    return BlocklistOut(blocked=state.blocked_symbols, kill_switch=state.kill_switch)
+
+
+@router.get("/blocklist", response_model=BlocklistOut)
+async def blocklist(container: ContainerDep) -> BlocklistOut:
+    return _blocklist(container)
+
+
+@router.put("/blocklist/{symbol:path}", response_model=BlocklistOut)
+async def block_symbol(
+    symbol: str,
+    body: ReasonBody,
+    container: ContainerDep,
+    actor: Actor,
+    trace_id: TraceId,
+) -> BlocklistOut:
+    market = container.trading.market(symbol)
+    await container.policy.block_symbol(market.symbol, body.reason, actor, trace_id)
+    return _blocklist(container)
+
+
+@router.delete("/blocklist/{symbol:path}", response_model=BlocklistOut)
+async def unblock_symbol(
+    symbol: str,
+    container: ContainerDep,
+    actor: Actor,
+    trace_id: TraceId,
+    reason: Annotated[
+        str, Query(min_length=3, max_length=500)
+    ] = "unblocked by operator",
+) -> BlocklistOut:
+    market = container.trading.market(symbol)
+    await container.policy.unblock_symbol(market.symbol, reason, actor, trace_id)
+    return _blocklist(container)
+
+
+@router.post("/kill-switch", response_model=BlocklistOut)
+async def kill_switch(
+    body: KillSwitchBody, container: ContainerDep, actor: Actor, trace_id: TraceId
+) -> BlocklistOut:
+    await container.policy.set_kill_switch(body.active, body.reason, actor, trace_id)
+    return _blocklist(container)
+
+
+@router.get("/decisions", response_model=DecisionPage)
+async def decisions(
+    container: ContainerDep,
+    allowed: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DecisionPage:
+    items, total = await container.trading.list_decisions(allowed, limit, offset)
+    return DecisionPage(
+        items=[DecisionOut.model_validate(i) for i in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )

@@ -1,0 +1,98 @@
+"""/trades: open (through RiskGuard), list, read, close."""
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from app.domains.trading.schemas import (
+    DecisionOut,
+    RiskDeniedOut,
+    TradeClose,
+    TradeCreate,
+    TradeOpenedOut,
+    TradeOut,
+    TradePage,
+)
+from app.routes.deps import Authenticated, ContainerDep, TraceId
+
+router = APIRouter(prefix="/trades", tags=["trades"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TradeOpenedOut,
+    dependencies=[Authenticated],
+    responses={
+        403: {
+            "model": RiskDeniedOut,
+            "description": "Denied by RiskGuard; the denial is stored",
+        },
+        409: {"description": "client_order_id reused for a different request"},
+    },
+)
+async def open_trade(
+    body: TradeCreate, container: ContainerDep, trace_id: TraceId
+) -> JSONResponse:
+    """Check the intent with RiskGuard and open a paper position if allowed.
+
+    Sending the same `client_order_id` again returns the original result (201 or 403)
+    with header `Idempotent-Replayed: true`, never a second trade.
+    """
+    market = container.trading.market(body.symbol)
+    outcome = await container.trading.open_trade(
+        body.intent(market.symbol), body.client_order_id, trace_id
+    )
+    decision = DecisionOut.model_validate(outcome.decision)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    if outcome.trade is None:
+        denied = RiskDeniedOut(
+            reasons=decision.reasons,
+            profile_name=decision.profile_name,
+            trace_id=decision.trace_id,
+            decision=decision,
+        )
+        return JSONResponse(
+            denied.model_dump(mode="json"), status_code=403, headers=headers
+        )
+    opened = TradeOpenedOut(
+        trade=TradeOut.model_validate(outcome.trade), decision=decision
+    )
+    return JSONResponse(
+        opened.model_dump(mode="json"), status_code=201, headers=headers
+    )
+
+
+@router.get("", response_model=TradePage)
+async def list_trades(
+    container: ContainerDep,
+    status: Literal["OPEN", "CLOSED"] | None = None,
+    symbol: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> TradePage:
+    canonical = container.trading.market(symbol).symbol if symbol else None
+    items, total = await container.trading.list_trades(status, canonical, limit, offset)
+    return TradePage(
+        items=[TradeOut.model_validate(t) for t in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{trade_id}", response_model=TradeOut)
+async def get_trade(trade_id: uuid.UUID, container: ContainerDep) -> TradeOut:
+    return TradeOut.model_validate(await container.trading.get_trade(trade_id))
+
+
+@router.post("/{trade_id}/close", response_model=TradeOut, dependencies=[Authenticated])
+async def close_trade(
+    trade_id: uuid.UUID, body: TradeClose, container: ContainerDep, trace_id: TraceId
+) -> TradeOut:
+    """Close at `price`: realized PnL net of fees, equity update, SafetyGovernor update."""
+    return TradeOut.model_validate(
+        await container.trading.close_trade(trade_id, body.price, trace_id)
+    )
