@@ -73,7 +73,7 @@ class EventBus:
         finally:
             trace_id_var.reset(token)
 
-    async def drain(self, timeout: float = 5.0) -> None:
+    async def drain(self, wait_seconds: float = 5.0) -> None:
         """Wait for handlers still running (shutdown, tests)."""
         if self._pending:
-            await asyncio.wait(set(self._pending), timeout=timeout)
+            await asyncio.wait(set(self._pending), timeout=wait_seconds)

@@ -6,6 +6,7 @@ notifies the other processes (Redis pub/sub).
 """
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -185,10 +186,8 @@ class RedisPolicyBackend:
         except Exception as exc:
             raise PolicyBackendError(f"redis pub/sub: {exc}") from exc
         finally:
-            try:
-                await pubsub.aclose()
-            except Exception:  # noqa: S110 - the connection is already gone
-                pass
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> None:
         try:

@@ -58,7 +58,7 @@ class KillSwitchBody(BaseModel):
 class ProfileOut(RiskProfile):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    overridden_fields: list[str] = []
+    overridden_fields: list[str] = Field(default_factory=list)
 
 
 class ActiveProfileOut(ProfileOut):

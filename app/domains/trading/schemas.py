@@ -20,7 +20,7 @@ Confidence = Annotated[
     Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)
 ]
 
-TRADE_EXAMPLE = {
+TRADE_EXAMPLE: dict[str, Any] = {
     "symbol": "BTCUSDT",
     "side": "LONG",
     "notional": "500",
