@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 RequestFactory = Callable[[int], bytes]
+T = TypeVar("T")
 
 MAX_ERRORS_KEPT = 20
 
@@ -83,9 +85,9 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-async def request_once(host: str, port: int, raw: bytes, timeout: float = 10.0) -> Response:
+async def request_once(host: str, port: int, raw: bytes, limit_s: float = 10.0) -> Response:
     """One request on a fresh connection (setup calls, health polling)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         reader, writer = await asyncio.open_connection(host, port)
         try:
             writer.write(raw)
@@ -202,3 +204,15 @@ async def run_load(
             note_error(f"connection failed: {type(outcome).__name__}: {outcome}")
     result.duration_s = (last_done[0] - warm_end) / 1e9
     return result
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when installed (as uvicorn[standard] does), to keep the client cheap."""
+    try:
+        import uvloop
+    except ImportError:
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)

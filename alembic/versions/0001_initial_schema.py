@@ -104,6 +104,7 @@ def upgrade() -> None:
         sa.Column("losing_streak", sa.Integer(), nullable=False),
         sa.Column("winning_streak", sa.Integer(), nullable=False),
         sa.Column("leverage_multiplier", EXACT, nullable=False),
+        sa.Column("emergency_reset_equity", EXACT, nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_safety_states")),
     )

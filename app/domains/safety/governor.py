@@ -45,6 +45,9 @@ class SafetyState:
     winning_streak: int
     leverage_multiplier: Decimal
     updated_at: datetime
+    # Equity when an operator last reset an emergency today: until the day ends, the
+    # emergency re-arms only if losses go deeper than that.
+    emergency_reset_equity: Decimal | None = None
 
     @classmethod
     def initial(cls, equity: Decimal, now: datetime) -> "SafetyState":
@@ -90,7 +93,7 @@ class SafetyGovernor:
         today = now.astimezone(UTC).date()
         if today <= s.day:
             return s
-        s = replace(s, day=today, day_start_equity=equity, updated_at=now)
+        s = replace(s, day=today, day_start_equity=equity, emergency_reset_equity=None, updated_at=now)
         if s.state is TradingState.HALTED and not s.emergency:
             s = self._settle(s, "daily halt expired at UTC midnight", now)
         return s
@@ -142,7 +145,8 @@ class SafetyGovernor:
     ) -> SafetyState:
         """Apply drawdown limits of `profile` to the current equity."""
         daily = s.daily_drawdown_pct(equity)
-        if daily >= profile.emergency_drawdown_pct:
+        acknowledged = s.emergency_reset_equity is not None and equity >= s.emergency_reset_equity
+        if daily >= profile.emergency_drawdown_pct and not acknowledged:
             if s.emergency:
                 return s
             return replace(
@@ -188,14 +192,15 @@ class SafetyGovernor:
         reason: str,
     ) -> SafetyState:
         """Operator reset: lift the emergency; a daily halt still applies if the day's drawdown calls for it."""
+        s = self.roll_day(s, equity, now)
         s = replace(
             s,
             emergency=False,
             state=TradingState.ACTIVE,
             halted_until=None,
             reason=f"reset: {reason}",
+            emergency_reset_equity=equity,
         )
-        s = self.roll_day(s, equity, now)
         return self.evaluate(s, equity, profile, now)
 
     def _settle(self, s: SafetyState, reason: str, now: datetime) -> SafetyState:

@@ -23,4 +23,5 @@ class SafetyStateRecord(Base):
     losing_streak: Mapped[int] = mapped_column(Integer)
     winning_streak: Mapped[int] = mapped_column(Integer)
     leverage_multiplier: Mapped[Decimal] = mapped_column(Exact())
+    emergency_reset_equity: Mapped[Decimal | None] = mapped_column(Exact(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -131,6 +131,7 @@ class TradingRepository:
             winning_streak=row.winning_streak,
             leverage_multiplier=row.leverage_multiplier,
             updated_at=row.updated_at,
+            emergency_reset_equity=row.emergency_reset_equity,
         )
 
     async def save_safety(self, account_id: str, s: SafetyState) -> None:
@@ -146,6 +147,7 @@ class TradingRepository:
             "losing_streak": s.losing_streak,
             "winning_streak": s.winning_streak,
             "leverage_multiplier": s.leverage_multiplier,
+            "emergency_reset_equity": s.emergency_reset_equity,
             "updated_at": s.updated_at,
         }
         if row is None:
