@@ -14,9 +14,7 @@ logger = logging.getLogger("app.events")
 
 async def log_event(event: Event) -> None:
     fields = {k: v for k, v in asdict(event).items() if k not in ("trace_id",)}
-    logger.info(
-        f"event_{type(event).__name__}", extra={k: str(v) for k, v in fields.items()}
-    )
+    logger.info(f"event_{type(event).__name__}", extra={k: str(v) for k, v in fields.items()})
 
 
 async def count_approved(event: Event) -> None:

@@ -27,17 +27,13 @@ Optional header `X-Actor` names who acts, for the audit trail.
 """
 
 
-def create_app(
-    settings: Settings | None = None, container: Container | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     settings = settings or (container.settings if container else get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if len(settings.api_key) < 16:
-            raise RuntimeError(
-                "API_KEY is not set (or shorter than 16 characters); `make run` generates one"
-            )
+            raise RuntimeError("API_KEY is not set (or shorter than 16 characters); `make run` generates one")
         built = container or bootstrap(settings)
         await built.start()
         app.state.container = built
@@ -65,20 +61,12 @@ def create_app(
 
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(
-            {**exc.body(), "trace_id": current_trace_id()}, status_code=exc.status_code
-        )
+        return JSONResponse({**exc.body(), "trace_id": current_trace_id()}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors()
-        ]
-        summary = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
-            for e in errors
-        )
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
         return JSONResponse(
             {
                 "error": "validation_error",

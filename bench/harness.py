@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import build_request, request_once
+from bench.loadgen import LoadResult, RequestFactory, build_request, request_once, run_async, run_load
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -247,6 +247,16 @@ class Server:
             proc.kill()
             proc.wait(timeout=5)
 
+    def cpu_seconds(self) -> float:
+        """User+system CPU time of the server process so far (Linux /proc)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             raise BenchError(f"{self.label} died during the run:\n{self.log_tail()}")
@@ -256,6 +266,68 @@ class Server:
             return self.log_path.read_text(errors="replace")[-limit:]
         except OSError:
             return "(no log)"
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat; (0, 0) where unavailable."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def load(
+    server: Server,
+    make_request: RequestFactory,
+    *,
+    connections: int,
+    warmup_s: float,
+    duration_s: float,
+    max_requests: int,
+    ok_status: int,
+    what: str,
+) -> LoadResult:
+    """One load round on `server`; any status other than `ok_status` makes the run invalid."""
+    cpu_before = server.cpu_seconds()
+    busy_before, total_before = _cpu_ticks()
+    result = run_async(
+        run_load(
+            HOST,
+            server.port,
+            make_request,
+            connections=connections,
+            warmup_s=warmup_s,
+            duration_s=duration_s,
+            max_requests=max_requests,
+            ok_status=ok_status,
+        )
+    )
+    result.server_cpu_pct = 100 * (server.cpu_seconds() - cpu_before) / result.wall_s
+    busy_after, total_after = _cpu_ticks()
+    if total_after > total_before:
+        result.machine_busy_pct = 100 * (busy_after - busy_before) / (total_after - total_before)
+    server.check_alive()
+    bad = result.non_ok(ok_status)
+    if bad or result.requests == 0:
+        raise BenchError(
+            f"{server.label} ({what}): {bad} responses other than {ok_status} or transport errors; "
+            f"measured statuses {dict(result.statuses)}, warm-up statuses {dict(result.warmup_statuses)}, "
+            f"errors {result.errors[:3]}, samples {result.bad_samples[:3]}"
+        )
+    return result
+
+
+def cpu_note(results: Sequence[LoadResult]) -> str:
+    """Median CPU over rounds: server and client in % of one core, the whole machine in % of all cores.
+
+    A server well below 100% while the machine is not saturated was not the bottleneck.
+    """
+    server = statistics.median(r.server_cpu_pct for r in results)
+    client = statistics.median(r.client_cpu_pct for r in results)
+    machine = statistics.median(r.machine_busy_pct for r in results)
+    return f"CPU server {server:.0f}%, client {client:.0f}%, machine {machine:.0f}%"
 
 
 @contextlib.contextmanager

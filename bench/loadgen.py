@@ -110,6 +110,10 @@ class LoadResult:
     warmup_statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    client_cpu_pct: float = 0.0
+    server_cpu_pct: float = 0.0
+    machine_busy_pct: float = 0.0
+    wall_s: float = 0.0
     bad_samples: list[str] = field(default_factory=list)
 
     @property
@@ -147,6 +151,7 @@ async def run_load(
     """
     counter = iter(range(1 << 62))
     result = LoadResult(connections=connections, duration_s=0.0)
+    cpu_before = time.process_time()
     started = time.perf_counter_ns()
     warm_end = started + int(warmup_s * 1e9)
     deadline = warm_end + int(duration_s * 1e9)
@@ -203,6 +208,8 @@ async def run_load(
         if isinstance(outcome, BaseException):
             note_error(f"connection failed: {type(outcome).__name__}: {outcome}")
     result.duration_s = (last_done[0] - warm_end) / 1e9
+    result.wall_s = (time.perf_counter_ns() - started) / 1e9
+    result.client_cpu_pct = 100 * (time.process_time() - cpu_before) / result.wall_s
     return result
 
 

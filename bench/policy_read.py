@@ -20,6 +20,8 @@ from bench.harness import (
     Server,
     Target,
     clean_env,
+    cpu_note,
+    load,
     migrate,
     percentile,
     redis_prefix_keys,
@@ -27,7 +29,7 @@ from bench.harness import (
     running,
     scratch_dir,
 )
-from bench.loadgen import LoadResult, build_request, request_once, run_async, run_load
+from bench.loadgen import LoadResult, build_request, request_once, run_async
 
 NAME = "policy_read"
 PATH = "/api/v2/policy/risk-profile"
@@ -49,25 +51,16 @@ def _check_body(server: Server, backend: str | None) -> int:
 
 def _load(server: Server, warmup_s: float, duration_s: float) -> LoadResult:
     raw = build_request("GET", PATH, HOST, server.port)
-    result = run_async(
-        run_load(
-            HOST,
-            server.port,
-            lambda _: raw,
-            connections=CONNECTIONS,
-            warmup_s=warmup_s,
-            duration_s=duration_s,
-            max_requests=2_000_000,
-        )
+    return load(
+        server,
+        lambda _: raw,
+        connections=CONNECTIONS,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        max_requests=2_000_000,
+        ok_status=200,
+        what=f"GET {PATH}",
     )
-    server.check_alive()
-    bad = result.non_ok(200)
-    if bad or result.requests == 0:
-        raise BenchError(
-            f"{server.label}: {bad} non-200 responses or errors out of {result.requests} "
-            f"(statuses {dict(result.statuses)}, errors {result.errors[:3]}, samples {result.bad_samples[:3]})"
-        )
-    return result
 
 
 def _variant(variant: str, quick: bool) -> tuple[list[Figure], dict[str, Any]]:
@@ -117,23 +110,40 @@ def _variant(variant: str, quick: bool) -> tuple[list[Figure], dict[str, Any]]:
         "server_command": ours.command[1:],
     }
     label = "embedded" if variant == "embedded" else "redis backend"
-    for key in ("ours", "bare"):
+    for key, who in (("ours", "ours"), ("bare", "bare FastAPI")):
         requests = sum(res.requests for res in results[key])
         latencies = sorted(ns / 1e6 for res in results[key] for ns in res.latencies_ns)
         details[key] = {
             "rps_per_round": [round(x, 1) for x in rps[key]],
+            "server_cpu_pct_per_round": [round(res.server_cpu_pct) for res in results[key]],
+            "client_cpu_pct_per_round": [round(res.client_cpu_pct) for res in results[key]],
+            "machine_busy_pct_per_round": [round(res.machine_busy_pct) for res in results[key]],
             "requests": requests,
-            "latency_ms": {p: round(percentile(latencies, q), 3) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))},
         }
         figures.append(
             Figure(
-                name=f"{'ours' if key == 'ours' else 'bare FastAPI'} ({label})",
+                name=f"{who} ({label})",
                 unit="req/s",
                 value=med[key],
                 stat=f"median of {rounds} rounds",
                 samples=requests,
                 sample_kind="requests",
-                note=f"min {min(rps[key]):.0f}, max {max(rps[key]):.0f}",
+                note=f"min {min(rps[key]):.0f}, max {max(rps[key]):.0f}; {cpu_note(results[key])}",
+            )
+        )
+        p50, p90, p99 = (percentile(latencies, q) for q in (50, 90, 99))
+        figures.append(
+            Figure(
+                name=f"{who} ({label}) latency p99",
+                unit="ms",
+                value=p99,
+                stat="p99 of all requests",
+                samples=requests,
+                sample_kind="requests",
+                p50=p50,
+                p90=p90,
+                p99=p99,
+                note=f"{CONNECTIONS} connections",
             )
         )
     figures.append(

@@ -23,6 +23,8 @@ from bench.harness import (
     Server,
     Target,
     clean_env,
+    cpu_note,
+    load,
     migrate,
     percentile,
     pg_fetch,
@@ -30,7 +32,7 @@ from bench.harness import (
     running,
     scratch_dir,
 )
-from bench.loadgen import LoadResult, RequestFactory, build_request, request_once, run_async, run_load
+from bench.loadgen import LoadResult, RequestFactory, build_request, request_once, run_async
 
 NAME = "trades_write"
 CONNECTIONS = 32
@@ -99,27 +101,16 @@ def _prepare(ours: Server, minimal: Server, tag: str) -> None:
 
 
 def _load(server: Server, tag: str, round_no: int, warmup_s: float, duration_s: float) -> LoadResult:
-    result = run_async(
-        run_load(
-            HOST,
-            server.port,
-            trade_requests(server.port, f"{tag}-{server.label}-r{round_no}"),
-            connections=CONNECTIONS,
-            warmup_s=warmup_s,
-            duration_s=duration_s,
-            max_requests=500_000,
-            ok_status=201,
-        )
+    return load(
+        server,
+        trade_requests(server.port, f"{tag}-{server.label}-r{round_no}"),
+        connections=CONNECTIONS,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        max_requests=500_000,
+        ok_status=201,
+        what=f"POST /trades round {round_no}",
     )
-    server.check_alive()
-    bad = result.non_ok(201)
-    if bad or result.requests == 0:
-        raise BenchError(
-            f"{server.label}: {bad} non-201 responses or errors in round {round_no} "
-            f"(measured statuses {dict(result.statuses)}, warm-up {dict(result.warmup_statuses)}, "
-            f"errors {result.errors[:3]}, samples {result.bad_samples[:3]})"
-        )
-    return result
 
 
 def _count_rows(database: str) -> dict[str, int]:
@@ -182,6 +173,9 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
         p = {q: percentile(latencies, q) for q in (50, 90, 99)}
         details[key] = {
             "rps_per_round": [round(x, 1) for x in rps],
+            "server_cpu_pct_per_round": [round(res.server_cpu_pct) for res in results[key]],
+            "client_cpu_pct_per_round": [round(res.client_cpu_pct) for res in results[key]],
+            "machine_busy_pct_per_round": [round(res.machine_busy_pct) for res in results[key]],
             "p99_ms_per_round": [round(percentile(sorted(res.latencies_ns), 99) / 1e6, 2) for res in results[key]],
             "requests": len(latencies),
             "latency_ms": {f"p{q}": round(v, 3) for q, v in p.items()} | {"max": round(latencies[-1], 3)},
@@ -194,7 +188,7 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
                 stat=f"median of {rounds} rounds",
                 samples=len(latencies),
                 sample_kind="requests",
-                note=f"min {min(rps):.0f}, max {max(rps):.0f}",
+                note=f"min {min(rps):.0f}, max {max(rps):.0f}; {cpu_note(results[key])}",
             )
         )
         figures.append(

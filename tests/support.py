@@ -76,7 +76,6 @@ async def running(container: Container) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-
 def trade_body(**overrides: Any) -> dict[str, Any]:
     """A trade intent every default profile allows on a 10,000 USDT account."""
     body: dict[str, Any] = {
@@ -145,10 +144,24 @@ async def uvicorn_process(env: dict[str, str], workdir: Path) -> AsyncIterator[s
     """`app.main:app` in its own uvicorn process (one worker); yields its base URL."""
     port = free_port()
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
-        cwd=workdir, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter; started once per test
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=workdir,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -59,9 +59,7 @@ class EventBus:
         except Exception:
             self.failures += 1
             name = getattr(handler, "__qualname__", repr(handler))
-            EVENT_HANDLER_FAILURES.labels(
-                event=type(event).__name__, handler=name
-            ).inc()
+            EVENT_HANDLER_FAILURES.labels(event=type(event).__name__, handler=name).inc()
             logger.exception(
                 "event_handler_failed",
                 extra={

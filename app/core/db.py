@@ -48,11 +48,7 @@ class Exact(TypeDecorator[Decimal]):
 def _strip(value: Decimal) -> Decimal:
     """Drop the trailing zeros NUMERIC(38, 18) pads with, keeping integers unscientific."""
     normalized = value.normalize()
-    return (
-        normalized.quantize(Decimal(1))
-        if normalized == normalized.to_integral()
-        else normalized
-    )
+    return normalized.quantize(Decimal(1)) if normalized == normalized.to_integral() else normalized
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,9 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(
-        self, value: datetime | None, dialect: Dialect
-    ) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -71,22 +65,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(
-        self, value: datetime | None, dialect: Dialect
-    ) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return (
-            value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        )
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         return create_async_engine(url, connect_args={"timeout": 30})
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -14,6 +14,4 @@ def canonical(value: Decimal) -> str:
     return format(normalized, "f")
 
 
-DecimalStr = Annotated[
-    Decimal, PlainSerializer(canonical, return_type=str, when_used="json")
-]
+DecimalStr = Annotated[Decimal, PlainSerializer(canonical, return_type=str, when_used="json")]

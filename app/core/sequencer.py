@@ -34,10 +34,7 @@ class Sequencer(Generic[C]):
 
     async def _drain(self) -> None:
         while self._queue:
-            batch = [
-                self._queue.popleft()
-                for _ in range(min(self._max_batch, len(self._queue)))
-            ]
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
             try:
                 results = await self._process([command for command, _ in batch])
             except BaseException as exc:

@@ -11,9 +11,7 @@ RiskModeName = Literal["AGGRESSIVE_SMALL_ACCOUNT", "NORMAL", "DEFENSIVE"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./quantum.db"
     db_pool_size: int = Field(default=10, ge=1)
@@ -27,24 +25,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     account_id: str = "paper"
-    paper_starting_balance: Decimal = Field(
-        default=Decimal(10000), gt=0, allow_inf_nan=False
-    )
-    taker_fee_rate: Decimal = Field(
-        default=Decimal("0.0004"), ge=0, lt=1, allow_inf_nan=False
-    )
+    paper_starting_balance: Decimal = Field(default=Decimal(10000), gt=0, allow_inf_nan=False)
+    taker_fee_rate: Decimal = Field(default=Decimal("0.0004"), ge=0, lt=1, allow_inf_nan=False)
     markets_file: str | None = None
 
     max_price_age_seconds: float = Field(default=60.0, gt=0)
     max_price_future_skew_seconds: float = Field(default=5.0, ge=0)
-    assumed_stop_distance_pct: Decimal = Field(
-        default=Decimal(2), gt=0, allow_inf_nan=False
-    )
+    assumed_stop_distance_pct: Decimal = Field(default=Decimal(2), gt=0, allow_inf_nan=False)
 
     losing_streak_threshold: int = Field(default=3, ge=1)
-    losing_streak_leverage_multiplier: Decimal = Field(
-        default=Decimal("0.5"), gt=0, le=1
-    )
+    losing_streak_leverage_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
     recovery_wins: int = Field(default=2, ge=1)
 
     sequencer_max_batch: int = Field(default=64, ge=1)

@@ -10,9 +10,7 @@ from app.bootstrap import Container
 from app.core.context import current_trace_id
 from app.core.errors import Unauthorized
 
-_api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="The API_KEY from .env"
-)
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API_KEY from .env")
 
 
 def get_container(request: Request) -> Container:
@@ -23,9 +21,7 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def require_api_key(
-    container: ContainerDep, api_key: Annotated[str | None, Depends(_api_key_header)]
-) -> str:
+def require_api_key(container: ContainerDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> str:
     expected = container.settings.api_key
     if not api_key or not secrets.compare_digest(api_key.encode(), expected.encode()):
         raise Unauthorized("missing or wrong X-API-Key")
@@ -34,9 +30,7 @@ def require_api_key(
 
 def get_actor(
     _: Annotated[str, Depends(require_api_key)],
-    x_actor: Annotated[
-        str | None, Header(max_length=128, description="Who acts, for the audit trail")
-    ] = None,
+    x_actor: Annotated[str | None, Header(max_length=128, description="Who acts, for the audit trail")] = None,
 ) -> str:
     return x_actor or "api-key"
 

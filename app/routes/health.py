@@ -44,9 +44,7 @@ async def _policy(container: Container) -> dict[str, Any]:
     try:
         started = time.perf_counter()
         await store.backend.ping()
-        backend.update(
-            status="up", latency_ms=round((time.perf_counter() - started) * 1000, 2)
-        )
+        backend.update(status="up", latency_ms=round((time.perf_counter() - started) * 1000, 2))
     except PolicyBackendError as exc:
         backend.update(status="down", error=str(exc)[:300])
     synced = store.last_sync_monotonic
@@ -56,9 +54,7 @@ async def _policy(container: Container) -> dict[str, Any]:
         "active_mode": store.snapshot.mode.value,
         "policy_version": store.snapshot.state.version,
         "serving": "last known profile" if store.degraded else "live",
-        "seconds_since_sync": None
-        if synced is None
-        else round(time.monotonic() - synced, 3),
+        "seconds_since_sync": None if synced is None else round(time.monotonic() - synced, 3),
         "last_error": store.last_error,
     }
 
@@ -70,9 +66,7 @@ async def ready(container: ContainerDep) -> JSONResponse:
     components: dict[str, Any] = {
         "database": database,
         "policy_store": policy,
-        "redis": policy["backend"]
-        if policy["backend"]["name"] == "redis"
-        else {"status": "not_configured"},
+        "redis": policy["backend"] if policy["backend"]["name"] == "redis" else {"status": "not_configured"},
         "event_bus": {
             "status": "up" if container.bus.failures == 0 else "degraded",
             "handler_failures": container.bus.failures,
@@ -93,10 +87,7 @@ async def ready(container: ContainerDep) -> JSONResponse:
         components["safety_governor"] = {"status": "unknown", "error": "database down"}
     if database["status"] != "up":
         overall, code = "not_ready", 503
-    elif any(
-        c.get("status") not in ("up", "not_configured", "halted")
-        for c in components.values()
-    ):
+    elif any(c.get("status") not in ("up", "not_configured", "halted") for c in components.values()):
         overall, code = "degraded", 200
     else:
         overall, code = "ready", 200

@@ -58,9 +58,7 @@ async def risk_profile(container: ContainerDep) -> ActiveProfileOut:
 async def switch_risk_mode(
     body: RiskModeSwitch, container: ContainerDep, actor: Actor, trace_id: TraceId
 ) -> ActiveProfileOut:
-    snapshot = await container.policy.switch_mode(
-        body.mode, body.reason, actor, trace_id
-    )
+    snapshot = await container.policy.switch_mode(body.mode, body.reason, actor, trace_id)
     return _active(snapshot, container.policy_store)
 
 

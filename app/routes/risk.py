@@ -40,9 +40,7 @@ async def unblock_symbol(
     container: ContainerDep,
     actor: Actor,
     trace_id: TraceId,
-    reason: Annotated[
-        str, Query(min_length=3, max_length=500)
-    ] = "unblocked by operator",
+    reason: Annotated[str, Query(min_length=3, max_length=500)] = "unblocked by operator",
 ) -> BlocklistOut:
     market = container.trading.market(symbol)
     await container.policy.unblock_symbol(market.symbol, reason, actor, trace_id)
@@ -50,9 +48,7 @@ async def unblock_symbol(
 
 
 @router.post("/kill-switch", response_model=BlocklistOut)
-async def kill_switch(
-    body: KillSwitchBody, container: ContainerDep, actor: Actor, trace_id: TraceId
-) -> BlocklistOut:
+async def kill_switch(body: KillSwitchBody, container: ContainerDep, actor: Actor, trace_id: TraceId) -> BlocklistOut:
     await container.policy.set_kill_switch(body.active, body.reason, actor, trace_id)
     return _blocklist(container)
 

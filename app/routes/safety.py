@@ -47,9 +47,7 @@ async def status(container: ContainerDep) -> SafetyStatusOut:
 
 
 @router.post("/reset", response_model=SafetyStatusOut)
-async def reset(
-    body: ReasonBody, container: ContainerDep, actor: Actor, trace_id: TraceId
-) -> SafetyStatusOut:
+async def reset(body: ReasonBody, container: ContainerDep, actor: Actor, trace_id: TraceId) -> SafetyStatusOut:
     """Lift an emergency halt (audited). A daily halt still applies if today's drawdown calls for it."""
     await container.trading.reset_safety(body.reason, actor, trace_id)
     return await _status(container)

@@ -33,18 +33,14 @@ router = APIRouter(prefix="/trades", tags=["trades"])
         409: {"description": "client_order_id reused for a different request"},
     },
 )
-async def open_trade(
-    body: TradeCreate, container: ContainerDep, trace_id: TraceId
-) -> JSONResponse:
+async def open_trade(body: TradeCreate, container: ContainerDep, trace_id: TraceId) -> JSONResponse:
     """Check the intent with RiskGuard and open a paper position if allowed.
 
     Sending the same `client_order_id` again returns the original result (201 or 403)
     with header `Idempotent-Replayed: true`, never a second trade.
     """
     market = container.trading.market(body.symbol)
-    outcome = await container.trading.open_trade(
-        body.intent(market.symbol), body.client_order_id, trace_id
-    )
+    outcome = await container.trading.open_trade(body.intent(market.symbol), body.client_order_id, trace_id)
     decision = DecisionOut.model_validate(outcome.decision)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     if outcome.trade is None:
@@ -54,15 +50,9 @@ async def open_trade(
             trace_id=decision.trace_id,
             decision=decision,
         )
-        return JSONResponse(
-            denied.model_dump(mode="json"), status_code=403, headers=headers
-        )
-    opened = TradeOpenedOut(
-        trade=TradeOut.model_validate(outcome.trade), decision=decision
-    )
-    return JSONResponse(
-        opened.model_dump(mode="json"), status_code=201, headers=headers
-    )
+        return JSONResponse(denied.model_dump(mode="json"), status_code=403, headers=headers)
+    opened = TradeOpenedOut(trade=TradeOut.model_validate(outcome.trade), decision=decision)
+    return JSONResponse(opened.model_dump(mode="json"), status_code=201, headers=headers)
 
 
 @router.get("", response_model=TradePage)
@@ -89,10 +79,6 @@ async def get_trade(trade_id: uuid.UUID, container: ContainerDep) -> TradeOut:
 
 
 @router.post("/{trade_id}/close", response_model=TradeOut, dependencies=[Authenticated])
-async def close_trade(
-    trade_id: uuid.UUID, body: TradeClose, container: ContainerDep, trace_id: TraceId
-) -> TradeOut:
+async def close_trade(trade_id: uuid.UUID, body: TradeClose, container: ContainerDep, trace_id: TraceId) -> TradeOut:
     """Close at `price`: realized PnL net of fees, equity update, SafetyGovernor update."""
-    return TradeOut.model_validate(
-        await container.trading.close_trade(trade_id, body.price, trace_id)
-    )
+    return TradeOut.model_validate(await container.trading.close_trade(trade_id, body.price, trace_id))

@@ -21,8 +21,15 @@ from tests.support import API_KEY, ROOT, running, trade_body, uvicorn_process
 
 pytestmark = pytest.mark.postgres
 
-PRICES = {"BTCUSDT": "60000", "ETHUSDT": "3000", "LTCUSDT": "80", "ADAUSDT": "0.5", "XRPUSDT": "0.6",
-          "DOGEUSDT": "0.1", "TRXUSDT": "0.1"}
+PRICES = {
+    "BTCUSDT": "60000",
+    "ETHUSDT": "3000",
+    "LTCUSDT": "80",
+    "ADAUSDT": "0.5",
+    "XRPUSDT": "0.6",
+    "DOGEUSDT": "0.1",
+    "TRXUSDT": "0.1",
+}
 
 
 async def test_migrations_build_the_models_schema_on_postgres(pg_url: str) -> None:
@@ -45,8 +52,9 @@ async def test_migrations_build_the_models_schema_on_postgres(pg_url: str) -> No
 
 
 async def test_downgrade_and_upgrade_again(pg_url: str) -> None:
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.attributes.update(url=pg_url, configure_logger=False)
@@ -62,12 +70,15 @@ async def test_money_round_trips_exactly(pg_url: str, make_settings: Callable[..
         closed = (await client.post(f"/trades/{opened['id']}/close", json={"price": "0.08257"})).json()
         assert opened["quantity"] == "3077" and opened["notional"] == "249.94471"
         assert closed["realized_pnl"] == str(
-            (Decimal("0.08257") - Decimal("0.08123")) * 3077 - Decimal(opened["entry_fee"]) - Decimal(closed["exit_fee"])
+            (Decimal("0.08257") - Decimal("0.08123")) * 3077
+            - Decimal(opened["entry_fee"])
+            - Decimal(closed["exit_fee"])
         )
         async with container.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    text("SELECT entry_price::text, realized_pnl = :pnl FROM trades"), {"pnl": Decimal(closed["realized_pnl"])}
+                    text("SELECT entry_price::text, realized_pnl = :pnl FROM trades"),
+                    {"pnl": Decimal(closed["realized_pnl"])},
                 )
             ).one()
         assert row == ("0.081230000000000000", True)
@@ -118,8 +129,12 @@ async def test_hundred_concurrent_trades_on_two_uvicorn_instances(
                 symbol = next(symbols)
                 price = Decimal(PRICES[symbol])
                 bodies.append(
-                    trade_body(symbol=symbol, price=str(price), stop_loss=str(price * Decimal("0.99")),
-                               client_order_id=f"race-{i}")
+                    trade_body(
+                        symbol=symbol,
+                        price=str(price),
+                        stop_loss=str(price * Decimal("0.99")),
+                        client_order_id=f"race-{i}",
+                    )
                 )
             responses = await asyncio.gather(
                 *(client.post(f"{(url_a, url_b)[i % 2]}/trades", json=body) for i, body in enumerate(bodies))

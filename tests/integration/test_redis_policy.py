@@ -66,7 +66,9 @@ async def test_outage_keeps_the_last_profile_refuses_changes_and_recovers(
 ) -> None:
     container = bootstrap(redis_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/0"))
     async with running(container) as client:
-        assert (await client.post("/api/v2/policy/risk-mode", json={"mode": "DEFENSIVE", "reason": "before"})).status_code == 200
+        assert (
+            await client.post("/api/v2/policy/risk-mode", json={"mode": "DEFENSIVE", "reason": "before"})
+        ).status_code == 200
         await proxy.stop()
 
         async def degraded() -> bool:
@@ -95,7 +97,9 @@ async def test_outage_keeps_the_last_profile_refuses_changes_and_recovers(
         assert (profile["name"], profile["max_leverage"], profile["degraded"]) == ("DEFENSIVE", 3, False)
         history = (await client.get("/api/v2/policy/history")).json()
         assert [c["reason"] for c in history["items"]] == ["before"]
-        assert (await client.post("/api/v2/policy/risk-mode", json={"mode": "NORMAL", "reason": "after"})).status_code == 200
+        assert (
+            await client.post("/api/v2/policy/risk-mode", json={"mode": "NORMAL", "reason": "after"})
+        ).status_code == 200
 
 
 async def test_starting_while_redis_is_down_serves_normal_until_it_returns(
@@ -105,7 +109,9 @@ async def test_starting_while_redis_is_down_serves_normal_until_it_returns(
     await seeder.refresh()
     await seeder.backend.close()
     await proxy.stop()
-    settings = redis_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/0", quantum_risk_mode="AGGRESSIVE_SMALL_ACCOUNT")
+    settings = redis_settings(
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0", quantum_risk_mode="AGGRESSIVE_SMALL_ACCOUNT"
+    )
     async with running(bootstrap(settings)) as client:
         profile = (await client.get("/api/v2/policy/risk-profile")).json()
         assert (profile["name"], profile["degraded"]) == ("NORMAL", True)
@@ -153,6 +159,6 @@ async def test_concurrent_overrides_from_two_stores_lose_nothing(
         await a.policy_store.refresh()
         overrides = a.policy_store.snapshot.state.overrides["NORMAL"]
         assert set(overrides) == {"max_open_positions", "position_size_cap_usd"}
-        history, total = await a.policy.history(limit=100, offset=0, kind="PROFILE_OVERRIDE")
-        assert total == 20
+        items, total = await a.policy.history(limit=100, offset=0, kind="PROFILE_OVERRIDE")
+        assert total == len(items) == 20
         assert a.policy_store.snapshot.state.version == 21

@@ -34,7 +34,9 @@ async def test_ready_reports_a_down_policy_backend(make_settings: Callable[..., 
         assert switch.status_code == 503
         assert (await client.get("/api/v2/policy/risk-profile")).json()["name"] == "NORMAL"
         backend.available = True
-        assert (await client.post("/api/v2/policy/risk-mode", json={"mode": "DEFENSIVE", "reason": "recovered"})).status_code == 200
+        assert (
+            await client.post("/api/v2/policy/risk-mode", json={"mode": "DEFENSIVE", "reason": "recovered"})
+        ).status_code == 200
 
 
 async def test_ready_is_503_when_the_database_is_down(make_settings: Callable[..., Settings], tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -12,8 +12,15 @@ from app.core.settings import Settings
 from app.domains.safety.events import SafetyStateChanged
 from tests.support import EventRecorder, FakeClock, running
 
-ETH_LONG = {"symbol": "ETHUSDT", "side": "LONG", "notional": "300", "leverage": "2", "price": "3000",
-            "confidence": "0.8", "stop_loss": "2950"}
+ETH_LONG = {
+    "symbol": "ETHUSDT",
+    "side": "LONG",
+    "notional": "300",
+    "leverage": "2",
+    "price": "3000",
+    "confidence": "0.8",
+    "stop_loss": "2950",
+}
 
 
 @pytest.fixture
@@ -67,9 +74,7 @@ async def test_daily_drawdown_halts_until_utc_midnight(
     assert (await client.post("/trades", json=ETH_LONG)).status_code == 201
 
 
-async def test_emergency_needs_an_operator_reset(
-    small: tuple[httpx.AsyncClient, Container], clock: FakeClock
-) -> None:
+async def test_emergency_needs_an_operator_reset(small: tuple[httpx.AsyncClient, Container], clock: FakeClock) -> None:
     client, _ = small
     await trade_and_close(client, "2200")  # -80 and fees: 8.02 % >= 8 % (NORMAL)
     s = await status(client)
@@ -84,7 +89,9 @@ async def test_emergency_needs_an_operator_reset(
     from tests.support import API_KEY
 
     client.headers["X-API-Key"] = API_KEY
-    reset = await client.post("/api/v2/safety/reset", json={"reason": "reviewed the losses"}, headers={"X-Actor": "bob"})
+    reset = await client.post(
+        "/api/v2/safety/reset", json={"reason": "reviewed the losses"}, headers={"X-Actor": "bob"}
+    )
     assert reset.status_code == 200
     assert (reset.json()["state"], reset.json()["emergency"]) == ("ACTIVE", False)
     assert (await client.post("/trades", json=ETH_LONG)).status_code == 201
@@ -111,7 +118,10 @@ async def test_losing_streak_halves_leverage_and_wins_restore_it(
         await trade_and_close(client, "2990")  # small losses, far from the drawdown limits
     s = await status(client)
     assert (s["state"], s["losing_streak"], s["leverage_multiplier"], s["effective_max_leverage"]) == (
-        "REDUCING", 3, "0.5", "2.5"
+        "REDUCING",
+        3,
+        "0.5",
+        "2.5",
     )
     denied = await client.post("/trades", json={**ETH_LONG, "leverage": "3"})
     assert denied.json()["reasons"][0]["detail"] == (
@@ -124,9 +134,7 @@ async def test_losing_streak_halves_leverage_and_wins_restore_it(
     assert (s["state"], s["losing_streak"], s["winning_streak"], s["leverage_multiplier"]) == ("ACTIVE", 0, 2, "1")
 
 
-async def test_governor_state_survives_a_restart(
-    make_settings: Callable[..., Settings], clock: FakeClock
-) -> None:
+async def test_governor_state_survives_a_restart(make_settings: Callable[..., Settings], clock: FakeClock) -> None:
     settings = make_settings(paper_starting_balance=1000)
     async with running(bootstrap(settings, clock=clock)) as client:
         await trade_and_close(client, "2200")

@@ -245,7 +245,9 @@ async def test_max_open_positions_override_limits_trades(api: Api) -> None:
 
 async def test_kill_switch_and_blocklist_deny_then_release(api: Api) -> None:
     client, _ = api
-    assert (await client.post("/api/v2/risk/kill-switch", json={"active": True, "reason": "incident"})).status_code == 200
+    assert (
+        await client.post("/api/v2/risk/kill-switch", json={"active": True, "reason": "incident"})
+    ).status_code == 200
     denied = await client.post("/trades", json=trade_body())
     assert [r["code"] for r in denied.json()["reasons"]] == ["KILL_SWITCH"]
     await client.post("/api/v2/risk/kill-switch", json={"active": False, "reason": "resolved"})
@@ -253,7 +255,9 @@ async def test_kill_switch_and_blocklist_deny_then_release(api: Api) -> None:
     assert blocked.json()["blocked"] == {"BTC/USDT:USDT": "flash crash"}
     denied = await client.post("/trades", json=trade_body(symbol="BTC/USDT:USDT"))
     assert [r["code"] for r in denied.json()["reasons"]] == ["SYMBOL_BLOCKED"]
-    assert (await client.post("/trades", json=trade_body(symbol="ETHUSDT", price="3000", stop_loss="2950"))).status_code == 201
+    assert (
+        await client.post("/trades", json=trade_body(symbol="ETHUSDT", price="3000", stop_loss="2950"))
+    ).status_code == 201
     assert (await client.delete("/api/v2/risk/blocklist/BTCUSDT")).status_code == 200
     assert (await client.delete("/api/v2/risk/blocklist/BTCUSDT")).status_code == 404
     assert (await client.put("/api/v2/risk/blocklist/FOOUSDT", json={"reason": "nope"})).status_code == 422

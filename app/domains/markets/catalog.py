@@ -73,9 +73,7 @@ class MarketCatalog:
                 maker_fee=Decimal(str(m["maker"])),
             )
             for m in raw.values()
-            if m.get("swap")
-            and m.get("linear")
-            and m.get("precision", {}).get("amount") is not None
+            if m.get("swap") and m.get("linear") and m.get("precision", {}).get("amount") is not None
         ]
         return cls(markets)
 
@@ -85,9 +83,7 @@ class MarketCatalog:
         market = self._by_symbol.get(key) or self._by_id.get(key.upper())
         if market is None:
             known = ", ".join(sorted(self._by_id))
-            raise UnknownSymbol(
-                f"unknown symbol {symbol!r}; tradable: {known} (or their ccxt unified form)"
-            )
+            raise UnknownSymbol(f"unknown symbol {symbol!r}; tradable: {known} (or their ccxt unified form)")
         return market
 
     def symbols(self) -> list[str]:

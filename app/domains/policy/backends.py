@@ -30,9 +30,7 @@ class PolicyBackend(Protocol):
         """Store `state` unless a state exists already; return the state in force."""
         ...
 
-    async def compare_and_set(
-        self, expected_version: int, state: PolicyState
-    ) -> int | None:
+    async def compare_and_set(self, expected_version: int, state: PolicyState) -> int | None:
         """Write `state` if the stored version is `expected_version`; the new version or None."""
         ...
 
@@ -69,9 +67,7 @@ class InProcessPolicyBackend:
             self._state = state.with_version(1)
         return self._state
 
-    async def compare_and_set(
-        self, expected_version: int, state: PolicyState
-    ) -> int | None:
+    async def compare_and_set(self, expected_version: int, state: PolicyState) -> int | None:
         self._check()
         current = self._state.version if self._state else 0
         if current != expected_version:
@@ -159,9 +155,7 @@ class RedisPolicyBackend:
             raise PolicyBackendError(f"redis: {exc}") from exc
         return PolicyState.from_json(raw, int(version))
 
-    async def compare_and_set(
-        self, expected_version: int, state: PolicyState
-    ) -> int | None:
+    async def compare_and_set(self, expected_version: int, state: PolicyState) -> int | None:
         try:
             version = await self._cas(
                 keys=[self.state_key, self.version_key],
@@ -176,9 +170,7 @@ class RedisPolicyBackend:
         try:
             await pubsub.subscribe(self.channel)
             while True:
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None and message["type"] == "message":
                     await on_change(int(message["data"]))
         except asyncio.CancelledError:

@@ -30,9 +30,7 @@ PositionCount = Annotated[int, Field(ge=0, le=1_000_000)]
 
 def _check_drawdowns(daily: Decimal | None, emergency: Decimal | None) -> None:
     if daily is not None and emergency is not None and emergency < daily:
-        raise ValueError(
-            f"emergency_drawdown_pct ({emergency}) must be >= max_daily_drawdown_pct ({daily})"
-        )
+        raise ValueError(f"emergency_drawdown_pct ({emergency}) must be >= max_daily_drawdown_pct ({daily})")
 
 
 class RiskProfile(BaseModel):
@@ -83,15 +81,11 @@ class ProfileOverrides(BaseModel):
             raise ValueError("give at least one profile field to override")
         for name in names:
             if getattr(self, name) is None:
-                raise ValueError(
-                    f"{name} must not be null; reset overrides to restore defaults"
-                )
+                raise ValueError(f"{name} must not be null; reset overrides to restore defaults")
         return self
 
     def _given_names(self) -> list[str]:
-        return sorted(
-            n for n in self.model_fields_set if n in ProfileOverrides.model_fields
-        )
+        return sorted(n for n in self.model_fields_set if n in ProfileOverrides.model_fields)
 
     def given(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._given_names()}
@@ -100,9 +94,7 @@ class ProfileOverrides(BaseModel):
 def _profile(name: RiskMode, **values: Any) -> RiskProfile:
     return RiskProfile(
         name=name,
-        **{
-            k: Decimal(str(v)) if isinstance(v, float) else v for k, v in values.items()
-        },
+        **{k: Decimal(str(v)) if isinstance(v, float) else v for k, v in values.items()},
     )
 
 

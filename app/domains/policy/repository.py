@@ -13,18 +13,12 @@ class PolicyRepository:
     def add(self, change: PolicyChange) -> None:
         self.session.add(change)
 
-    async def history(
-        self, limit: int, offset: int, kind: str | None = None
-    ) -> tuple[list[PolicyChange], int]:
+    async def history(self, limit: int, offset: int, kind: str | None = None) -> tuple[list[PolicyChange], int]:
         query = select(PolicyChange)
         if kind:
             query = query.where(PolicyChange.kind == kind)
-        total = await self.session.scalar(
-            select(func.count()).select_from(query.subquery())
-        )
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
         rows = await self.session.execute(
-            query.order_by(PolicyChange.created_at.desc(), PolicyChange.id.desc())
-            .limit(limit)
-            .offset(offset)
+            query.order_by(PolicyChange.created_at.desc(), PolicyChange.id.desc()).limit(limit).offset(offset)
         )
         return list(rows.scalars()), int(total or 0)

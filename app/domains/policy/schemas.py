@@ -13,9 +13,7 @@ Reason = Field(min_length=3, max_length=500, description="Why; kept in the audit
 class RiskModeSwitch(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [{"mode": "DEFENSIVE", "reason": "CPI release in 10 minutes"}]
-        },
+        json_schema_extra={"examples": [{"mode": "DEFENSIVE", "reason": "CPI release in 10 minutes"}]},
     )
 
     mode: RiskMode
@@ -25,20 +23,14 @@ class RiskModeSwitch(BaseModel):
 class ProfilePatch(ProfileOverrides):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"max_open_positions": 3, "reason": "limit exposure while testing"}
-            ]
-        },
+        json_schema_extra={"examples": [{"max_open_positions": 3, "reason": "limit exposure while testing"}]},
     )
 
     reason: str = Reason
 
 
 class ReasonBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"reason": "back to defaults"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "back to defaults"}]})
 
     reason: str = Reason
 
@@ -46,9 +38,7 @@ class ReasonBody(BaseModel):
 class KillSwitchBody(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [{"active": True, "reason": "exchange incident"}]
-        },
+        json_schema_extra={"examples": [{"active": True, "reason": "exchange incident"}]},
     )
 
     active: bool

@@ -27,10 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (v if isinstance(v, bool | int | str) or v is None else str(v))
-        for k, v in values.items()
-    }
+    return {k: (v if isinstance(v, bool | int | str) or v is None else str(v)) for k, v in values.items()}
 
 
 class PolicyService:
@@ -50,9 +47,7 @@ class PolicyService:
     def snapshot(self) -> PolicySnapshot:
         return self.store.snapshot
 
-    async def switch_mode(
-        self, mode: RiskMode, reason: str, actor: str, trace_id: str
-    ) -> PolicySnapshot:
+    async def switch_mode(self, mode: RiskMode, reason: str, actor: str, trace_id: str) -> PolicySnapshot:
         before, after = await self._change(
             lambda s: replace(s, mode=mode),
             kind="RISK_MODE",
@@ -71,9 +66,7 @@ class PolicyService:
         self._bus.publish(event)
         return self.store.snapshot
 
-    async def override(
-        self, overrides: ProfileOverrides, reason: str, actor: str, trace_id: str
-    ) -> PolicySnapshot:
+    async def override(self, overrides: ProfileOverrides, reason: str, actor: str, trace_id: str) -> PolicySnapshot:
         given = _jsonable(overrides.given())
 
         def mutate(s: PolicyState) -> PolicyState:
@@ -106,15 +99,11 @@ class PolicyService:
         )
         return self.store.snapshot
 
-    async def reset_overrides(
-        self, reason: str, actor: str, trace_id: str
-    ) -> PolicySnapshot:
+    async def reset_overrides(self, reason: str, actor: str, trace_id: str) -> PolicySnapshot:
         def mutate(s: PolicyState) -> PolicyState:
             if s.mode.value not in s.overrides:
                 raise Conflict(f"profile {s.mode.value} has no overrides to reset")
-            return replace(
-                s, overrides={k: v for k, v in s.overrides.items() if k != s.mode.value}
-            )
+            return replace(s, overrides={k: v for k, v in s.overrides.items() if k != s.mode.value})
 
         await self._change(
             mutate,
@@ -132,9 +121,7 @@ class PolicyService:
         )
         return self.store.snapshot
 
-    async def block_symbol(
-        self, symbol: str, reason: str, actor: str, trace_id: str
-    ) -> PolicySnapshot:
+    async def block_symbol(self, symbol: str, reason: str, actor: str, trace_id: str) -> PolicySnapshot:
         await self._change(
             lambda s: replace(s, blocked_symbols={**s.blocked_symbols, symbol: reason}),
             kind="SYMBOL_BLOCKED",
@@ -148,17 +135,13 @@ class PolicyService:
         )
         return self.store.snapshot
 
-    async def unblock_symbol(
-        self, symbol: str, reason: str, actor: str, trace_id: str
-    ) -> PolicySnapshot:
+    async def unblock_symbol(self, symbol: str, reason: str, actor: str, trace_id: str) -> PolicySnapshot:
         def mutate(s: PolicyState) -> PolicyState:
             if symbol not in s.blocked_symbols:
                 raise NotFound(f"symbol {symbol} is not blocked")
             return replace(
                 s,
-                blocked_symbols={
-                    k: v for k, v in s.blocked_symbols.items() if k != symbol
-                },
+                blocked_symbols={k: v for k, v in s.blocked_symbols.items() if k != symbol},
             )
 
         await self._change(
@@ -174,9 +157,7 @@ class PolicyService:
         )
         return self.store.snapshot
 
-    async def set_kill_switch(
-        self, active: bool, reason: str, actor: str, trace_id: str
-    ) -> PolicySnapshot:
+    async def set_kill_switch(self, active: bool, reason: str, actor: str, trace_id: str) -> PolicySnapshot:
         await self._change(
             lambda s: replace(s, kill_switch=reason if active else None),
             kind="KILL_SWITCH",
@@ -190,9 +171,7 @@ class PolicyService:
         )
         return self.store.snapshot
 
-    async def history(
-        self, limit: int, offset: int, kind: str | None
-    ) -> tuple[list[PolicyChange], int]:
+    async def history(self, limit: int, offset: int, kind: str | None) -> tuple[list[PolicyChange], int]:
         async with self._sessions() as session:
             return await PolicyRepository(session).history(limit, offset, kind)
 
@@ -224,13 +203,7 @@ class PolicyService:
         except Exception:
             # No audit, no change: undo unless someone changed the state since.
             logger.exception("policy_audit_failed_reverting", extra={"kind": kind})
-            await self.store.update(
-                lambda s: (
-                    replace(before, version=s.version)
-                    if s.version == after.version
-                    else s
-                )
-            )
+            await self.store.update(lambda s: replace(before, version=s.version) if s.version == after.version else s)
             raise
         logger.info(
             "policy_changed",

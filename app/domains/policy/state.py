@@ -60,10 +60,7 @@ class PolicySnapshot:
 
     @classmethod
     def of(cls, state: PolicyState) -> "PolicySnapshot":
-        profiles = {
-            mode: effective_profile(mode, state.overrides.get(mode.value, {}))
-            for mode in RiskMode
-        }
+        profiles = {mode: effective_profile(mode, state.overrides.get(mode.value, {})) for mode in RiskMode}
         return cls(state=state, profiles=profiles)
 
     @property

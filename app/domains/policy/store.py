@@ -10,6 +10,7 @@ refused until it returns; recovery needs no restart.
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -40,14 +41,13 @@ class PolicyStore:
         self.last_error: str | None = "not started"
         self.last_sync_monotonic: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._write_lock = asyncio.Lock()
 
     async def start(self) -> None:
         try:
             await self.refresh()
         except PolicyBackendError:
-            logger.warning(
-                "policy_store_started_degraded", extra={"error": self.last_error}
-            )
+            logger.warning("policy_store_started_degraded", extra={"error": self.last_error})
         self._tasks = [
             asyncio.create_task(self._listen_forever(), name="policy-listen"),
             asyncio.create_task(self._poll_forever(), name="policy-poll"),
@@ -67,11 +67,7 @@ class PolicyStore:
         try:
             state = await self.backend.load()
             if state is None:
-                seed = (
-                    self.snapshot.state
-                    if self.ever_synced
-                    else PolicyState(mode=self._initial_mode)
-                )
+                seed = self.snapshot.state if self.ever_synced else PolicyState(mode=self._initial_mode)
                 state = await self.backend.initialize(seed)
         except PolicyBackendError as exc:
             self._mark_down(str(exc))
@@ -81,24 +77,29 @@ class PolicyStore:
         return self.snapshot
 
     async def update(self, mutate: Mutation) -> tuple[PolicyState, PolicyState]:
-        """Apply `mutate` with compare-and-set; in force in this process before returning."""
-        for _ in range(16):
-            try:
-                current = await self.backend.load()
-                if current is None:
-                    current = await self.backend.initialize(self.snapshot.state)
-                proposed = mutate(current)
-                version = await self.backend.compare_and_set(current.version, proposed)
-            except PolicyBackendError as exc:
-                self._mark_down(str(exc))
-                raise ServiceUnavailable(
-                    f"policy backend {self.backend.name} is unreachable; nothing was changed"
-                ) from exc
-            if version is not None:
-                applied = proposed.with_version(version)
-                self._apply(applied)
-                self._mark_up()
-                return current, applied
+        """Apply `mutate` with compare-and-set; in force in this process before returning.
+
+        Writers of this process take turns; writers of other processes retry with jitter.
+        """
+        async with self._write_lock:
+            for attempt in range(40):
+                try:
+                    current = await self.backend.load()
+                    if current is None:
+                        current = await self.backend.initialize(self.snapshot.state)
+                    proposed = mutate(current)
+                    version = await self.backend.compare_and_set(current.version, proposed)
+                except PolicyBackendError as exc:
+                    self._mark_down(str(exc))
+                    raise ServiceUnavailable(
+                        f"policy backend {self.backend.name} is unreachable; nothing was changed"
+                    ) from exc
+                if version is not None:
+                    applied = proposed.with_version(version)
+                    self._apply(applied)
+                    self._mark_up()
+                    return current, applied
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise Conflict("policy state changed concurrently too often; retry")
 
     def _apply(self, state: PolicyState) -> None:

@@ -5,15 +5,31 @@ the governor's view and the clock, and returns a decision listing *every* failin
 It never does I/O, so it can run under the account lock in microseconds.
 """
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 
 from app.domains.policy.profiles import RiskProfile
 from app.domains.risk.limits import HARD_LIMITS, HardLimits
 
 HUNDRED = Decimal(100)
+_SHOWN = Decimal("0.0001")
+
+
+def _up(value: Decimal) -> Decimal:
+    """Shown value of a quantity that broke a maximum: rounded away from the limit."""
+    return value.quantize(_SHOWN, rounding=ROUND_CEILING)
+
+
+def _down(value: Decimal) -> Decimal:
+    """Shown value of a quantity that fell below a minimum: rounded away from the limit."""
+    return value.quantize(_SHOWN, rounding=ROUND_FLOOR)
+
+
+def _seconds_up(value: float) -> str:
+    return f"{math.ceil(value * 1000) / 1000:.3f}"
 
 
 class Side(StrEnum):
@@ -164,11 +180,7 @@ class RiskGuard:
 
         max_leverage = profile.max_leverage * safety.leverage_multiplier
         if intent.leverage > max_leverage:
-            scaled = (
-                f" (streak multiplier {safety.leverage_multiplier})"
-                if safety.leverage_multiplier != 1
-                else ""
-            )
+            scaled = f" (streak multiplier {safety.leverage_multiplier})" if safety.leverage_multiplier != 1 else ""
             deny(
                 Reason(
                     DenialCode.MAX_LEVERAGE,
@@ -185,21 +197,17 @@ class RiskGuard:
 
         notional = intent.notional
         if intent.stop_loss is not None:
-            loss_at_stop = (
-                notional * abs(intent.price - intent.stop_loss) / intent.price
-            )
+            loss_at_stop = notional * abs(intent.price - intent.stop_loss) / intent.price
         else:
             loss_at_stop = notional * cfg.assumed_stop_distance_pct / HUNDRED
-            assumptions.append(
-                f"no stop_loss given: assumed a {cfg.assumed_stop_distance_pct}% stop distance"
-            )
+            assumptions.append(f"no stop_loss given: assumed a {cfg.assumed_stop_distance_pct}% stop distance")
         risk_pct = loss_at_stop * HUNDRED / equity if equity > 0 else Decimal(0)
         if equity > 0 and risk_pct > profile.max_risk_pct_per_trade:
             deny(
                 Reason(
                     DenialCode.MAX_RISK_PER_TRADE,
-                    f"MAX_RISK_PER_TRADE: risk_pct={risk_pct:.4f} max={profile.max_risk_pct_per_trade} "
-                    f"loss_at_stop={loss_at_stop:.2f} equity={equity} profile={name}",
+                    f"MAX_RISK_PER_TRADE: risk_pct={_up(risk_pct)} max={profile.max_risk_pct_per_trade} "
+                    f"loss_at_stop={_up(loss_at_stop)} equity={equity} profile={name}",
                 )
             )
 
@@ -226,7 +234,7 @@ class RiskGuard:
                 deny(
                     Reason(
                         DenialCode.DAILY_DRAWDOWN,
-                        f"DAILY_DRAWDOWN: drawdown_pct={daily_dd:.4f} max={profile.max_daily_drawdown_pct} "
+                        f"DAILY_DRAWDOWN: drawdown_pct={_down(daily_dd)} max={profile.max_daily_drawdown_pct} "
                         f"profile={name}",
                     )
                 )
@@ -248,23 +256,22 @@ class RiskGuard:
             )
 
         if intent.price_as_of is None:
-            assumptions.append(
-                "no price_as_of given: the price is taken as of the request time"
-            )
+            assumptions.append("no price_as_of given: the price is taken as of the request time")
         else:
             age = (now - intent.price_as_of).total_seconds()
             if age > cfg.max_price_age_seconds:
                 deny(
                     Reason(
                         DenialCode.STALE_PRICE,
-                        f"STALE_PRICE: age_s={age:.1f} max_s={cfg.max_price_age_seconds}",
+                        f"STALE_PRICE: age_s={_seconds_up(age)} max_s={cfg.max_price_age_seconds}",
                     )
                 )
             elif -age > cfg.max_price_future_skew_seconds:
                 deny(
                     Reason(
                         DenialCode.PRICE_FROM_FUTURE,
-                        f"PRICE_FROM_FUTURE: ahead_s={-age:.1f} max_skew_s={cfg.max_price_future_skew_seconds}",
+                        f"PRICE_FROM_FUTURE: ahead_s={_seconds_up(-age)} "
+                        f"max_skew_s={cfg.max_price_future_skew_seconds}",
                     )
                 )
 
@@ -275,7 +282,8 @@ class RiskGuard:
                 deny(
                     Reason(
                         DenialCode.HARD_MARGIN_RATIO,
-                        f"HARD_MARGIN_RATIO: free_margin_pct_after={margin_ratio:.4f} min={hard.min_margin_ratio_pct}",
+                        f"HARD_MARGIN_RATIO: free_margin_pct_after={_down(margin_ratio)} "
+                        f"min={hard.min_margin_ratio_pct}",
                     )
                 )
             position_pct = notional * HUNDRED / equity
@@ -283,7 +291,7 @@ class RiskGuard:
                 deny(
                     Reason(
                         DenialCode.HARD_POSITION_EQUITY,
-                        f"HARD_POSITION_EQUITY: position_pct={position_pct:.4f} max={hard.max_position_equity_pct}",
+                        f"HARD_POSITION_EQUITY: position_pct={_up(position_pct)} max={hard.max_position_equity_pct}",
                     )
                 )
             exposure_pct = (account.open_notional + notional) * HUNDRED / equity
@@ -291,7 +299,7 @@ class RiskGuard:
                 deny(
                     Reason(
                         DenialCode.HARD_TOTAL_EXPOSURE,
-                        f"HARD_TOTAL_EXPOSURE: exposure_pct_after={exposure_pct:.4f} "
+                        f"HARD_TOTAL_EXPOSURE: exposure_pct_after={_up(exposure_pct)} "
                         f"max={hard.max_total_exposure_pct}",
                     )
                 )

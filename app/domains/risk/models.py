@@ -13,15 +13,11 @@ from app.core.db import Base, Exact, UTCDateTime
 
 class RiskDecisionRecord(Base):
     __tablename__ = "risk_decisions"
-    __table_args__ = (
-        Index("ix_risk_decisions_account_created", "account_id", "created_at"),
-    )
+    __table_args__ = (Index("ix_risk_decisions_account_created", "account_id", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     account_id: Mapped[str] = mapped_column(String(64))
-    client_order_id: Mapped[str | None] = mapped_column(
-        String(64), unique=True, nullable=True
-    )
+    client_order_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     allowed: Mapped[bool] = mapped_column(Boolean)
     reasons: Mapped[list[dict[str, str]]] = mapped_column(JSON)

@@ -58,7 +58,7 @@ class SafetyState:
             emergency=False,
             halted_until=None,
             peak_equity=equity,
-            day=now.date(),
+            day=now.astimezone(UTC).date(),
             day_start_equity=equity,
             losing_streak=0,
             winning_streak=0,
@@ -81,7 +81,7 @@ class SafetyState:
 
 
 def _next_utc_midnight(now: datetime) -> datetime:
-    return datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time(0), tzinfo=UTC)
 
 
 class SafetyGovernor:
@@ -99,14 +99,8 @@ class SafetyGovernor:
         return s
 
     def view(self, s: SafetyState, now: datetime) -> SafetyView:
-        halted = s.state is TradingState.HALTED and (
-            s.emergency or s.halted_until is None or now < s.halted_until
-        )
-        state = (
-            s.state.value
-            if halted or s.state is not TradingState.HALTED
-            else self._unhalted_state(s).value
-        )
+        halted = s.state is TradingState.HALTED and (s.emergency or s.halted_until is None or now < s.halted_until)
+        state = s.state.value if halted or s.state is not TradingState.HALTED else self._unhalted_state(s).value
         return SafetyView(
             halted=halted,
             state=state,
@@ -129,9 +123,7 @@ class SafetyGovernor:
             if s.losing_streak >= cfg.losing_streak_threshold:
                 s = replace(
                     s,
-                    leverage_multiplier=min(
-                        s.leverage_multiplier, cfg.streak_leverage_multiplier
-                    ),
+                    leverage_multiplier=min(s.leverage_multiplier, cfg.streak_leverage_multiplier),
                 )
         elif pnl > 0:
             s = replace(s, losing_streak=0, winning_streak=s.winning_streak + 1)
@@ -140,9 +132,7 @@ class SafetyGovernor:
         s = replace(s, peak_equity=max(s.peak_equity, equity), updated_at=now)
         return self.evaluate(s, equity, profile, now)
 
-    def evaluate(
-        self, s: SafetyState, equity: Decimal, profile: RiskProfile, now: datetime
-    ) -> SafetyState:
+    def evaluate(self, s: SafetyState, equity: Decimal, profile: RiskProfile, now: datetime) -> SafetyState:
         """Apply drawdown limits of `profile` to the current equity."""
         daily = s.daily_drawdown_pct(equity)
         acknowledged = s.emergency_reset_equity is not None and equity >= s.emergency_reset_equity
@@ -175,11 +165,7 @@ class SafetyGovernor:
                 ),
                 updated_at=now,
             )
-        if (
-            s.state is TradingState.HALTED
-            and s.halted_until is not None
-            and now < s.halted_until
-        ):
+        if s.state is TradingState.HALTED and s.halted_until is not None and now < s.halted_until:
             return s
         return self._settle(s, s.reason, now)
 
@@ -215,8 +201,4 @@ class SafetyGovernor:
 
     @staticmethod
     def _unhalted_state(s: SafetyState) -> TradingState:
-        return (
-            TradingState.REDUCING
-            if s.leverage_multiplier < ONE
-            else TradingState.ACTIVE
-        )
+        return TradingState.REDUCING if s.leverage_multiplier < ONE else TradingState.ACTIVE

@@ -36,9 +36,7 @@ class Trade(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
-    client_order_id: Mapped[str | None] = mapped_column(
-        String(64), unique=True, nullable=True
-    )
+    client_order_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     symbol: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(8))
     leverage: Mapped[Decimal] = mapped_column(Exact())
@@ -65,9 +63,7 @@ class Trade(Base):
 
 class EquitySnapshot(Base):
     __tablename__ = "equity_snapshots"
-    __table_args__ = (
-        Index("ix_equity_snapshots_account_at", "account_id", "created_at"),
-    )
+    __table_args__ = (Index("ix_equity_snapshots_account_at", "account_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"),

@@ -21,31 +21,18 @@ class TradingRepository:
     async def lock_account(self, account_id: str) -> Account | None:
         """The account row, locked until commit (FOR UPDATE; SQLite serializes writers itself)."""
         result = await self.session.execute(
-            select(Account)
-            .where(Account.id == account_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+            select(Account).where(Account.id == account_id).with_for_update().execution_options(populate_existing=True)
         )
         return result.scalar_one_or_none()
 
     async def get_account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)
 
-    async def decisions_by_client_order_id(
-        self, ids: Sequence[str]
-    ) -> dict[str, RiskDecisionRecord]:
+    async def decisions_by_client_order_id(self, ids: Sequence[str]) -> dict[str, RiskDecisionRecord]:
         if not ids:
             return {}
-        rows = await self.session.execute(
-            select(RiskDecisionRecord).where(
-                RiskDecisionRecord.client_order_id.in_(ids)
-            )
-        )
-        return {
-            r.client_order_id: r
-            for r in rows.scalars()
-            if r.client_order_id is not None
-        }
+        rows = await self.session.execute(select(RiskDecisionRecord).where(RiskDecisionRecord.client_order_id.in_(ids)))
+        return {r.client_order_id: r for r in rows.scalars() if r.client_order_id is not None}
 
     async def trades_by_id(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Trade]:
         if not ids:
@@ -72,38 +59,26 @@ class TradingRepository:
             query = query.where(Trade.status == status)
         if symbol:
             query = query.where(Trade.symbol == symbol)
-        total = await self.session.scalar(
-            select(func.count()).select_from(query.subquery())
-        )
-        rows = await self.session.execute(
-            query.order_by(Trade.opened_at.desc(), Trade.id).limit(limit).offset(offset)
-        )
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await self.session.execute(query.order_by(Trade.opened_at.desc(), Trade.id).limit(limit).offset(offset))
         return list(rows.scalars()), int(total or 0)
 
     async def list_decisions(
         self, account_id: str, allowed: bool | None, limit: int, offset: int
     ) -> tuple[list[RiskDecisionRecord], int]:
-        query = select(RiskDecisionRecord).where(
-            RiskDecisionRecord.account_id == account_id
-        )
+        query = select(RiskDecisionRecord).where(RiskDecisionRecord.account_id == account_id)
         if allowed is not None:
             query = query.where(RiskDecisionRecord.allowed == allowed)
-        total = await self.session.scalar(
-            select(func.count()).select_from(query.subquery())
-        )
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
         rows = await self.session.execute(
-            query.order_by(RiskDecisionRecord.created_at.desc())
-            .limit(limit)
-            .offset(offset)
+            query.order_by(RiskDecisionRecord.created_at.desc()).limit(limit).offset(offset)
         )
         return list(rows.scalars()), int(total or 0)
 
     async def open_totals(self, account_id: str) -> tuple[int, Decimal, Decimal]:
         """Open count, notional and margin summed from the trades (to audit the account row)."""
         trades = await self.session.execute(
-            select(Trade.notional, Trade.margin).where(
-                Trade.account_id == account_id, Trade.status == "OPEN"
-            )
+            select(Trade.notional, Trade.margin).where(Trade.account_id == account_id, Trade.status == "OPEN")
         )
         rows = list(trades)
         notional = sum((n for n, _ in rows), Decimal(0))
@@ -114,9 +89,7 @@ class TradingRepository:
         self.session.add_all(rows)
 
     async def load_safety(self, account_id: str) -> SafetyState | None:
-        row = await self.session.get(
-            SafetyStateRecord, account_id, populate_existing=True
-        )
+        row = await self.session.get(SafetyStateRecord, account_id, populate_existing=True)
         if row is None:
             return None
         return SafetyState(

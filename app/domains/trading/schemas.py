@@ -12,13 +12,9 @@ from app.domains.risk.guard import Side, TradeIntent
 
 Positive = Annotated[
     Decimal,
-    Field(
-        gt=0, le=Decimal("1e15"), max_digits=34, decimal_places=18, allow_inf_nan=False
-    ),
+    Field(gt=0, le=Decimal("1e15"), max_digits=34, decimal_places=18, allow_inf_nan=False),
 ]
-Confidence = Annotated[
-    Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)
-]
+Confidence = Annotated[Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)]
 
 TRADE_EXAMPLE: dict[str, Any] = {
     "symbol": "BTCUSDT",
@@ -35,9 +31,7 @@ TRADE_EXAMPLE: dict[str, Any] = {
 
 
 class TradeCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [TRADE_EXAMPLE]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [TRADE_EXAMPLE]})
 
     symbol: str = Field(
         min_length=1,
@@ -60,21 +54,15 @@ class TradeCreate(BaseModel):
         pattern=r"^[A-Za-z0-9_\-:.]+$",
         description="Idempotency key",
     )
-    source: str | None = Field(
-        default=None, max_length=64, description="Signal source, e.g. ensemble"
-    )
+    source: str | None = Field(default=None, max_length=64, description="Signal source, e.g. ensemble")
 
     @model_validator(mode="after")
     def _stop_on_loss_side(self) -> "TradeCreate":
         if self.stop_loss is not None:
             if self.side is Side.LONG and self.stop_loss >= self.price:
-                raise ValueError(
-                    f"stop_loss {self.stop_loss} must be below the entry price {self.price} for a LONG"
-                )
+                raise ValueError(f"stop_loss {self.stop_loss} must be below the entry price {self.price} for a LONG")
             if self.side is Side.SHORT and self.stop_loss <= self.price:
-                raise ValueError(
-                    f"stop_loss {self.stop_loss} must be above the entry price {self.price} for a SHORT"
-                )
+                raise ValueError(f"stop_loss {self.stop_loss} must be above the entry price {self.price} for a SHORT")
         return self
 
     def intent(self, canonical_symbol: str) -> TradeIntent:
@@ -92,9 +80,7 @@ class TradeCreate(BaseModel):
 
 
 class TradeClose(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"price": "64500"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"price": "64500"}]})
 
     price: Positive
 

@@ -140,9 +140,7 @@ class TradingService:
         self._starting_balance = starting_balance
         self._fee_rate = fee_rate
         self.clock = clock
-        self._sequencer: Sequencer[Command] = Sequencer(
-            self._process, max_batch=max_batch
-        )
+        self._sequencer: Sequencer[Command] = Sequencer(self._process, max_batch=max_batch)
 
     async def ensure_account(self) -> None:
         """Create the paper account and its governor state on first start."""
@@ -165,16 +163,12 @@ class TradingService:
                     )
                 )
                 await session.flush()
-                repo.add_equity_snapshot(
-                    self.account_id, balance, "account_created", None, now
-                )
+                repo.add_equity_snapshot(self.account_id, balance, "account_created", None, now)
                 equity = balance
             else:
                 equity = account.equity
             if await repo.load_safety(self.account_id) is None:
-                await repo.save_safety(
-                    self.account_id, SafetyState.initial(equity, now)
-                )
+                await repo.save_safety(self.account_id, SafetyState.initial(equity, now))
 
     async def close(self) -> None:
         await self._sequencer.close()
@@ -187,32 +181,22 @@ class TradingService:
 
     # Commands -----------------------------------------------------------------------
 
-    async def open_trade(
-        self, intent: TradeIntent, client_order_id: str | None, trace_id: str
-    ) -> OpenOutcome:
+    async def open_trade(self, intent: TradeIntent, client_order_id: str | None, trace_id: str) -> OpenOutcome:
         market = self.market(intent.symbol)
         try:
             quantity = market.quantity_for(intent.notional, intent.price)
         except BelowExchangeMinimum as exc:
             raise InvalidRequest(str(exc)) from exc
-        command = OpenTrade(
-            intent, market, quantity, client_order_id, request_hash(intent), trace_id
-        )
+        command = OpenTrade(intent, market, quantity, client_order_id, request_hash(intent), trace_id)
         outcome: OpenOutcome = await self._sequencer.submit(command)
         return outcome
 
-    async def close_trade(
-        self, trade_id: uuid.UUID, price: Decimal, trace_id: str
-    ) -> Trade:
-        trade: Trade = await self._sequencer.submit(
-            CloseTrade(trade_id, price, trace_id)
-        )
+    async def close_trade(self, trade_id: uuid.UUID, price: Decimal, trace_id: str) -> Trade:
+        trade: Trade = await self._sequencer.submit(CloseTrade(trade_id, price, trace_id))
         return trade
 
     async def reset_safety(self, reason: str, actor: str, trace_id: str) -> SafetyState:
-        state: SafetyState = await self._sequencer.submit(
-            ResetSafety(reason, actor, trace_id)
-        )
+        state: SafetyState = await self._sequencer.submit(ResetSafety(reason, actor, trace_id))
         return state
 
     async def _process(self, commands: Sequence[Command]) -> list[Any]:
@@ -233,32 +217,20 @@ class TradingService:
         self._bus.publish_all(batch.events)
         return results
 
-    async def _begin_batch(
-        self, session: AsyncSession, commands: Sequence[Command]
-    ) -> _Batch:
+    async def _begin_batch(self, session: AsyncSession, commands: Sequence[Command]) -> _Batch:
         repo = TradingRepository(session)
         account = await repo.lock_account(self.account_id)
         if account is None:
-            raise ServiceUnavailable(
-                f"account {self.account_id!r} is not initialised; run the migrations"
-            )
+            raise ServiceUnavailable(f"account {self.account_id!r} is not initialised; run the migrations")
         now = self.clock()
-        safety = await repo.load_safety(self.account_id) or SafetyState.initial(
-            account.equity, now
-        )
+        safety = await repo.load_safety(self.account_id) or SafetyState.initial(account.equity, now)
         safety = self._governor.roll_day(safety, account.equity, now)
-        order_ids = [
-            c.client_order_id
-            for c in commands
-            if isinstance(c, OpenTrade) and c.client_order_id
-        ]
+        order_ids = [c.client_order_id for c in commands if isinstance(c, OpenTrade) and c.client_order_id]
         decisions = await repo.decisions_by_client_order_id(order_ids)
         trade_ids = [c.trade_id for c in commands if isinstance(c, CloseTrade)]
         trade_ids += [d.trade_id for d in decisions.values() if d.trade_id is not None]
         trades = await repo.trades_by_id(trade_ids)
-        return _Batch(
-            repo, account, safety, self._policy.snapshot, now, decisions, trades
-        )
+        return _Batch(repo, account, safety, self._policy.snapshot, now, decisions, trades)
 
     def _open(self, b: _Batch, cmd: OpenTrade) -> OpenOutcome:
         intent = cmd.intent
@@ -304,9 +276,7 @@ class TradingService:
                 "profile": profile.limits(),
                 "effective_max_leverage": float(decision.max_leverage),
                 "leverage_multiplier": float(b.safety.leverage_multiplier),
-                "hard": {
-                    k: float(getattr(HARD_LIMITS, k)) for k in HARD_LIMITS.__slots__
-                },
+                "hard": {k: float(getattr(HARD_LIMITS, k)) for k in HARD_LIMITS.__slots__},
                 "equity": str(state.equity),
                 "open_positions": state.open_positions,
                 "open_notional": str(state.open_notional),
@@ -380,9 +350,7 @@ class TradingService:
         account.updated_at = b.now
         b.trades[trade.id] = trade
         b.repo.add(record, trade)
-        b.repo.add_equity_snapshot(
-            self.account_id, account.equity, "trade_opened", trade.id, b.now
-        )
+        b.repo.add_equity_snapshot(self.account_id, account.equity, "trade_opened", trade.id, b.now)
         b.events.append(
             TradeOpened(
                 trade_id=str(trade.id),
@@ -408,9 +376,7 @@ class TradingService:
         exit_price = self.markets.resolve(trade.symbol).round_price(cmd.price)
         sign = 1 if trade.side == Side.LONG.value else -1
         gross = (exit_price - trade.entry_price) * trade.quantity * sign
-        exit_fee = (trade.quantity * exit_price * self._fee_rate).quantize(
-            USDT, rounding=ROUND_HALF_UP
-        )
+        exit_fee = (trade.quantity * exit_price * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
         pnl = gross - trade.entry_fee - exit_fee
         trade.status = "CLOSED"
         trade.exit_price = exit_price
@@ -425,9 +391,7 @@ class TradingService:
         account.open_notional -= trade.notional
         account.used_margin -= trade.margin
         account.updated_at = b.now
-        b.repo.add_equity_snapshot(
-            self.account_id, account.equity, "trade_closed", trade.id, b.now
-        )
+        b.repo.add_equity_snapshot(self.account_id, account.equity, "trade_closed", trade.id, b.now)
         b.events.append(
             TradeClosed(
                 trade_id=str(trade.id),
@@ -438,21 +402,15 @@ class TradingService:
             )
         )
         before = b.safety
-        b.safety = self._governor.on_trade_closed(
-            before, pnl, account.equity, b.policy.profile, b.now
-        )
+        b.safety = self._governor.on_trade_closed(before, pnl, account.equity, b.policy.profile, b.now)
         self._note_safety_change(b, before, cmd.trace_id)
         return trade
 
     def _reset(self, b: _Batch, cmd: ResetSafety) -> SafetyState:
         before = b.safety
         if not before.emergency:
-            raise Conflict(
-                f"no emergency to reset (state {before.state.value}: {before.reason})"
-            )
-        b.safety = self._governor.reset_emergency(
-            before, b.account.equity, b.policy.profile, b.now, cmd.reason
-        )
+            raise Conflict(f"no emergency to reset (state {before.state.value}: {before.reason})")
+        b.safety = self._governor.reset_emergency(before, b.account.equity, b.policy.profile, b.now, cmd.reason)
         b.repo.add(
             PolicyChange(
                 kind="SAFETY_RESET",
@@ -475,9 +433,7 @@ class TradingService:
         self._note_safety_change(b, before, cmd.trace_id)
         return b.safety
 
-    def _note_safety_change(
-        self, b: _Batch, before: SafetyState, trace_id: str
-    ) -> None:
+    def _note_safety_change(self, b: _Batch, before: SafetyState, trace_id: str) -> None:
         after = b.safety
         if (before.state, before.emergency, before.leverage_multiplier) == (
             after.state,
@@ -510,17 +466,13 @@ class TradingService:
         self, status: str | None, symbol: str | None, limit: int, offset: int
     ) -> tuple[list[Trade], int]:
         async with self._sessions() as session:
-            return await TradingRepository(session).list_trades(
-                self.account_id, status, symbol, limit, offset
-            )
+            return await TradingRepository(session).list_trades(self.account_id, status, symbol, limit, offset)
 
     async def list_decisions(
         self, allowed: bool | None, limit: int, offset: int
     ) -> tuple[list[RiskDecisionRecord], int]:
         async with self._sessions() as session:
-            return await TradingRepository(session).list_decisions(
-                self.account_id, allowed, limit, offset
-            )
+            return await TradingRepository(session).list_decisions(self.account_id, allowed, limit, offset)
 
     async def account(self) -> Account:
         async with self._sessions() as session:

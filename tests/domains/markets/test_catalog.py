@@ -32,7 +32,7 @@ PRICES = {
     "TRX/USDT:USDT": Decimal("0.10234"),
     "XRP/USDT:USDT": Decimal("0.5123"),
 }
-NOTIONALS = [Decimal("50"), Decimal("123.456"), Decimal("1000"), Decimal("98765.4321")]
+NOTIONALS = [Decimal("150"), Decimal("1234.5678"), Decimal("98765.4321")]
 PRICE_FACTORS = [Decimal(1), Decimal("1.0000123"), Decimal("0.987654321"), Decimal("3.3333333")]
 
 

@@ -76,9 +76,7 @@ def test_default_values_are_exact_decimals_not_float_artefacts(mode: RiskMode) -
 
 @per_mode
 def test_limits_serialise_numbers_as_json_floats(mode: RiskMode) -> None:
-    expected = {
-        name: (float(v) if isinstance(v, Decimal) else v) for name, v in EXPECTED[mode].items()
-    }
+    expected = {name: (float(v) if isinstance(v, Decimal) else v) for name, v in EXPECTED[mode].items()}
     assert DEFAULT_PROFILES[mode].limits() == {"name": mode.value, **expected}
 
 
@@ -189,9 +187,9 @@ def test_merged_profile_is_validated_as_a_whole(mode: RiskMode) -> None:
     emergency = EXPECTED[mode]["emergency_drawdown_pct"]
 
     # Each of these overrides is valid alone but inconsistent with the profile's other value.
-    with pytest.raises(ValidationError, match="emergency_drawdown_pct .* must be >= max_daily_drawdown_pct"):
+    with pytest.raises(ValidationError, match=r"emergency_drawdown_pct \(.*\) must be >= max_daily_drawdown_pct"):
         effective_profile(mode, {"emergency_drawdown_pct": daily - Decimal("0.1")})
-    with pytest.raises(ValidationError, match="emergency_drawdown_pct .* must be >= max_daily_drawdown_pct"):
+    with pytest.raises(ValidationError, match=r"emergency_drawdown_pct \(.*\) must be >= max_daily_drawdown_pct"):
         effective_profile(mode, {"max_daily_drawdown_pct": emergency + Decimal("0.1")})
 
     # Equal drawdowns are allowed; moving both together is too.

@@ -225,10 +225,11 @@ def test_hard_max_leverage_holds_for_a_profile_that_skipped_validation() -> None
 # Equity 1 000, notional 200 at price 100: risk_pct = stop distance / 5.
 RISK_EQUITY = Decimal(1000)
 RISK_CASES = {
-    # mode: (stop distance that lands exactly on the limit, risk_pct / loss one step beyond)
-    RiskMode.AGGRESSIVE_SMALL_ACCOUNT: (Decimal(15), "3.0000", "30.00"),
-    RiskMode.NORMAL: (Decimal("7.5"), "1.5000", "15.00"),
-    RiskMode.DEFENSIVE: (Decimal("3.75"), "0.7500", "7.50"),
+    # mode: (stop distance that lands exactly on the limit, risk_pct / loss one step beyond,
+    # shown rounded away from the limit)
+    RiskMode.AGGRESSIVE_SMALL_ACCOUNT: (Decimal(15), "3.0001", "30.0002"),
+    RiskMode.NORMAL: (Decimal("7.5"), "1.5001", "15.0002"),
+    RiskMode.DEFENSIVE: (Decimal("3.75"), "0.7501", "7.5002"),
 }
 
 
@@ -284,9 +285,9 @@ PROFILE_ONLY = RiskGuard(
 )
 # Notional 150 without a stop loses 3 USDT: the equity that makes that exactly the limit.
 NO_STOP_EQUITY = {
-    RiskMode.AGGRESSIVE_SMALL_ACCOUNT: (Decimal(100), "3.0000"),
-    RiskMode.NORMAL: (Decimal(200), "1.5000"),
-    RiskMode.DEFENSIVE: (Decimal(400), "0.7500"),
+    RiskMode.AGGRESSIVE_SMALL_ACCOUNT: (Decimal(100), "3.0001"),
+    RiskMode.NORMAL: (Decimal(200), "1.5001"),
+    RiskMode.DEFENSIVE: (Decimal(400), "0.7501"),
 }
 
 
@@ -320,7 +321,7 @@ def test_risk_per_trade_without_stop_above_limit_is_denied(mode: RiskMode) -> No
         (
             DenialCode.MAX_RISK_PER_TRADE,
             f"MAX_RISK_PER_TRADE: risk_pct={risk} max={LIMITS[mode].max_risk_pct} "
-            f"loss_at_stop=3.00 equity={equity} profile={mode}",
+            f"loss_at_stop=3.0001 equity={equity} profile={mode}",
         ),
     )
     assert decision.assumptions == (NO_STOP_ASSUMPTION,)
@@ -441,7 +442,7 @@ def test_price_exactly_60s_old_passes(mode: RiskMode) -> None:
 def test_price_older_than_60s_is_denied(mode: RiskMode) -> None:
     assert_denied(
         check(mode, intent(price_as_of=NOW - timedelta(seconds=60) - MICROSECOND)),
-        (DenialCode.STALE_PRICE, "STALE_PRICE: age_s=60.0 max_s=60.0"),
+        (DenialCode.STALE_PRICE, "STALE_PRICE: age_s=60.001 max_s=60.0"),
     )
 
 
@@ -454,7 +455,7 @@ def test_price_5s_in_the_future_passes(mode: RiskMode) -> None:
 def test_price_more_than_5s_in_the_future_is_denied(mode: RiskMode) -> None:
     assert_denied(
         check(mode, intent(price_as_of=NOW + timedelta(seconds=5) + MICROSECOND)),
-        (DenialCode.PRICE_FROM_FUTURE, "PRICE_FROM_FUTURE: ahead_s=5.0 max_skew_s=5.0"),
+        (DenialCode.PRICE_FROM_FUTURE, "PRICE_FROM_FUTURE: ahead_s=5.001 max_skew_s=5.0"),
     )
 
 
@@ -472,7 +473,7 @@ def test_price_age_limit_is_configurable() -> None:
 
     assert_denied(
         check(RiskMode.NORMAL, trade, guard=guard),
-        (DenialCode.STALE_PRICE, "STALE_PRICE: age_s=11.0 max_s=10.0"),
+        (DenialCode.STALE_PRICE, "STALE_PRICE: age_s=11.000 max_s=10.0"),
     )
 
 
@@ -492,7 +493,7 @@ def test_free_margin_below_10_percent_is_denied(mode: RiskMode) -> None:
     # The detail rounds 9.9999999% to 4 places, so it reads 10.0000 (see the report).
     assert_denied(
         check(mode, acct=account(used_margin=MARGIN_AT_LIMIT + STEP)),
-        (DenialCode.HARD_MARGIN_RATIO, "HARD_MARGIN_RATIO: free_margin_pct_after=10.0000 min=10"),
+        (DenialCode.HARD_MARGIN_RATIO, "HARD_MARGIN_RATIO: free_margin_pct_after=9.9999 min=10"),
     )
 
 
@@ -518,7 +519,7 @@ def test_position_at_50_percent_of_equity_passes(mode: RiskMode) -> None:
 def test_position_above_50_percent_of_equity_is_denied(mode: RiskMode) -> None:
     assert_denied(
         check(mode, *half_equity_trade(mode, STEP)),
-        (DenialCode.HARD_POSITION_EQUITY, "HARD_POSITION_EQUITY: position_pct=50.0000 max=50"),
+        (DenialCode.HARD_POSITION_EQUITY, "HARD_POSITION_EQUITY: position_pct=50.0001 max=50"),
     )
 
 
@@ -535,18 +536,20 @@ def test_total_exposure_at_200_percent_passes(mode: RiskMode) -> None:
 def test_total_exposure_above_200_percent_is_denied(mode: RiskMode) -> None:
     assert_denied(
         check(mode, acct=account(open_positions=1, open_notional=OPEN_NOTIONAL_AT_LIMIT + STEP)),
-        (DenialCode.HARD_TOTAL_EXPOSURE, "HARD_TOTAL_EXPOSURE: exposure_pct_after=200.0000 max=200"),
+        (DenialCode.HARD_TOTAL_EXPOSURE, "HARD_TOTAL_EXPOSURE: exposure_pct_after=200.0001 max=200"),
     )
 
 
 def test_hard_limits_are_the_documented_values() -> None:
-    assert HARD_LIMITS == HardLimits(
+    hard = RiskGuard().config.hard
+
+    assert hard is HARD_LIMITS
+    assert hard == HardLimits(
         max_leverage=Decimal(125),
         min_margin_ratio_pct=Decimal(10),
         max_position_equity_pct=Decimal(50),
         max_total_exposure_pct=Decimal(200),
     )
-    assert RiskGuard().config.hard is HARD_LIMITS
 
 
 # A profile loosened as far as validation allows.
@@ -566,17 +569,17 @@ HARD_CASES = {
     "position": (
         dict(notional=HALF),
         dict(notional=HALF + STEP),
-        (DenialCode.HARD_POSITION_EQUITY, "HARD_POSITION_EQUITY: position_pct=50.0000 max=50"),
+        (DenialCode.HARD_POSITION_EQUITY, "HARD_POSITION_EQUITY: position_pct=50.0001 max=50"),
     ),
     "exposure": (
         dict(notional=HALF, open_notional=Decimal(150_000)),
         dict(notional=HALF, open_notional=Decimal(150_000) + STEP),
-        (DenialCode.HARD_TOTAL_EXPOSURE, "HARD_TOTAL_EXPOSURE: exposure_pct_after=200.0000 max=200"),
+        (DenialCode.HARD_TOTAL_EXPOSURE, "HARD_TOTAL_EXPOSURE: exposure_pct_after=200.0001 max=200"),
     ),
     "margin": (
         dict(notional=HALF, used_margin=Decimal(65_000)),
         dict(notional=HALF, used_margin=Decimal(65_000) + STEP),
-        (DenialCode.HARD_MARGIN_RATIO, "HARD_MARGIN_RATIO: free_margin_pct_after=10.0000 min=10"),
+        (DenialCode.HARD_MARGIN_RATIO, "HARD_MARGIN_RATIO: free_margin_pct_after=9.9999 min=10"),
     ),
 }
 
