@@ -15,9 +15,7 @@ from app.domains.safety import models as _safety_models  # noqa: F401
 from app.domains.trading import models as _trading_models  # noqa: F401
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get(
-    "configure_logger", True
-):
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
@@ -25,9 +23,7 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     return (
-        config.attributes.get("url")
-        or context.get_x_argument(as_dictionary=True).get("url")
-        or Settings().database_url
+        config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url") or Settings().database_url
     )
 
 
@@ -43,9 +39,7 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
-    context.configure(
-        connection=connection, target_metadata=target_metadata, render_as_batch=True
-    )
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
 

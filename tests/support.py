@@ -144,7 +144,7 @@ async def uvicorn_process(env: dict[str, str], workdir: Path) -> AsyncIterator[s
     """`app.main:app` in its own uvicorn process (one worker); yields its base URL."""
     port = free_port()
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter; started once per test
+    proc = subprocess.Popen(  # noqa: ASYNC220 - our own interpreter; started once per test
         [
             sys.executable,
             "-m",
