@@ -8,6 +8,8 @@ from pydantic import PlainSerializer
 
 
 def canonical(value: Decimal) -> str:
+    if value.is_zero():
+        return "0"
     normalized = value.normalize()
     if normalized == normalized.to_integral():
         normalized = normalized.quantize(Decimal(1))
