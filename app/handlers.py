@@ -1,7 +1,6 @@
 """Event handlers, registered in one table. Each runs isolated (see app.core.bus)."""
 
 import logging
-from dataclasses import asdict
 
 from app.core.bus import Event, Handler, HandlerTable
 from app.core.metrics import DRAWDOWN_PCT, TRADES_APPROVED, TRADES_DENIED
@@ -13,8 +12,9 @@ logger = logging.getLogger("app.events")
 
 
 async def log_event(event: Event) -> None:
-    fields = {k: v for k, v in asdict(event).items() if k not in ("trace_id",)}
-    logger.info(f"event_{type(event).__name__}", extra={k: str(v) for k, v in fields.items()})
+    if logger.isEnabledFor(logging.INFO):
+        fields = {k: str(v) for k, v in vars(event).items() if k != "trace_id"}
+        logger.info(f"event_{type(event).__name__}", extra=fields)
 
 
 async def count_approved(event: Event) -> None:

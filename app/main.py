@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             status_code=422,
         )
 
-    for module in (policy, risk, safety, trades, account, health):
+    for module in (trades, policy, risk, safety, account, health):
         app.include_router(module.router)
     return app
 

@@ -1,9 +1,12 @@
 """/api/v2/policy: risk profiles, runtime mode switches, overrides, audit trail."""
 
+import weakref
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
+from app.bootstrap import Container
+from app.core.context import current_trace_id
 from app.domains.policy.schemas import (
     ActiveProfileOut,
     PolicyChangeOut,
@@ -16,7 +19,7 @@ from app.domains.policy.schemas import (
 )
 from app.domains.policy.state import PolicySnapshot
 from app.domains.policy.store import PolicyStore
-from app.routes.deps import Actor, ContainerDep, TraceId
+from app.routes.deps import Actor, AuthorizedContainer, ContainerDep
 
 router = APIRouter(prefix="/api/v2/policy", tags=["policy"])
 
@@ -49,32 +52,41 @@ async def risk_modes(container: ContainerDep) -> RiskModesOut:
     )
 
 
+_rendered: "weakref.WeakKeyDictionary[PolicyStore, tuple[PolicySnapshot, bool, bytes]]" = weakref.WeakKeyDictionary()
+
+
+def _active_json(store: PolicyStore) -> bytes:
+    """The active profile as JSON, rendered once per snapshot: the hottest read costs no validation."""
+    snapshot, degraded = store.snapshot, store.degraded
+    cached = _rendered.get(store)
+    if cached is not None and cached[0] is snapshot and cached[1] == degraded:
+        return cached[2]
+    body = _active(snapshot, store).model_dump_json().encode()
+    _rendered[store] = (snapshot, degraded, body)
+    return body
+
+
 @router.get("/risk-profile", response_model=ActiveProfileOut)
-async def risk_profile(container: ContainerDep) -> ActiveProfileOut:
-    return _active(container.policy_store.snapshot, container.policy_store)
+async def risk_profile(request: Request) -> Response:
+    container: Container = request.app.state.container
+    return Response(_active_json(container.policy_store), media_type="application/json")
 
 
 @router.post("/risk-mode", response_model=ActiveProfileOut)
-async def switch_risk_mode(
-    body: RiskModeSwitch, container: ContainerDep, actor: Actor, trace_id: TraceId
-) -> ActiveProfileOut:
-    snapshot = await container.policy.switch_mode(body.mode, body.reason, actor, trace_id)
+async def switch_risk_mode(body: RiskModeSwitch, container: AuthorizedContainer, actor: Actor) -> ActiveProfileOut:
+    snapshot = await container.policy.switch_mode(body.mode, body.reason, actor, current_trace_id())
     return _active(snapshot, container.policy_store)
 
 
 @router.patch("/risk-profile", response_model=ActiveProfileOut)
-async def override_risk_profile(
-    body: ProfilePatch, container: ContainerDep, actor: Actor, trace_id: TraceId
-) -> ActiveProfileOut:
-    snapshot = await container.policy.override(body, body.reason, actor, trace_id)
+async def override_risk_profile(body: ProfilePatch, container: AuthorizedContainer, actor: Actor) -> ActiveProfileOut:
+    snapshot = await container.policy.override(body, body.reason, actor, current_trace_id())
     return _active(snapshot, container.policy_store)
 
 
 @router.post("/risk-profile/reset", response_model=ActiveProfileOut)
-async def reset_risk_profile(
-    body: ReasonBody, container: ContainerDep, actor: Actor, trace_id: TraceId
-) -> ActiveProfileOut:
-    snapshot = await container.policy.reset_overrides(body.reason, actor, trace_id)
+async def reset_risk_profile(body: ReasonBody, container: AuthorizedContainer, actor: Actor) -> ActiveProfileOut:
+    snapshot = await container.policy.reset_overrides(body.reason, actor, current_trace_id())
     return _active(snapshot, container.policy_store)
 
 

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.core.context import current_trace_id
 from app.domains.policy.schemas import BlocklistOut, KillSwitchBody, ReasonBody
 from app.domains.trading.schemas import DecisionOut, DecisionPage
-from app.routes.deps import Actor, ContainerDep, TraceId
+from app.routes.deps import Actor, AuthorizedContainer, ContainerDep
 
 router = APIRouter(prefix="/api/v2/risk", tags=["risk"])
 
@@ -25,31 +26,29 @@ async def blocklist(container: ContainerDep) -> BlocklistOut:
 async def block_symbol(
     symbol: str,
     body: ReasonBody,
-    container: ContainerDep,
+    container: AuthorizedContainer,
     actor: Actor,
-    trace_id: TraceId,
 ) -> BlocklistOut:
     market = container.trading.market(symbol)
-    await container.policy.block_symbol(market.symbol, body.reason, actor, trace_id)
+    await container.policy.block_symbol(market.symbol, body.reason, actor, current_trace_id())
     return _blocklist(container)
 
 
 @router.delete("/blocklist/{symbol:path}", response_model=BlocklistOut)
 async def unblock_symbol(
     symbol: str,
-    container: ContainerDep,
+    container: AuthorizedContainer,
     actor: Actor,
-    trace_id: TraceId,
     reason: Annotated[str, Query(min_length=3, max_length=500)] = "unblocked by operator",
 ) -> BlocklistOut:
     market = container.trading.market(symbol)
-    await container.policy.unblock_symbol(market.symbol, reason, actor, trace_id)
+    await container.policy.unblock_symbol(market.symbol, reason, actor, current_trace_id())
     return _blocklist(container)
 
 
 @router.post("/kill-switch", response_model=BlocklistOut)
-async def kill_switch(body: KillSwitchBody, container: ContainerDep, actor: Actor, trace_id: TraceId) -> BlocklistOut:
-    await container.policy.set_kill_switch(body.active, body.reason, actor, trace_id)
+async def kill_switch(body: KillSwitchBody, container: AuthorizedContainer, actor: Actor) -> BlocklistOut:
+    await container.policy.set_kill_switch(body.active, body.reason, actor, current_trace_id())
     return _blocklist(container)
 
 

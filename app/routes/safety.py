@@ -5,9 +5,10 @@ from decimal import Decimal
 from fastapi import APIRouter
 
 from app.bootstrap import Container
+from app.core.context import current_trace_id
 from app.domains.policy.schemas import ReasonBody
 from app.domains.safety.schemas import SafetyStatusOut
-from app.routes.deps import Actor, ContainerDep, TraceId
+from app.routes.deps import Actor, AuthorizedContainer, ContainerDep
 
 router = APIRouter(prefix="/api/v2/safety", tags=["safety"])
 
@@ -47,7 +48,7 @@ async def status(container: ContainerDep) -> SafetyStatusOut:
 
 
 @router.post("/reset", response_model=SafetyStatusOut)
-async def reset(body: ReasonBody, container: ContainerDep, actor: Actor, trace_id: TraceId) -> SafetyStatusOut:
+async def reset(body: ReasonBody, container: AuthorizedContainer, actor: Actor) -> SafetyStatusOut:
     """Lift an emergency halt (audited). A daily halt still applies if today's drawdown calls for it."""
-    await container.trading.reset_safety(body.reason, actor, trace_id)
+    await container.trading.reset_safety(body.reason, actor, current_trace_id())
     return await _status(container)

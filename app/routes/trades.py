@@ -3,9 +3,9 @@
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Response
 
+from app.core.context import current_trace_id
 from app.domains.trading.schemas import (
     DecisionOut,
     RiskDeniedOut,
@@ -15,7 +15,7 @@ from app.domains.trading.schemas import (
     TradeOut,
     TradePage,
 )
-from app.routes.deps import Authenticated, ContainerDep, TraceId
+from app.routes.deps import AuthorizedContainer, ContainerDep
 
 router = APIRouter(prefix="/trades", tags=["trades"])
 
@@ -24,7 +24,6 @@ router = APIRouter(prefix="/trades", tags=["trades"])
     "",
     status_code=201,
     response_model=TradeOpenedOut,
-    dependencies=[Authenticated],
     responses={
         403: {
             "model": RiskDeniedOut,
@@ -33,14 +32,14 @@ router = APIRouter(prefix="/trades", tags=["trades"])
         409: {"description": "client_order_id reused for a different request"},
     },
 )
-async def open_trade(body: TradeCreate, container: ContainerDep, trace_id: TraceId) -> JSONResponse:
+async def open_trade(body: TradeCreate, container: AuthorizedContainer) -> Response:
     """Check the intent with RiskGuard and open a paper position if allowed.
 
     Sending the same `client_order_id` again returns the original result (201 or 403)
     with header `Idempotent-Replayed: true`, never a second trade.
     """
     market = container.trading.market(body.symbol)
-    outcome = await container.trading.open_trade(body.intent(market.symbol), body.client_order_id, trace_id)
+    outcome = await container.trading.open_trade(body.intent(market.symbol), body.client_order_id, current_trace_id())
     decision = DecisionOut.model_validate(outcome.decision)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     if outcome.trade is None:
@@ -50,9 +49,9 @@ async def open_trade(body: TradeCreate, container: ContainerDep, trace_id: Trace
             trace_id=decision.trace_id,
             decision=decision,
         )
-        return JSONResponse(denied.model_dump(mode="json"), status_code=403, headers=headers)
+        return Response(denied.model_dump_json(), 403, headers, media_type="application/json")
     opened = TradeOpenedOut(trade=TradeOut.model_validate(outcome.trade), decision=decision)
-    return JSONResponse(opened.model_dump(mode="json"), status_code=201, headers=headers)
+    return Response(opened.model_dump_json(), 201, headers, media_type="application/json")
 
 
 @router.get("", response_model=TradePage)
@@ -78,7 +77,7 @@ async def get_trade(trade_id: uuid.UUID, container: ContainerDep) -> TradeOut:
     return TradeOut.model_validate(await container.trading.get_trade(trade_id))
 
 
-@router.post("/{trade_id}/close", response_model=TradeOut, dependencies=[Authenticated])
-async def close_trade(trade_id: uuid.UUID, body: TradeClose, container: ContainerDep, trace_id: TraceId) -> TradeOut:
+@router.post("/{trade_id}/close", response_model=TradeOut)
+async def close_trade(trade_id: uuid.UUID, body: TradeClose, container: AuthorizedContainer) -> TradeOut:
     """Close at `price`: realized PnL net of fees, equity update, SafetyGovernor update."""
-    return TradeOut.model_validate(await container.trading.close_trade(trade_id, body.price, trace_id))
+    return TradeOut.model_validate(await container.trading.close_trade(trade_id, body.price, current_trace_id()))

@@ -57,11 +57,12 @@ class PolicySnapshot:
 
     state: PolicyState
     profiles: dict[RiskMode, RiskProfile]
+    limits: dict[RiskMode, dict[str, Any]]  # each profile as JSON, stored with every decision
 
     @classmethod
     def of(cls, state: PolicyState) -> "PolicySnapshot":
         profiles = {mode: effective_profile(mode, state.overrides.get(mode.value, {})) for mode in RiskMode}
-        return cls(state=state, profiles=profiles)
+        return cls(state=state, profiles=profiles, limits={m: p.limits() for m, p in profiles.items()})
 
     @property
     def profile(self) -> RiskProfile:

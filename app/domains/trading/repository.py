@@ -1,58 +1,124 @@
-"""All SQL of the trading domain (accounts, trades, decisions, governor state, equity)."""
+"""All SQL of the trading domain (accounts, trades, decisions, governor state, equity).
+
+The command path works on plain row dicts with Core statements: a batch of trades is one
+multi-row INSERT per table and one account UPDATE, with no ORM unit-of-work per row.
+"""
 
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domains.policy.models import PolicyChange
 from app.domains.risk.models import RiskDecisionRecord
 from app.domains.safety.governor import SafetyState, TradingState
 from app.domains.safety.models import SafetyStateRecord
 from app.domains.trading.models import Account, EquitySnapshot, Trade
+
+Row = dict[str, Any]
+
+accounts = cast(Table, Account.__table__)
+trades = cast(Table, Trade.__table__)
+decisions = cast(Table, RiskDecisionRecord.__table__)
+safety_states = cast(Table, SafetyStateRecord.__table__)
+equity_snapshots = cast(Table, EquitySnapshot.__table__)
+policy_changes = cast(Table, PolicyChange.__table__)
+
+_SAFETY_FIELDS = [c.name for c in safety_states.columns if c.name != "account_id"]
 
 
 class TradingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def lock_account(self, account_id: str) -> Account | None:
+    # Command path (Core) --------------------------------------------------------------
+
+    async def lock_account(self, account_id: str) -> Row | None:
         """The account row, locked until commit (FOR UPDATE; SQLite serializes writers itself)."""
-        result = await self.session.execute(
-            select(Account).where(Account.id == account_id).with_for_update().execution_options(populate_existing=True)
+        result = await self.session.execute(select(accounts).where(accounts.c.id == account_id).with_for_update())
+        row = result.mappings().first()
+        return dict(row) if row is not None else None
+
+    async def decisions_by_client_order_id(self, ids: Sequence[str]) -> dict[str, Row]:
+        if not ids:
+            return {}
+        rows = await self.session.execute(select(decisions).where(decisions.c.client_order_id.in_(ids)))
+        return {r["client_order_id"]: dict(r) for r in rows.mappings()}
+
+    async def trades_by_id(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        if not ids:
+            return {}
+        rows = await self.session.execute(select(trades).where(trades.c.id.in_(ids)))
+        return {r["id"]: dict(r) for r in rows.mappings()}
+
+    async def insert_decisions(self, rows: list[Row]) -> None:
+        if rows:
+            await self.session.execute(insert(decisions), rows)
+
+    async def insert_trades(self, rows: list[Row]) -> None:
+        if rows:
+            await self.session.execute(insert(trades), rows)
+
+    async def insert_equity_snapshots(self, rows: list[Row]) -> None:
+        if rows:
+            await self.session.execute(insert(equity_snapshots), rows)
+
+    async def insert_audit(self, rows: list[Row]) -> None:
+        if rows:
+            await self.session.execute(insert(policy_changes), rows)
+
+    async def close_trades(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        fields = ["status", "exit_price", "exit_fee", "realized_pnl", "closed_at", "close_trace_id"]
+        statement = (
+            update(trades)
+            .where(trades.c.id == bindparam("trade_id"))
+            .values({name: bindparam(f"new_{name}") for name in fields})
         )
-        return result.scalar_one_or_none()
+        params = [{"trade_id": r["id"], **{f"new_{name}": r[name] for name in fields}} for r in rows]
+        await self.session.execute(statement, params)
+
+    async def update_account(self, account: Row) -> None:
+        values = {k: account[k] for k in ("equity", "open_positions", "open_notional", "used_margin", "updated_at")}
+        await self.session.execute(update(accounts).where(accounts.c.id == account["id"]).values(values))
+
+    async def insert_account(self, account: Row) -> None:
+        await self.session.execute(insert(accounts).values(account))
+
+    async def load_safety(self, account_id: str) -> SafetyState | None:
+        result = await self.session.execute(select(safety_states).where(safety_states.c.account_id == account_id))
+        row = result.mappings().first()
+        if row is None:
+            return None
+        values = {name: row[name] for name in _SAFETY_FIELDS}
+        values["state"] = TradingState(values["state"])
+        return SafetyState(**values)
+
+    async def save_safety(self, account_id: str, s: SafetyState, *, exists: bool) -> None:
+        values = {name: getattr(s, name) for name in _SAFETY_FIELDS}
+        values["state"] = s.state.value
+        if exists:
+            await self.session.execute(
+                update(safety_states).where(safety_states.c.account_id == account_id).values(values)
+            )
+        else:
+            await self.session.execute(insert(safety_states).values(account_id=account_id, **values))
+
+    # Queries (ORM) ---------------------------------------------------------------------
 
     async def get_account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)
 
-    async def decisions_by_client_order_id(self, ids: Sequence[str]) -> dict[str, RiskDecisionRecord]:
-        if not ids:
-            return {}
-        rows = await self.session.execute(select(RiskDecisionRecord).where(RiskDecisionRecord.client_order_id.in_(ids)))
-        return {r.client_order_id: r for r in rows.scalars() if r.client_order_id is not None}
-
-    async def trades_by_id(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Trade]:
-        if not ids:
-            return {}
-        rows = await self.session.execute(select(Trade).where(Trade.id.in_(ids)))
-        return {t.id: t for t in rows.scalars()}
-
     async def get_trade(self, trade_id: uuid.UUID) -> Trade | None:
         return await self.session.get(Trade, trade_id)
 
-    async def get_decision(self, decision_id: uuid.UUID) -> RiskDecisionRecord | None:
-        return await self.session.get(RiskDecisionRecord, decision_id)
-
     async def list_trades(
-        self,
-        account_id: str,
-        status: str | None,
-        symbol: str | None,
-        limit: int,
-        offset: int,
+        self, account_id: str, status: str | None, symbol: str | None, limit: int, offset: int
     ) -> tuple[list[Trade], int]:
         query = select(Trade).where(Trade.account_id == account_id)
         if status:
@@ -77,72 +143,14 @@ class TradingRepository:
 
     async def open_totals(self, account_id: str) -> tuple[int, Decimal, Decimal]:
         """Open count, notional and margin summed from the trades (to audit the account row)."""
-        trades = await self.session.execute(
+        result = await self.session.execute(
             select(Trade.notional, Trade.margin).where(Trade.account_id == account_id, Trade.status == "OPEN")
         )
-        rows = list(trades)
+        rows = list(result)
         notional = sum((n for n, _ in rows), Decimal(0))
         margin = sum((m for _, m in rows), Decimal(0))
         return len(rows), notional, margin
 
-    def add(self, *rows: object) -> None:
-        self.session.add_all(rows)
 
-    async def load_safety(self, account_id: str) -> SafetyState | None:
-        row = await self.session.get(SafetyStateRecord, account_id, populate_existing=True)
-        if row is None:
-            return None
-        return SafetyState(
-            state=TradingState(row.state),
-            reason=row.reason,
-            emergency=row.emergency,
-            halted_until=row.halted_until,
-            peak_equity=row.peak_equity,
-            day=row.day,
-            day_start_equity=row.day_start_equity,
-            losing_streak=row.losing_streak,
-            winning_streak=row.winning_streak,
-            leverage_multiplier=row.leverage_multiplier,
-            updated_at=row.updated_at,
-            emergency_reset_equity=row.emergency_reset_equity,
-        )
-
-    async def save_safety(self, account_id: str, s: SafetyState) -> None:
-        row = await self.session.get(SafetyStateRecord, account_id)
-        values = {
-            "state": s.state.value,
-            "reason": s.reason,
-            "emergency": s.emergency,
-            "halted_until": s.halted_until,
-            "peak_equity": s.peak_equity,
-            "day": s.day,
-            "day_start_equity": s.day_start_equity,
-            "losing_streak": s.losing_streak,
-            "winning_streak": s.winning_streak,
-            "leverage_multiplier": s.leverage_multiplier,
-            "emergency_reset_equity": s.emergency_reset_equity,
-            "updated_at": s.updated_at,
-        }
-        if row is None:
-            self.session.add(SafetyStateRecord(account_id=account_id, **values))
-        else:
-            for key, value in values.items():
-                setattr(row, key, value)
-
-    def add_equity_snapshot(
-        self,
-        account_id: str,
-        equity: Decimal,
-        cause: str,
-        trade_id: uuid.UUID | None,
-        at: datetime,
-    ) -> None:
-        self.session.add(
-            EquitySnapshot(
-                account_id=account_id,
-                equity=equity,
-                cause=cause,
-                trade_id=trade_id,
-                created_at=at,
-            )
-        )
+def equity_snapshot(account_id: str, equity: Decimal, cause: str, trade_id: uuid.UUID | None, at: datetime) -> Row:
+    return {"account_id": account_id, "equity": equity, "cause": cause, "trade_id": trade_id, "created_at": at}

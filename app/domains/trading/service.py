@@ -6,7 +6,6 @@ in order, also across workers sharing one Postgres. Events are published after c
 """
 
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from app.domains.markets.catalog import (
     MarketCatalog,
     UnknownSymbol,
 )
-from app.domains.policy.models import PolicyChange
 from app.domains.policy.state import PolicySnapshot
 from app.domains.policy.store import PolicyStore
 from app.domains.risk.guard import AccountState, RiskGuard, Side, TradeIntent
@@ -41,7 +39,7 @@ from app.domains.safety.events import SafetyStateChanged
 from app.domains.safety.governor import SafetyGovernor, SafetyState
 from app.domains.trading.events import TradeClosed, TradeDenied, TradeOpened
 from app.domains.trading.models import Account, Trade
-from app.domains.trading.repository import TradingRepository
+from app.domains.trading.repository import Row, TradingRepository, equity_snapshot
 
 USDT = Decimal("0.00000001")
 Clock = Callable[[], datetime]
@@ -80,38 +78,46 @@ Command = OpenTrade | CloseTrade | ResetSafety
 
 @dataclass(frozen=True)
 class OpenOutcome:
-    decision: RiskDecisionRecord
-    trade: Trade | None
+    decision: Row
+    trade: Row | None
     replayed: bool
 
 
 @dataclass
 class _Batch:
-    """State shared by the commands of one transaction."""
+    """State shared by the commands of one transaction, and the rows it will write."""
 
-    repo: TradingRepository
-    account: Account
+    account: Row
     safety: SafetyState
     policy: PolicySnapshot
     now: datetime
-    decisions: dict[str, RiskDecisionRecord]
-    trades: dict[uuid.UUID, Trade]
+    decisions: dict[str, Row]
+    trades: dict[uuid.UUID, Row]
+    new_decisions: list[Row] = field(default_factory=list)
+    new_trades: list[Row] = field(default_factory=list)
+    closed_trades: list[Row] = field(default_factory=list)
+    snapshots: list[Row] = field(default_factory=list)
+    audit: list[Row] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
 
 def request_hash(intent: TradeIntent) -> str:
-    body = {
-        "symbol": intent.symbol,
-        "side": intent.side.value,
-        "notional": str(intent.notional),
-        "leverage": str(intent.leverage),
-        "price": str(intent.price),
-        "price_as_of": intent.price_as_of.isoformat() if intent.price_as_of else None,
-        "confidence": str(intent.confidence) if intent.confidence is not None else None,
-        "stop_loss": str(intent.stop_loss) if intent.stop_loss is not None else None,
-        "source": intent.source,
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    """Fingerprint of an intent, to tell a retry from a reuse of its client_order_id."""
+    fields = (
+        intent.symbol,
+        intent.side.value,
+        intent.notional,
+        intent.leverage,
+        intent.price,
+        intent.price_as_of.isoformat() if intent.price_as_of else None,
+        intent.confidence,
+        intent.stop_loss,
+        intent.source,
+    )
+    return hashlib.sha256("\x1f".join(map(str, fields)).encode()).hexdigest()
+
+
+HARD_LIMITS_JSON = {name: float(getattr(HARD_LIMITS, name)) for name in HARD_LIMITS.__slots__}
 
 
 class TradingService:
@@ -146,29 +152,30 @@ class TradingService:
         """Create the paper account and its governor state on first start."""
         async with self._sessions() as session, session.begin():
             repo = TradingRepository(session)
-            account = await repo.get_account(self.account_id)
+            account = await repo.lock_account(self.account_id)
             now = self.clock()
             if account is None:
                 balance = self._starting_balance
-                repo.add(
-                    Account(
-                        id=self.account_id,
-                        starting_balance=balance,
-                        equity=balance,
-                        open_positions=0,
-                        open_notional=Decimal(0),
-                        used_margin=Decimal(0),
-                        created_at=now,
-                        updated_at=now,
-                    )
+                await repo.insert_account(
+                    {
+                        "id": self.account_id,
+                        "starting_balance": balance,
+                        "equity": balance,
+                        "open_positions": 0,
+                        "open_notional": Decimal(0),
+                        "used_margin": Decimal(0),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                 )
-                await session.flush()
-                repo.add_equity_snapshot(self.account_id, balance, "account_created", None, now)
+                await repo.insert_equity_snapshots(
+                    [equity_snapshot(self.account_id, balance, "account_created", None, now)]
+                )
                 equity = balance
             else:
-                equity = account.equity
+                equity = account["equity"]
             if await repo.load_safety(self.account_id) is None:
-                await repo.save_safety(self.account_id, SafetyState.initial(equity, now))
+                await repo.save_safety(self.account_id, SafetyState.initial(equity, now), exists=False)
 
     async def close(self) -> None:
         await self._sequencer.close()
@@ -191,8 +198,8 @@ class TradingService:
         outcome: OpenOutcome = await self._sequencer.submit(command)
         return outcome
 
-    async def close_trade(self, trade_id: uuid.UUID, price: Decimal, trace_id: str) -> Trade:
-        trade: Trade = await self._sequencer.submit(CloseTrade(trade_id, price, trace_id))
+    async def close_trade(self, trade_id: uuid.UUID, price: Decimal, trace_id: str) -> Row:
+        trade: Row = await self._sequencer.submit(CloseTrade(trade_id, price, trace_id))
         return trade
 
     async def reset_safety(self, reason: str, actor: str, trace_id: str) -> SafetyState:
@@ -201,7 +208,8 @@ class TradingService:
 
     async def _process(self, commands: Sequence[Command]) -> list[Any]:
         async with self._sessions() as session, session.begin():
-            batch = await self._begin_batch(session, commands)
+            repo = TradingRepository(session)
+            batch, stored_safety = await self._begin_batch(repo, commands)
             results: list[Any] = []
             for command in commands:
                 try:
@@ -213,43 +221,52 @@ class TradingService:
                         results.append(self._reset(batch, command))
                 except AppError as exc:
                     results.append(exc)
-            await batch.repo.save_safety(self.account_id, batch.safety)
+            await repo.insert_decisions(batch.new_decisions)
+            await repo.insert_trades(batch.new_trades)
+            await repo.close_trades(batch.closed_trades)
+            await repo.insert_equity_snapshots(batch.snapshots)
+            await repo.insert_audit(batch.audit)
+            if batch.new_trades or batch.closed_trades:
+                await repo.update_account(batch.account)
+            if batch.safety != stored_safety:
+                await repo.save_safety(self.account_id, batch.safety, exists=stored_safety is not None)
         self._bus.publish_all(batch.events)
         return results
 
-    async def _begin_batch(self, session: AsyncSession, commands: Sequence[Command]) -> _Batch:
-        repo = TradingRepository(session)
+    async def _begin_batch(
+        self, repo: TradingRepository, commands: Sequence[Command]
+    ) -> tuple[_Batch, SafetyState | None]:
         account = await repo.lock_account(self.account_id)
         if account is None:
             raise ServiceUnavailable(f"account {self.account_id!r} is not initialised; run the migrations")
         now = self.clock()
-        safety = await repo.load_safety(self.account_id) or SafetyState.initial(account.equity, now)
-        safety = self._governor.roll_day(safety, account.equity, now)
+        stored = await repo.load_safety(self.account_id)
+        safety = self._governor.roll_day(stored or SafetyState.initial(account["equity"], now), account["equity"], now)
         order_ids = [c.client_order_id for c in commands if isinstance(c, OpenTrade) and c.client_order_id]
         decisions = await repo.decisions_by_client_order_id(order_ids)
         trade_ids = [c.trade_id for c in commands if isinstance(c, CloseTrade)]
-        trade_ids += [d.trade_id for d in decisions.values() if d.trade_id is not None]
+        trade_ids += [d["trade_id"] for d in decisions.values() if d["trade_id"] is not None]
         trades = await repo.trades_by_id(trade_ids)
-        return _Batch(repo, account, safety, self._policy.snapshot, now, decisions, trades)
+        return _Batch(account, safety, self._policy.snapshot, now, decisions, trades), stored
 
     def _open(self, b: _Batch, cmd: OpenTrade) -> OpenOutcome:
         intent = cmd.intent
         if cmd.client_order_id and cmd.client_order_id in b.decisions:
             original = b.decisions[cmd.client_order_id]
-            if original.request_hash != cmd.request_hash:
+            if original["request_hash"] != cmd.request_hash:
                 raise Conflict(
                     f"client_order_id {cmd.client_order_id!r} was used for a different request",
                     client_order_id=cmd.client_order_id,
                 )
-            trade = b.trades.get(original.trade_id) if original.trade_id else None
-            return OpenOutcome(original, trade, replayed=True)
+            replayed = b.trades.get(original["trade_id"]) if original["trade_id"] else None
+            return OpenOutcome(original, replayed, replayed=True)
 
         account = b.account
         state = AccountState(
-            equity=account.equity,
-            open_positions=account.open_positions,
-            open_notional=account.open_notional,
-            used_margin=account.used_margin,
+            equity=account["equity"],
+            open_positions=account["open_positions"],
+            open_notional=account["open_notional"],
+            used_margin=account["used_margin"],
             day_start_equity=b.safety.day_start_equity,
         )
         profile = b.policy.profile
@@ -263,45 +280,45 @@ class TradingService:
             kill_switch=b.policy.state.kill_switch,
             blocked_symbols=b.policy.state.blocked_symbols,
         )
-        record = RiskDecisionRecord(
-            id=uuid.uuid4(),
-            account_id=self.account_id,
-            client_order_id=cmd.client_order_id,
-            request_hash=cmd.request_hash,
-            allowed=decision.allowed,
-            reasons=[r.as_dict() for r in decision.reasons],
-            assumptions=list(decision.assumptions),
-            profile_name=decision.profile_name,
-            limits={
-                "profile": profile.limits(),
+        record: Row = {
+            "id": uuid.uuid4(),
+            "account_id": self.account_id,
+            "client_order_id": cmd.client_order_id,
+            "request_hash": cmd.request_hash,
+            "allowed": decision.allowed,
+            "reasons": [r.as_dict() for r in decision.reasons],
+            "assumptions": list(decision.assumptions),
+            "profile_name": decision.profile_name,
+            "limits": {
+                "profile": b.policy.limits[profile.name],
                 "effective_max_leverage": float(decision.max_leverage),
                 "leverage_multiplier": float(b.safety.leverage_multiplier),
-                "hard": {k: float(getattr(HARD_LIMITS, k)) for k in HARD_LIMITS.__slots__},
+                "hard": HARD_LIMITS_JSON,
                 "equity": str(state.equity),
                 "open_positions": state.open_positions,
                 "open_notional": str(state.open_notional),
                 "policy_version": b.policy.state.version,
             },
-            symbol=intent.symbol,
-            side=intent.side.value,
-            notional=intent.notional,
-            leverage=intent.leverage,
-            price=intent.price,
-            stop_loss=intent.stop_loss,
-            confidence=intent.confidence,
-            risk_pct=decision.risk_pct.quantize(USDT, rounding=ROUND_HALF_UP),
-            source=intent.source,
-            trade_id=None,
-            trace_id=cmd.trace_id,
-            created_at=b.now,
-        )
+            "symbol": intent.symbol,
+            "side": intent.side.value,
+            "notional": intent.notional,
+            "leverage": intent.leverage,
+            "price": intent.price,
+            "stop_loss": intent.stop_loss,
+            "confidence": intent.confidence,
+            "risk_pct": decision.risk_pct.quantize(USDT, rounding=ROUND_HALF_UP),
+            "source": intent.source,
+            "trade_id": None,
+            "trace_id": cmd.trace_id,
+            "created_at": b.now,
+        }
         if cmd.client_order_id:
             b.decisions[cmd.client_order_id] = record
+        b.new_decisions.append(record)
         if not decision.allowed:
-            b.repo.add(record)
             b.events.append(
                 TradeDenied(
-                    decision_id=str(record.id),
+                    decision_id=str(record["id"]),
                     symbol=intent.symbol,
                     side=intent.side.value,
                     reason_codes=tuple(r.code.value for r in decision.reasons),
@@ -315,94 +332,95 @@ class TradingService:
         notional = (cmd.quantity * entry_price).quantize(USDT, rounding=ROUND_HALF_UP)
         margin = (notional / intent.leverage).quantize(USDT, rounding=ROUND_HALF_UP)
         fee = (notional * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
-        trade = Trade(
-            id=uuid.uuid4(),
-            account_id=self.account_id,
-            client_order_id=cmd.client_order_id,
-            symbol=intent.symbol,
-            side=intent.side.value,
-            leverage=intent.leverage,
-            requested_notional=intent.notional,
-            notional=notional,
-            quantity=cmd.quantity,
-            margin=margin,
-            entry_price=entry_price,
-            stop_loss=intent.stop_loss,
-            status="OPEN",
-            exit_price=None,
-            entry_fee=fee,
-            exit_fee=None,
-            realized_pnl=None,
-            confidence=intent.confidence,
-            signal_source=intent.source,
-            risk_profile_name=decision.profile_name,
-            decision_id=record.id,
-            trace_id=cmd.trace_id,
-            opened_at=b.now,
-            closed_at=None,
-            close_trace_id=None,
-        )
-        record.trade_id = trade.id
-        account.equity -= fee
-        account.open_positions += 1
-        account.open_notional += notional
-        account.used_margin += margin
-        account.updated_at = b.now
-        b.trades[trade.id] = trade
-        b.repo.add(record, trade)
-        b.repo.add_equity_snapshot(self.account_id, account.equity, "trade_opened", trade.id, b.now)
+        trade: Row = {
+            "id": uuid.uuid4(),
+            "account_id": self.account_id,
+            "client_order_id": cmd.client_order_id,
+            "symbol": intent.symbol,
+            "side": intent.side.value,
+            "leverage": intent.leverage,
+            "requested_notional": intent.notional,
+            "notional": notional,
+            "quantity": cmd.quantity,
+            "margin": margin,
+            "entry_price": entry_price,
+            "stop_loss": intent.stop_loss,
+            "status": "OPEN",
+            "exit_price": None,
+            "entry_fee": fee,
+            "exit_fee": None,
+            "realized_pnl": None,
+            "confidence": intent.confidence,
+            "signal_source": intent.source,
+            "risk_profile_name": decision.profile_name,
+            "decision_id": record["id"],
+            "trace_id": cmd.trace_id,
+            "opened_at": b.now,
+            "closed_at": None,
+            "close_trace_id": None,
+        }
+        record["trade_id"] = trade["id"]
+        account["equity"] -= fee
+        account["open_positions"] += 1
+        account["open_notional"] += notional
+        account["used_margin"] += margin
+        account["updated_at"] = b.now
+        b.trades[trade["id"]] = trade
+        b.new_trades.append(trade)
+        b.snapshots.append(equity_snapshot(self.account_id, account["equity"], "trade_opened", trade["id"], b.now))
         b.events.append(
             TradeOpened(
-                trade_id=str(trade.id),
-                symbol=trade.symbol,
-                side=trade.side,
+                trade_id=str(trade["id"]),
+                symbol=intent.symbol,
+                side=intent.side.value,
                 notional=notional,
-                leverage=trade.leverage,
+                leverage=intent.leverage,
                 profile_name=decision.profile_name,
                 trace_id=cmd.trace_id,
             )
         )
         return OpenOutcome(record, trade, replayed=False)
 
-    def _close(self, b: _Batch, cmd: CloseTrade) -> Trade:
+    def _close(self, b: _Batch, cmd: CloseTrade) -> Row:
         trade = b.trades.get(cmd.trade_id)
-        if trade is None or trade.account_id != self.account_id:
+        if trade is None or trade["account_id"] != self.account_id:
             raise NotFound(f"trade {cmd.trade_id} not found")
-        if trade.status != "OPEN":
-            raise Conflict(
-                f"trade {cmd.trade_id} is already {trade.status}",
-                trade_id=str(cmd.trade_id),
-            )
-        exit_price = self.markets.resolve(trade.symbol).round_price(cmd.price)
-        sign = 1 if trade.side == Side.LONG.value else -1
-        gross = (exit_price - trade.entry_price) * trade.quantity * sign
-        exit_fee = (trade.quantity * exit_price * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
-        pnl = gross - trade.entry_fee - exit_fee
-        trade.status = "CLOSED"
-        trade.exit_price = exit_price
-        trade.exit_fee = exit_fee
-        trade.realized_pnl = pnl
-        trade.closed_at = b.now
-        trade.close_trace_id = cmd.trace_id
+        if trade["status"] != "OPEN":
+            raise Conflict(f"trade {cmd.trade_id} is already {trade['status']}", trade_id=str(cmd.trade_id))
+        exit_price = self.markets.resolve(trade["symbol"]).round_price(cmd.price)
+        quantity = trade["quantity"]
+        sign = 1 if trade["side"] == Side.LONG.value else -1
+        gross = (exit_price - trade["entry_price"]) * quantity * sign
+        exit_fee = (quantity * exit_price * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
+        pnl = gross - trade["entry_fee"] - exit_fee
+        trade.update(
+            status="CLOSED",
+            exit_price=exit_price,
+            exit_fee=exit_fee,
+            realized_pnl=pnl,
+            closed_at=b.now,
+            close_trace_id=cmd.trace_id,
+        )
+        b.closed_trades.append(trade)
 
         account = b.account
-        account.equity += gross - exit_fee
-        account.open_positions -= 1
-        account.open_notional -= trade.notional
-        account.used_margin -= trade.margin
-        account.updated_at = b.now
-        b.repo.add_equity_snapshot(self.account_id, account.equity, "trade_closed", trade.id, b.now)
+        account["equity"] += gross - exit_fee
+        account["open_positions"] -= 1
+        account["open_notional"] -= trade["notional"]
+        account["used_margin"] -= trade["margin"]
+        account["updated_at"] = b.now
+        b.snapshots.append(equity_snapshot(self.account_id, account["equity"], "trade_closed", trade["id"], b.now))
         b.events.append(
             TradeClosed(
-                trade_id=str(trade.id),
-                symbol=trade.symbol,
+                trade_id=str(trade["id"]),
+                symbol=trade["symbol"],
                 realized_pnl=pnl,
-                equity_after=account.equity,
+                equity_after=account["equity"],
                 trace_id=cmd.trace_id,
             )
         )
         before = b.safety
-        b.safety = self._governor.on_trade_closed(before, pnl, account.equity, b.policy.profile, b.now)
+        b.safety = self._governor.on_trade_closed(before, pnl, account["equity"], b.policy.profile, b.now)
         self._note_safety_change(b, before, cmd.trace_id)
         return trade
 
@@ -410,25 +428,17 @@ class TradingService:
         before = b.safety
         if not before.emergency:
             raise Conflict(f"no emergency to reset (state {before.state.value}: {before.reason})")
-        b.safety = self._governor.reset_emergency(before, b.account.equity, b.policy.profile, b.now, cmd.reason)
-        b.repo.add(
-            PolicyChange(
-                kind="SAFETY_RESET",
-                from_value={
-                    "state": before.state.value,
-                    "emergency": True,
-                    "reason": before.reason,
-                },
-                to_value={
-                    "state": b.safety.state.value,
-                    "emergency": False,
-                    "reason": b.safety.reason,
-                },
-                reason=cmd.reason,
-                actor=cmd.actor,
-                trace_id=cmd.trace_id,
-                created_at=b.now,
-            )
+        b.safety = self._governor.reset_emergency(before, b.account["equity"], b.policy.profile, b.now, cmd.reason)
+        b.audit.append(
+            {
+                "kind": "SAFETY_RESET",
+                "from_value": {"state": before.state.value, "emergency": True, "reason": before.reason},
+                "to_value": {"state": b.safety.state.value, "emergency": False, "reason": b.safety.reason},
+                "reason": cmd.reason,
+                "actor": cmd.actor,
+                "trace_id": cmd.trace_id,
+                "created_at": b.now,
+            }
         )
         self._note_safety_change(b, before, cmd.trace_id)
         return b.safety
@@ -447,7 +457,7 @@ class TradingService:
                 to_state=after.state.value,
                 reason=after.reason,
                 emergency=after.emergency,
-                daily_drawdown_pct=after.daily_drawdown_pct(b.account.equity),
+                daily_drawdown_pct=after.daily_drawdown_pct(b.account["equity"]),
                 leverage_multiplier=after.leverage_multiplier,
                 trace_id=trace_id,
             )
