@@ -101,7 +101,7 @@ async def metrics(container: ContainerDep) -> Response:
         RISK_PROFILE_ACTIVE.labels(profile=mode.value).set(1 if mode is active else 0)
     try:
         state, account = await container.trading.safety()
-        DRAWDOWN_PCT.set(float(state.daily_drawdown_pct(account.equity)))
+        DRAWDOWN_PCT.set(float(state.daily_drawdown_pct(account["equity"])))
     except Exception:  # noqa: BLE001, S110 - the gauge keeps its last value; /ready reports the database
         pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -37,11 +37,25 @@ class TradingRepository:
 
     # Command path (Core) --------------------------------------------------------------
 
-    async def lock_account(self, account_id: str) -> Row | None:
-        """The account row, locked until commit (FOR UPDATE; SQLite serializes writers itself)."""
-        result = await self.session.execute(select(accounts).where(accounts.c.id == account_id).with_for_update())
-        row = result.mappings().first()
-        return dict(row) if row is not None else None
+    async def lock_account(self, account_id: str, *, for_update: bool = True) -> tuple[Row | None, SafetyState | None]:
+        """The account row, locked until commit (FOR UPDATE; SQLite serializes writers itself),
+        with the governor's state, in one round trip."""
+        statement = (
+            select(accounts, *(safety_states.c[name].label(f"safety_{name}") for name in _SAFETY_FIELDS))
+            .outerjoin(safety_states, safety_states.c.account_id == accounts.c.id)
+            .where(accounts.c.id == account_id)
+        )
+        if for_update:
+            statement = statement.with_for_update(of=accounts)
+        row = (await self.session.execute(statement)).mappings().first()
+        if row is None:
+            return None, None
+        account = {c.name: row[c.name] for c in accounts.columns}
+        if row["safety_state"] is None:
+            return account, None
+        values = {name: row[f"safety_{name}"] for name in _SAFETY_FIELDS}
+        values["state"] = TradingState(values["state"])
+        return account, SafetyState(**values)
 
     async def decisions_by_client_order_id(self, ids: Sequence[str]) -> dict[str, Row]:
         if not ids:
@@ -55,21 +69,29 @@ class TradingRepository:
         rows = await self.session.execute(select(trades).where(trades.c.id.in_(ids)))
         return {r["id"]: dict(r) for r in rows.mappings()}
 
-    async def insert_decisions(self, rows: list[Row]) -> None:
-        if rows:
-            await self.session.execute(insert(decisions), rows)
-
-    async def insert_trades(self, rows: list[Row]) -> None:
-        if rows:
-            await self.session.execute(insert(trades), rows)
+    async def write_batch(
+        self,
+        account: Row,
+        decision_rows: list[Row],
+        trade_rows: list[Row],
+        snapshot_rows: list[Row],
+        audit_rows: list[Row],
+    ) -> None:
+        """Insert the batch's rows (one executemany per table) and update the account."""
+        for table, rows in (
+            (decisions, decision_rows),
+            (trades, trade_rows),
+            (equity_snapshots, snapshot_rows),
+            (policy_changes, audit_rows),
+        ):
+            if rows:
+                await self.session.execute(insert(table), rows)
+        values = {k: account[k] for k in ("equity", "open_positions", "open_notional", "used_margin", "updated_at")}
+        await self.session.execute(update(accounts).where(accounts.c.id == account["id"]).values(values))
 
     async def insert_equity_snapshots(self, rows: list[Row]) -> None:
         if rows:
             await self.session.execute(insert(equity_snapshots), rows)
-
-    async def insert_audit(self, rows: list[Row]) -> None:
-        if rows:
-            await self.session.execute(insert(policy_changes), rows)
 
     async def close_trades(self, rows: list[Row]) -> None:
         if not rows:
@@ -83,21 +105,8 @@ class TradingRepository:
         params = [{"trade_id": r["id"], **{f"new_{name}": r[name] for name in fields}} for r in rows]
         await self.session.execute(statement, params)
 
-    async def update_account(self, account: Row) -> None:
-        values = {k: account[k] for k in ("equity", "open_positions", "open_notional", "used_margin", "updated_at")}
-        await self.session.execute(update(accounts).where(accounts.c.id == account["id"]).values(values))
-
     async def insert_account(self, account: Row) -> None:
         await self.session.execute(insert(accounts).values(account))
-
-    async def load_safety(self, account_id: str) -> SafetyState | None:
-        result = await self.session.execute(select(safety_states).where(safety_states.c.account_id == account_id))
-        row = result.mappings().first()
-        if row is None:
-            return None
-        values = {name: row[name] for name in _SAFETY_FIELDS}
-        values["state"] = TradingState(values["state"])
-        return SafetyState(**values)
 
     async def save_safety(self, account_id: str, s: SafetyState, *, exists: bool) -> None:
         values = {name: getattr(s, name) for name in _SAFETY_FIELDS}

@@ -152,7 +152,7 @@ class TradingService:
         """Create the paper account and its governor state on first start."""
         async with self._sessions() as session, session.begin():
             repo = TradingRepository(session)
-            account = await repo.lock_account(self.account_id)
+            account, safety = await repo.lock_account(self.account_id)
             now = self.clock()
             if account is None:
                 balance = self._starting_balance
@@ -174,7 +174,7 @@ class TradingService:
                 equity = balance
             else:
                 equity = account["equity"]
-            if await repo.load_safety(self.account_id) is None:
+            if safety is None:
                 await repo.save_safety(self.account_id, SafetyState.initial(equity, now), exists=False)
 
     async def close(self) -> None:
@@ -221,13 +221,8 @@ class TradingService:
                         results.append(self._reset(batch, command))
                 except AppError as exc:
                     results.append(exc)
-            await repo.insert_decisions(batch.new_decisions)
-            await repo.insert_trades(batch.new_trades)
             await repo.close_trades(batch.closed_trades)
-            await repo.insert_equity_snapshots(batch.snapshots)
-            await repo.insert_audit(batch.audit)
-            if batch.new_trades or batch.closed_trades:
-                await repo.update_account(batch.account)
+            await repo.write_batch(batch.account, batch.new_decisions, batch.new_trades, batch.snapshots, batch.audit)
             if batch.safety != stored_safety:
                 await repo.save_safety(self.account_id, batch.safety, exists=stored_safety is not None)
         self._bus.publish_all(batch.events)
@@ -236,11 +231,10 @@ class TradingService:
     async def _begin_batch(
         self, repo: TradingRepository, commands: Sequence[Command]
     ) -> tuple[_Batch, SafetyState | None]:
-        account = await repo.lock_account(self.account_id)
+        account, stored = await repo.lock_account(self.account_id)
         if account is None:
             raise ServiceUnavailable(f"account {self.account_id!r} is not initialised; run the migrations")
         now = self.clock()
-        stored = await repo.load_safety(self.account_id)
         safety = self._governor.roll_day(stored or SafetyState.initial(account["equity"], now), account["equity"], now)
         order_ids = [c.client_order_id for c in commands if isinstance(c, OpenTrade) and c.client_order_id]
         decisions = await repo.decisions_by_client_order_id(order_ids)
@@ -491,11 +485,10 @@ class TradingService:
             raise ServiceUnavailable(f"account {self.account_id!r} is not initialised")
         return account
 
-    async def safety(self) -> tuple[SafetyState, Account]:
+    async def safety(self) -> tuple[SafetyState, Row]:
+        """The governor's state as of now (day rolled) and the account row."""
         async with self._sessions() as session:
-            repo = TradingRepository(session)
-            account = await repo.get_account(self.account_id)
-            state = await repo.load_safety(self.account_id)
+            account, state = await TradingRepository(session).lock_account(self.account_id, for_update=False)
         if account is None or state is None:
             raise ServiceUnavailable(f"account {self.account_id!r} is not initialised")
-        return self._governor.roll_day(state, account.equity, self.clock()), account
+        return self._governor.roll_day(state, account["equity"], self.clock()), account
