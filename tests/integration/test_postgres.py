@@ -5,6 +5,7 @@ import itertools
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from app.core.db import Base, create_engine
 from app.core.settings import Settings
 from app.domains.policy.backends import InProcessPolicyBackend
 from tests.conftest import TEST_REDIS_URL
-from tests.support import API_KEY, ROOT, running, trade_body, uvicorn_process
+from tests.support import API_KEY, ROOT, TcpProxy, running, trade_body, uvicorn_process
 
 pytestmark = pytest.mark.postgres
 
@@ -150,3 +151,29 @@ async def test_hundred_concurrent_trades_on_two_uvicorn_instances(
             decisions = (await client.get(f"{url_a}/api/v2/risk/decisions", params={"limit": 1})).json()
             assert decisions["total"] == 100
             assert (await client.get(f"{url_a}/api/v2/account")).json()["open_positions"] == 3
+
+
+async def test_database_outage_is_503_and_a_retry_opens_one_trade(
+    pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    parts = urlsplit(pg_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    through_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    container = bootstrap(make_settings(database_url=through_proxy))
+    try:
+        async with running(container) as client:
+            assert (await client.post("/trades", json=trade_body(client_order_id="before"))).status_code == 201
+            await proxy.stop()
+            body = trade_body(client_order_id="during-outage")
+            response = await client.post("/trades", json=body)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "database_unavailable"
+            assert (await client.get("/ready")).status_code == 503
+            await proxy.start()
+            responses = [await client.post("/trades", json=body) for _ in range(3)]
+            assert [r.status_code for r in responses] == [201, 201, 201]
+            assert len({r.json()["trade"]["id"] for r in responses}) == 1
+            assert (await client.get("/trades")).json()["total"] == 2
+    finally:
+        await proxy.stop()
