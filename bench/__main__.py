@@ -6,6 +6,7 @@ Exit status: 0 when every benchmark ran and met its targets; 1 when a target was
 """
 
 import argparse
+import hashlib
 import importlib
 import json
 import os
@@ -59,6 +60,16 @@ def machine_info() -> dict[str, Any]:
         "git_commit": commit or None,
         "packages": versions,
     }
+
+
+def source_fingerprint() -> str:
+    """Hash of the code under test: figures are only comparable if it did not change mid-run."""
+    digest = hashlib.sha256()
+    for folder in ("app", "alembic", "bench"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def run_one(name: str, quick: bool) -> dict[str, Any]:
@@ -140,7 +151,7 @@ def render_markdown(report: dict[str, Any], rows: list[list[str]]) -> str:
         f"- date: {m['date']}, duration {report['seconds']} s",
         f"- machine: {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, PostgreSQL {m['postgres']}, "
         f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}",
-        f"- commit: {m['git_commit']}",
+        f"- commit: {m['git_commit']}; sources (app, alembic, bench) sha256 {report['source_sha256']['start']}",
         f"- overall: **{report['overall']}**",
         "",
         "| " + " | ".join(HEADER) + " |",
@@ -171,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     machine = machine_info()
+    source_before = source_fingerprint()
     results = {name: run_one(name, args.quick) for name in selected}
+    source_after = source_fingerprint()
 
     failed_targets = [f"{n}: {f.name}" for n, e in results.items() for f in e["figures"] if f.passed is False]
     errored = [n for n, e in results.items() if e["status"] != "ok"]
@@ -183,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         overall, code = f"OK (quick run; {len(failed_targets)} target(s) would be missed)", 0
     else:
         overall, code = "PASS", 0
+    if source_after != source_before:
+        overall += " - WARNING: the code under test changed during the run, figures mix versions"
 
     machine["loadavg_at_end"] = os.getloadavg()
     command = " ".join([".venv/bin/python -m bench", *(argv if argv is not None else sys.argv[1:])])
@@ -192,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "overall": overall,
         "seconds": round(time.monotonic() - started, 1),
         "machine": machine,
+        "source_sha256": {"start": source_before, "end": source_after},
         "benchmarks": {name: {**e, "figures": [f.as_dict() for f in e["figures"]]} for name, e in results.items()},
         "failed_targets": failed_targets,
     }
