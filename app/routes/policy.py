@@ -52,24 +52,34 @@ async def risk_modes(container: ContainerDep) -> RiskModesOut:
     )
 
 
-_rendered: "weakref.WeakKeyDictionary[PolicyStore, tuple[PolicySnapshot, bool, bytes]]" = weakref.WeakKeyDictionary()
+class _Rendered(Response):
+    """A response whose body and headers were rendered before: built per request without
+    re-encoding, and owning its header list (nothing is shared between requests)."""
+
+    def __init__(self, template: Response) -> None:
+        self.status_code = template.status_code
+        self.body = template.body
+        self.background = None
+        self.raw_headers = list(template.raw_headers)
 
 
-def _active_json(store: PolicyStore) -> bytes:
-    """The active profile as JSON, rendered once per snapshot: the hottest read costs no validation."""
+_rendered: "weakref.WeakKeyDictionary[PolicyStore, tuple[PolicySnapshot, bool, Response]]" = weakref.WeakKeyDictionary()
+
+
+def _active_response(store: PolicyStore) -> Response:
+    """The active profile, rendered once per snapshot: the hottest read costs no validation."""
     snapshot, degraded = store.snapshot, store.degraded
     cached = _rendered.get(store)
-    if cached is not None and cached[0] is snapshot and cached[1] == degraded:
-        return cached[2]
-    body = _active(snapshot, store).model_dump_json().encode()
-    _rendered[store] = (snapshot, degraded, body)
-    return body
+    if cached is None or cached[0] is not snapshot or cached[1] != degraded:
+        template = Response(_active(snapshot, store).model_dump_json(), media_type="application/json")
+        cached = _rendered[store] = (snapshot, degraded, template)
+    return _Rendered(cached[2])
 
 
 @router.get("/risk-profile", response_model=ActiveProfileOut)
 async def risk_profile(request: Request) -> Response:
     container: Container = request.app.state.container
-    return Response(_active_json(container.policy_store), media_type="application/json")
+    return _active_response(container.policy_store)
 
 
 @router.post("/risk-mode", response_model=ActiveProfileOut)

@@ -78,7 +78,8 @@ async def test_outage_keeps_the_last_profile_refuses_changes_and_recovers(
         ready = (await client.get("/ready")).json()["components"]
         assert ready["redis"]["status"] == "down"
         assert ready["policy_store"]["serving"] == "last known profile"
-        assert (await client.get("/api/v2/policy/risk-profile")).json()["name"] == "DEFENSIVE"
+        during = (await client.get("/api/v2/policy/risk-profile")).json()
+        assert (during["name"], during["degraded"]) == ("DEFENSIVE", True)
 
         refused = await client.post("/api/v2/policy/risk-mode", json={"mode": "NORMAL", "reason": "during outage"})
         assert refused.status_code == 503 and refused.json()["error"] == "service_unavailable"
