@@ -18,11 +18,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 migrate: install
-	$(BIN)/python -m app.core.envfile > /dev/null
 	$(BIN)/alembic upgrade head
 
-run: migrate
+run: install
 	@HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app.core.envfile
+	$(BIN)/alembic upgrade head
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --proxy-headers --forwarded-allow-ips 127.0.0.1
 
 test: install
