@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             status_code=422,
         )
 
-    for module in (trades, policy, risk, safety, account, health):
+    for module in (policy, trades, risk, safety, account, health):
         app.include_router(module.router)
     return app
 
