@@ -1,0 +1,1 @@
+"""Signals: market data, features, the model ensemble, the registry and continuous learning."""
