@@ -6,9 +6,9 @@ LightGBM text): no pickle. Single-threaded and seeded, so a training run is repe
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
@@ -113,7 +113,9 @@ class GbmClassifier:
             callbacks: list[Callable[..., Any]] = (
                 [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)] if valid_sets else []
             )
-            booster_l = lgb.train(params, train_set, num_boost_round=cfg.n_rounds, valid_sets=valid_sets, callbacks=callbacks)
+            booster_l = lgb.train(
+                params, train_set, num_boost_round=cfg.n_rounds, valid_sets=valid_sets, callbacks=callbacks
+            )
             self._lgb = booster_l
             self.best_iteration = int(booster_l.best_iteration or cfg.n_rounds) - 1
         metrics = {"best_iteration": float(self.best_iteration)}

@@ -1,0 +1,342 @@
+"""Training, inference and safe serialisation shared by the PyTorch forecasters (N-HiTS, PatchTST).
+
+The wrapper standardises inputs (per channel) and targets (per horizon step) with statistics of the
+training data and keeps them as buffers of the module, so `model.pt` alone reproduces predictions.
+Artifacts are a plain `state_dict` (`model.pt`, loaded with `weights_only=True`, which refuses
+arbitrary pickled objects) and the hyperparameters as plain JSON (`config.json`).
+
+Fitting is deterministic for a given seed on a given machine: it runs under a forked RNG, with
+deterministic algorithms and one intra-op thread, and restores torch's global settings afterwards.
+Those settings are process-wide, so run fits one at a time per process.
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.domains.signals.candles import FloatArray
+from app.domains.signals.models.nhits import NHITS
+from app.domains.signals.models.patchtst import PatchTST
+
+KINDS = ("nhits", "patchtst")
+LOSSES = ("mse", "huber")
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+PATIENCE = 3
+_THREADS = 1  # as fast as 2 for these small models, and robust when other work shares the cores
+_PREDICT_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class ForecasterConfig:
+    """Hyperparameters of one forecaster; every field is JSON-serialisable (tuples become lists)."""
+
+    kind: str
+    window: int
+    channels: int
+    horizon: int = 1
+    # N-HiTS: one stack per (pool kernel, downsampling factor) pair, coarse to fine.
+    pool_kernels: tuple[int, ...] = (4, 2, 1)
+    freq_downsample: tuple[int, ...] = (4, 2, 1)
+    blocks_per_stack: int = 1
+    hidden_size: int = 128
+    mlp_layers: int = 2
+    # PatchTST.
+    patch_len: int = 8
+    stride: int = 4
+    d_model: int = 32
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 64
+    # Both.
+    dropout: float = 0.1
+    loss: str = "mse"
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if min(self.window, self.channels, self.horizon, self.epochs, self.batch_size) < 1:
+            raise ValueError("window, channels, horizon, epochs and batch_size must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (self.learning_rate > 0 and self.weight_decay >= 0):
+            raise ValueError("learning_rate must be positive and weight_decay non-negative")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ForecasterConfig":
+        """Config from `dataclasses.asdict` output or its JSON round trip (lists back to tuples)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+def build_network(config: ForecasterConfig) -> nn.Module:
+    """The untrained `(B, L, C) → (B, H)` network the config describes."""
+    if config.kind == "nhits":
+        return NHITS(
+            config.window,
+            config.channels,
+            config.horizon,
+            pool_kernels=config.pool_kernels,
+            freq_downsample=config.freq_downsample,
+            blocks_per_stack=config.blocks_per_stack,
+            hidden_size=config.hidden_size,
+            mlp_layers=config.mlp_layers,
+            dropout=config.dropout,
+        )
+    return PatchTST(
+        config.window,
+        config.channels,
+        config.horizon,
+        patch_len=config.patch_len,
+        stride=config.stride,
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        n_layers=config.n_layers,
+        d_ff=config.d_ff,
+        dropout=config.dropout,
+    )
+
+
+class ScaledForecaster(nn.Module):
+    """A network between fitted standardisation of its inputs and of its targets (kept as buffers)."""
+
+    x_mean: torch.Tensor
+    x_scale: torch.Tensor
+    y_mean: torch.Tensor
+    y_scale: torch.Tensor
+
+    def __init__(self, network: nn.Module, channels: int, horizon: int) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("x_mean", torch.zeros(channels))
+        self.register_buffer("x_scale", torch.ones(channels))
+        self.register_buffer("y_mean", torch.zeros(horizon))
+        self.register_buffer("y_scale", torch.ones(horizon))
+
+    def scale_x(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Forecast `(B, H)` in target units of raw `(B, L, C)` windows."""
+        standardised: torch.Tensor = self.network(self.scale_x(x))
+        return standardised * self.y_scale + self.y_mean
+
+
+def _scale(values: FloatArray, axes: tuple[int, ...]) -> tuple[FloatArray, FloatArray]:
+    """Mean and standard deviation over `axes`; a constant column gets scale 1 instead of 0."""
+    mean = values.mean(axis=axes)
+    std = values.std(axis=axes)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+@contextmanager
+def _torch_runtime(seed: int | None) -> Iterator[None]:
+    """Deterministic algorithms, a fixed thread count and (with a seed) a private RNG; restores all after."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(_THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        if seed is None:
+            yield
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_num_threads(threads)
+
+
+class TorchForecaster:
+    """Fits, predicts with, saves and loads one N-HiTS or PatchTST forecaster."""
+
+    def __init__(self, config: ForecasterConfig) -> None:
+        self.config = config
+        self.module = self._build()
+        self.fitted = False
+
+    def _build(self) -> ScaledForecaster:
+        with _torch_runtime(self.config.seed):
+            network = build_network(self.config)
+        return ScaledForecaster(network, self.config.channels, self.config.horizon)
+
+    def _windows(self, x: np.ndarray, name: str) -> FloatArray:
+        arr = np.asarray(x, dtype=np.float64)
+        expected = (self.config.window, self.config.channels)
+        if arr.ndim != 3 or arr.shape[1:] != expected:
+            raise ValueError(f"{name} must have shape (N, {expected[0]}, {expected[1]}), got {arr.shape}")
+        if arr.shape[0] == 0 or not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be non-empty and finite")
+        return arr
+
+    def _targets(self, y: np.ndarray, n: int, name: str) -> FloatArray:
+        arr = np.asarray(y, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.shape != (n, self.config.horizon):
+            raise ValueError(f"{name} must have shape ({n},) or ({n}, {self.config.horizon}), got {np.shape(y)}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be finite")
+        return arr
+
+    def _loss(self) -> nn.Module:
+        return nn.MSELoss() if self.config.loss == "mse" else nn.HuberLoss(delta=1.0)
+
+    def _evaluate(self, module: ScaledForecaster, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Mean loss on standardised targets, in eval mode and batches."""
+        loss_fn = self._loss()
+        module.eval()
+        total = 0.0
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], _PREDICT_BATCH):
+                xb, yb = x[start : start + _PREDICT_BATCH], y[start : start + _PREDICT_BATCH]
+                total += float(loss_fn(module.network(xb), yb)) * xb.shape[0]
+        return total / x.shape[0]
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> dict[str, float]:
+        """Train from a fresh seeded initialisation on `(N, L, C)` windows and `(N,)` / `(N, H)` targets.
+
+        Scaling is fitted on `x`, `y` only. With validation data, training stops after `PATIENCE`
+        epochs without a lower validation loss and keeps the best epoch's weights. Losses are of the
+        training objective on the standardised target (1.0 ≈ always predicting the training mean);
+        `val_loss` is NaN without validation data.
+        """
+        cfg = self.config
+        x_arr = self._windows(x, "x")
+        y_arr = self._targets(y, x_arr.shape[0], "y")
+        if (x_val is None) != (y_val is None):
+            raise ValueError("pass both x_val and y_val or neither")
+        x_mean, x_scale = _scale(x_arr, (0, 1))
+        y_mean, y_scale = _scale(y_arr, (0,))
+
+        def standardise(xs: FloatArray, ys: FloatArray) -> tuple[torch.Tensor, torch.Tensor]:
+            xt = torch.from_numpy(((xs - x_mean) / x_scale).astype(np.float32))
+            yt = torch.from_numpy(((ys - y_mean) / y_scale).astype(np.float32))
+            return xt, yt
+
+        xt, yt = standardise(x_arr, y_arr)
+        validation = None
+        if x_val is not None and y_val is not None:
+            xv_arr = self._windows(x_val, "x_val")
+            validation = standardise(xv_arr, self._targets(y_val, xv_arr.shape[0], "y_val"))
+
+        with _torch_runtime(cfg.seed):
+            module = ScaledForecaster(build_network(cfg), cfg.channels, cfg.horizon)
+            for name, values in (("x_mean", x_mean), ("x_scale", x_scale), ("y_mean", y_mean), ("y_scale", y_scale)):
+                getattr(module, name).copy_(torch.from_numpy(values.astype(np.float32)))
+            optimizer = torch.optim.AdamW(
+                module.network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+            loss_fn = self._loss()
+            order = torch.Generator().manual_seed(cfg.seed)
+            n = xt.shape[0]
+            best_val, best_train, best_epoch = math.inf, math.nan, 0
+            best_state: dict[str, torch.Tensor] | None = None
+            epoch = 0
+            for epoch in range(1, cfg.epochs + 1):
+                module.train()
+                total = 0.0
+                for idx in torch.split(torch.randperm(n, generator=order), cfg.batch_size):
+                    loss = loss_fn(module.network(xt[idx]), yt[idx])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * idx.shape[0]
+                train_loss = total / n
+                if validation is None:
+                    best_train, best_epoch = train_loss, epoch
+                    continue
+                val_loss = self._evaluate(module, *validation)
+                if val_loss < best_val:
+                    best_val, best_train, best_epoch = val_loss, train_loss, epoch
+                    best_state = copy.deepcopy(module.state_dict())
+                elif epoch - best_epoch >= PATIENCE:
+                    break
+            if best_state is not None:
+                module.load_state_dict(best_state)
+            module.eval()
+        self.module, self.fitted = module, True
+        return {
+            "train_loss": best_train,
+            "val_loss": best_val if validation is not None else math.nan,
+            "epochs": float(epoch),
+            "best_epoch": float(best_epoch),
+        }
+
+    def predict_horizon(self, x: np.ndarray) -> FloatArray:
+        """Forecasts `(N, H)` of every horizon step for `(N, L, C)` windows, in target units."""
+        if not self.fitted:
+            raise RuntimeError("fit or load the forecaster before predicting")
+        xt = torch.from_numpy(self._windows(x, "x").astype(np.float32))
+        self.module.eval()
+        parts: list[FloatArray] = []
+        with _torch_runtime(None), torch.inference_mode():
+            for start in range(0, xt.shape[0], _PREDICT_BATCH):
+                out: torch.Tensor = self.module(xt[start : start + _PREDICT_BATCH])
+                parts.append(out.numpy().astype(np.float64))
+        return np.concatenate(parts, axis=0)
+
+    def predict(self, x: np.ndarray) -> FloatArray:
+        """Step-1 forecast `(N,)` for `(N, L, C)` windows, in target units (what the ensemble consumes)."""
+        return self.predict_horizon(x)[:, 0]
+
+    def save(self, directory: Path) -> dict[str, str]:
+        """Write `model.pt` (the state_dict only) and `config.json`; returns their paths and model.pt's SHA-256."""
+        if not self.fitted:
+            raise RuntimeError("fit the forecaster before saving it")
+        directory.mkdir(parents=True, exist_ok=True)
+        weights, config = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+        torch.save(self.module.state_dict(), weights)
+        config.write_text(json.dumps(dataclasses.asdict(self.config), indent=2, sort_keys=True, allow_nan=False))
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        return {"weights": str(weights), "config": str(config), "sha256": digest}
+
+    @classmethod
+    def load(cls, directory: Path, *, expected_sha256: str | None = None) -> "TorchForecaster":
+        """Rebuild a saved forecaster; tensors only (`weights_only=True`), optionally checking model.pt's hash."""
+        weights = directory / WEIGHTS_FILE
+        if expected_sha256 is not None:
+            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+            if digest != expected_sha256:
+                raise ValueError(f"{weights} has SHA-256 {digest}, expected {expected_sha256}")
+        data = json.loads((directory / CONFIG_FILE).read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{directory / CONFIG_FILE} is not a JSON object")
+        forecaster = cls(ForecasterConfig.from_dict(data))
+        state = torch.load(weights, weights_only=True, map_location="cpu")
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights} does not hold a state_dict")
+        forecaster.module.load_state_dict(state, strict=True)
+        forecaster.module.eval()
+        forecaster.fitted = True
+        return forecaster
