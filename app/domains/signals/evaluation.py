@@ -28,6 +28,7 @@ class Dataset:
     x: FloatArray
     y: npt.NDArray[np.int64]
     next_return: FloatArray  # log return from this candle's close to the next one's
+    group: IntArray | None = None  # symbol index per row when several symbols are mixed
 
 
 def build_dataset(candles: Candles, funding: Funding | None, horizon: int, band: float) -> Dataset:
@@ -42,12 +43,14 @@ def concat(datasets: list[Dataset]) -> Dataset:
     """Several symbols in one set, ordered by time (ties keep symbol order)."""
     timestamp = np.concatenate([d.timestamp for d in datasets])
     order = np.argsort(timestamp, kind="stable")
+    group = np.concatenate([np.full(len(d.y), i, dtype=np.int64) for i, d in enumerate(datasets)])
     return Dataset(
         ",".join(d.symbol for d in datasets),
         timestamp[order],
         np.concatenate([d.x for d in datasets])[order],
         np.concatenate([d.y for d in datasets])[order],
         np.concatenate([d.next_return for d in datasets])[order],
+        group[order],
     )
 
 
@@ -89,16 +92,35 @@ def positions_from_classes(classes: npt.NDArray[np.int64]) -> FloatArray:
     return np.where(classes == LONG, 1.0, np.where(classes == SHORT, -1.0, 0.0))
 
 
-def rule_metrics(positions: FloatArray, next_return: FloatArray, fee_rate: float) -> dict[str, float]:
-    """Net-of-fee result of holding `positions` (in -1..1) over each next candle."""
-    simple = np.expm1(next_return)
-    turnover = np.abs(np.diff(np.concatenate([[0.0], positions])))
-    net = positions * simple - turnover * fee_rate
+def rule_metrics(
+    positions: FloatArray,
+    next_return: FloatArray,
+    fee_rate: float,
+    group: IntArray | None = None,
+    timestamp: IntArray | None = None,
+) -> dict[str, float]:
+    """Net-of-fee result of holding `positions` (in -1..1) over each next candle.
+
+    With several symbols (`group`), capital is split equally between them, turnover is
+    counted within each symbol, and returns are summed per timestamp before compounding.
+    Rows must be in time order.
+    """
+    if group is None or timestamp is None:
+        group = np.zeros(len(positions), dtype=np.int64)
+        timestamp = np.arange(len(positions), dtype=np.int64)
+    symbols = np.unique(group)
+    turnover = np.empty_like(positions)
+    for g in symbols:
+        rows = np.flatnonzero(group == g)
+        turnover[rows] = np.abs(np.diff(np.concatenate([[0.0], positions[rows]])))
+    per_row = (positions * np.expm1(next_return) - turnover * fee_rate) / len(symbols)
+    _, period = np.unique(timestamp, return_inverse=True)
+    net = np.bincount(period, weights=per_row)
     std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
     return {
         "net_return": float(np.prod(1.0 + net) - 1.0),
         "sharpe": float(net.mean() / std * math.sqrt(HOURS_PER_YEAR)) if std > 0 else 0.0,
-        "turnover": float(turnover.sum()),
+        "turnover": float(turnover.sum() / len(symbols)),
         "exposure": float(np.abs(positions).mean()),
     }
 
@@ -107,7 +129,7 @@ def evaluate_probabilities(probabilities: FloatArray, data: Dataset, fee_rate: f
     classes = probabilities.argmax(axis=1).astype(np.int64)
     return {
         **classification_metrics(probabilities, data.y),
-        **rule_metrics(positions_from_classes(classes), data.next_return, fee_rate),
+        **rule_metrics(positions_from_classes(classes), data.next_return, fee_rate, data.group, data.timestamp),
     }
 
 

@@ -61,3 +61,15 @@ def test_rule_pays_fees_on_every_change() -> None:
 def test_prior_is_training_frequencies() -> None:
     p = prior_probabilities(np.array([0, 1, 1, 2]), 3)
     np.testing.assert_allclose(p, [[0.25, 0.5, 0.25]] * 3)
+
+
+def test_several_symbols_split_capital_and_count_turnover_per_symbol() -> None:
+    # two symbols interleaved by time, each held LONG throughout: one entry fee each, no flips
+    timestamp = np.array([0, 0, 1, 1, 2, 2], dtype=np.int64)
+    group = np.array([0, 1, 0, 1, 0, 1], dtype=np.int64)
+    positions = np.ones(6)
+    returns = np.log(np.array([1.02, 1.00, 1.01, 0.99, 1.00, 1.03]))
+    m = rule_metrics(positions, returns, fee_rate=0.001, group=group, timestamp=timestamp)
+    per_period = [(0.02 - 0.001 + 0.0 - 0.001) / 2, (0.01 - 0.01) / 2, (0.0 + 0.03) / 2]
+    assert m["net_return"] == pytest.approx(np.prod(1 + np.array(per_period)) - 1)
+    assert m["turnover"] == 1.0  # one unit per symbol, averaged
