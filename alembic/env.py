@@ -12,6 +12,7 @@ from app.core.settings import Settings
 from app.domains.policy import models as _policy_models  # noqa: F401 - registers tables
 from app.domains.risk import models as _risk_models  # noqa: F401
 from app.domains.safety import models as _safety_models  # noqa: F401
+from app.domains.signals.registry import models as _registry_models  # noqa: F401
 from app.domains.trading import models as _trading_models  # noqa: F401
 
 config = context.config

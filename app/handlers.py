@@ -6,6 +6,7 @@ from app.core.bus import Event, Handler, HandlerTable
 from app.core.metrics import DRAWDOWN_PCT, TRADES_APPROVED, TRADES_DENIED
 from app.domains.policy.events import PolicyChanged, RiskModeChanged
 from app.domains.safety.events import SafetyStateChanged
+from app.domains.signals.registry.events import ModelPromoted
 from app.domains.trading.events import TradeClosed, TradeDenied, TradeOpened
 
 logger = logging.getLogger("app.events")
@@ -53,5 +54,6 @@ def default_handlers() -> HandlerTable:
         SafetyStateChanged: [track_drawdown, log_event],
         RiskModeChanged: [log_event],
         PolicyChanged: [log_event],
+        ModelPromoted: [log_event],
     }
     return table

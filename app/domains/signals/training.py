@@ -216,10 +216,16 @@ def _dataset(rows: SymbolRows) -> Dataset:
 
 
 def split_by_time(
-    parts: list[SymbolRows], test_start_ms: int, embargo_hours: int, until_ms: int | None = None
+    parts: list[SymbolRows],
+    test_start_ms: int,
+    embargo_hours: int,
+    until_ms: int | None = None,
+    train_from_ms: int | None = None,
 ) -> tuple[SymbolRows, SymbolRows]:
     """Training rows end `embargo_hours` before the test window; test rows start at it."""
     embargo = embargo_hours * HOUR_MS
-    train = [p.timestamp < test_start_ms - embargo for p in parts]
+    train = [
+        (p.timestamp < test_start_ms - embargo) & (train_from_ms is None or p.timestamp >= train_from_ms) for p in parts
+    ]
     test = [(p.timestamp >= test_start_ms) & (until_ms is None or p.timestamp < until_ms) for p in parts]
     return _stack(parts, train), _stack(parts, test)

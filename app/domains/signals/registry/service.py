@@ -1,0 +1,329 @@
+"""The model registry: register versions, decide promotions, keep only what retention allows.
+
+A promotion decision (status changes and its audit row) is one transaction; `ModelPromoted` is
+published after the commit, and retention runs last. Artifacts are deleted only after the
+database says their version is retired, and never outside `model_dir`.
+"""
+
+import asyncio
+import builtins
+import importlib.metadata
+import logging
+import math
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.bus import EventBus
+from app.core.errors import Conflict, NotFound
+from app.domains.signals.registry.events import ModelPromoted
+from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
+from app.domains.signals.registry.models import (
+    CANDIDATE,
+    CHAMPION,
+    KINDS,
+    RETIRED,
+    ModelPromotionRecord,
+    ModelVersion,
+)
+from app.domains.signals.registry.repository import RegistryRepository
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def code_version() -> str:
+    """The commit the code was trained from (`git rev-parse --short HEAD`), else the package version.
+
+    Blocking (at most a few seconds): call it once per training run, not on a request path.
+    """
+    git = shutil.which("git")
+    if git is not None:
+        try:
+            out = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [git, "rev-parse", "--short", "HEAD"],
+                cwd=_REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            out = None
+        if out is not None and out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()[:64]
+    try:
+        return importlib.metadata.version("quantum-trader")[:64]
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers and Postgres rejects them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    candidate_id: uuid.UUID
+    promoted: bool
+    reason: str
+    champion_id: uuid.UUID | None
+    """The champion after the decision (the candidate if promoted)."""
+    previous_champion_id: uuid.UUID | None
+    retired: tuple[uuid.UUID, ...] = field(default=())
+    """Versions retention retired right after the decision."""
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        model_dir: Path,
+        keep_candidates: int = 5,
+        clock: Clock = utcnow,
+    ) -> None:
+        if keep_candidates < 0:
+            raise ValueError(f"keep_candidates must be >= 0, got {keep_candidates}")
+        self._sessions = sessions
+        self._bus = bus
+        self.model_dir = model_dir.resolve()
+        self.keep_candidates = keep_candidates
+        self.clock = clock
+
+    # Commands -----------------------------------------------------------------------
+
+    async def register(
+        self,
+        kind: str,
+        artifact_dir: Path,
+        *,
+        symbols: Sequence[str],
+        timeframe: str,
+        train_start: datetime,
+        train_end: datetime,
+        test_start: datetime,
+        test_end: datetime,
+        features: Sequence[str],
+        code_version: str,
+        hyperparameters: dict[str, Any],
+        metrics: dict[str, float],
+        artifact_sha256: str,
+    ) -> ModelVersion:
+        """Record a trained model as a candidate. Its artifacts must already be saved under model_dir."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown model kind {kind!r} (one of {', '.join(KINDS)})")
+        artifact_path = await asyncio.to_thread(self._checked_artifact_dir, artifact_dir)
+        digest = artifact_sha256.lower()
+        if not _SHA256.fullmatch(digest):
+            raise ValueError(f"artifact_sha256 must be 64 hex digits, got {artifact_sha256!r}")
+        if not train_start < train_end <= test_start < test_end:
+            raise ValueError(
+                "expected train_start < train_end <= test_start < test_end (out-of-sample test after training), "
+                f"got {train_start}, {train_end}, {test_start}, {test_end}"
+            )
+        version = ModelVersion(
+            id=uuid.uuid4(),
+            kind=kind,
+            status=CANDIDATE,
+            symbols=list(symbols),
+            timeframe=timeframe,
+            train_start=train_start,
+            train_end=train_end,
+            test_start=test_start,
+            test_end=test_end,
+            features=list(features),
+            code_version=code_version,
+            hyperparameters=json_safe(hyperparameters),
+            metrics=json_safe(metrics),
+            artifact_path=str(artifact_path),
+            artifact_sha256=digest,
+            created_at=self.clock(),
+            promoted_at=None,
+            retired_at=None,
+        )
+        async with self._sessions() as session, session.begin():
+            RegistryRepository(session).add_version(version)
+        return version
+
+    async def decide(
+        self,
+        candidate_id: uuid.UUID,
+        candidate_metrics: dict[str, float],
+        champion_metrics: dict[str, float] | None,
+        baseline_metrics: dict[str, float],
+        window_start: datetime,
+        window_end: datetime,
+        margins: PromotionMargins = PromotionMargins(),  # noqa: B008 - frozen, so sharing is safe
+    ) -> PromotionDecision:
+        """Promote the candidate if it beats the champion (or, with none, the baseline) on one window.
+
+        All metrics must be measured on [window_start, window_end): `champion_metrics` is required
+        exactly when the kind has a champion. The audit row and `ModelPromoted` are written either way.
+        """
+        if not window_start < window_end:
+            raise ValueError(f"empty window {window_start} .. {window_end}")
+        async with self._sessions() as session, session.begin():
+            repo = RegistryRepository(session)
+            candidate = await repo.get(candidate_id, for_update=True)
+            if candidate is None:
+                raise NotFound(f"model version {candidate_id} not found")
+            if candidate.status != CANDIDATE:
+                raise Conflict(f"model version {candidate_id} is {candidate.status}, not a candidate")
+            if window_start < candidate.train_end:
+                raise ValueError(
+                    f"window starts at {window_start}, inside the candidate's training data (until "
+                    f"{candidate.train_end}): not out of sample"
+                )
+            champion = await repo.champion_of(candidate.kind, for_update=True)
+            if champion is not None and champion_metrics is None:
+                raise Conflict(f"{candidate.kind} has champion {champion.id}: its metrics on the window are needed")
+            if champion is None and champion_metrics is not None:
+                raise Conflict(f"{candidate.kind} has no champion, yet champion metrics were given")
+            promoted, reason = promotion_gate(
+                candidate_metrics, champion_metrics if champion else None, baseline_metrics, margins
+            )
+            now = self.clock()
+            previous = champion.id if champion is not None else None
+            if promoted:
+                if previous is not None:
+                    await repo.set_status([previous], RETIRED, now)
+                await repo.set_status([candidate.id], CHAMPION, now)
+            await repo.insert_promotion(
+                {
+                    "kind": candidate.kind,
+                    "candidate_id": candidate.id,
+                    "champion_id": previous,
+                    "promoted": promoted,
+                    "reason": reason,
+                    "candidate_metrics": json_safe(candidate_metrics),
+                    "champion_metrics": json_safe(champion_metrics),
+                    "window_start": window_start,
+                    "window_end": window_end,
+                    "created_at": now,
+                }
+            )
+            kind = candidate.kind
+        logger.info(
+            "model_promotion_decided",
+            extra={"kind": kind, "candidate_id": str(candidate_id), "promoted": promoted, "reason": reason},
+        )
+        self._bus.publish(
+            ModelPromoted(
+                kind=kind,
+                candidate_id=str(candidate_id),
+                previous_champion_id=str(previous) if previous is not None else None,
+                promoted=promoted,
+                reason=reason,
+            )
+        )
+        retired = await self.apply_retention(kind)
+        return PromotionDecision(
+            candidate_id=candidate_id,
+            promoted=promoted,
+            reason=reason,
+            champion_id=candidate_id if promoted else previous,
+            previous_champion_id=previous,
+            retired=tuple(retired),
+        )
+
+    async def apply_retention(self, kind: str) -> builtins.list[uuid.UUID]:
+        """Keep the champion and the newest `keep_candidates` candidates; retire the rest and delete
+        their artifacts. Returns the ids this call retired.
+
+        Files go only after the commit, so a failed commit never leaves a live version without its
+        artifact; a deletion that fails is logged and retried by the next call.
+        """
+        async with self._sessions() as session, session.begin():
+            repo = RegistryRepository(session)
+            champion = await repo.champion_of(kind, for_update=True)
+            candidates = await repo.candidates_of(kind)
+            kept = candidates[: self.keep_candidates] + ([champion] if champion is not None else [])
+            kept_ids = {v.id for v in kept}
+            others = [v for v in await repo.versions_of(kind) if v.id not in kept_ids]
+            retire = [v.id for v in others if v.status != RETIRED]
+            await repo.set_status(retire, RETIRED, self.clock())
+            live = await repo.live_artifact_paths()
+        await asyncio.to_thread(self._delete_artifacts, [v.artifact_path for v in others], live)
+        if retire:
+            logger.info("models_retired", extra={"kind": kind, "ids": [str(i) for i in retire]})
+        return retire
+
+    # Files (blocking; run in a thread) ------------------------------------------------
+
+    def _inside_model_dir(self, path: Path) -> bool:
+        resolved = path.resolve()
+        return resolved != self.model_dir and resolved.is_relative_to(self.model_dir)
+
+    def _checked_artifact_dir(self, artifact_dir: Path) -> Path:
+        if not self._inside_model_dir(artifact_dir):
+            raise ValueError(f"artifact directory {artifact_dir} is not inside the model directory {self.model_dir}")
+        if not artifact_dir.is_dir():
+            raise ValueError(f"artifact directory {artifact_dir} does not exist")
+        return artifact_dir.resolve()
+
+    def _delete_artifacts(self, paths: Sequence[str], kept: Sequence[str]) -> None:
+        """Delete artifact directories inside model_dir that no live version (of any kind) uses."""
+        kept_paths = [Path(p).resolve() for p in kept]
+        for raw in paths:
+            path = Path(raw)
+            if not path.exists():
+                continue
+            if not self._inside_model_dir(path):
+                logger.warning("model_artifact_outside_model_dir", extra={"path": raw})
+                continue
+            resolved = path.resolve()
+            if any(resolved.is_relative_to(k) or k.is_relative_to(resolved) for k in kept_paths):
+                logger.warning("model_artifact_shared_with_kept_version", extra={"path": raw})
+                continue
+            try:
+                shutil.rmtree(resolved)
+            except OSError:
+                logger.exception("model_artifact_delete_failed", extra={"path": raw})
+
+    # Queries ------------------------------------------------------------------------
+
+    async def get(self, version_id: uuid.UUID) -> ModelVersion:
+        async with self._sessions() as session:
+            version = await RegistryRepository(session).get(version_id)
+        if version is None:
+            raise NotFound(f"model version {version_id} not found")
+        return version
+
+    async def champion(self, kind: str) -> ModelVersion | None:
+        async with self._sessions() as session:
+            return await RegistryRepository(session).champion_of(kind)
+
+    async def list(
+        self, kind: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[builtins.list[ModelVersion], int]:
+        async with self._sessions() as session:
+            return await RegistryRepository(session).list_versions(kind, status, limit, offset)
+
+    async def promotions(
+        self, kind: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[builtins.list[ModelPromotionRecord], int]:
+        async with self._sessions() as session:
+            return await RegistryRepository(session).list_promotions(kind, limit, offset)
