@@ -39,7 +39,13 @@ class Settings(BaseSettings):
 
     sequencer_max_batch: int = Field(default=64, ge=1)
 
-    @field_validator("redis_url", "markets_file", mode="before")
+    model_dir: str = "models"
+    market_data_dir: str | None = None
+    model_keep_candidates: int = Field(default=5, ge=0)
+    promotion_margin_log_loss: float = Field(default=0.002, ge=0)
+    promotion_margin_net_return: float = Field(default=0.0, ge=0)
+
+    @field_validator("redis_url", "markets_file", "market_data_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

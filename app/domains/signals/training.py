@@ -194,9 +194,9 @@ def evaluate(trained: TrainedModels, rows: SymbolRows) -> dict[str, dict[str, fl
     report: dict[str, dict[str, float | None]] = {}
     per_model = trained.probabilities(rows.x, rows.windows)
     for kind in MODEL_KINDS:
-        report[kind] = {**evaluate_probabilities(per_model[kind], _dataset(rows), fee)}
+        report[kind] = {**evaluate_probabilities(per_model[kind], as_dataset(rows), fee)}
     if trained.ensemble.usable:
-        report["ensemble"] = {**evaluate_probabilities(trained.ensemble.combine(per_model), _dataset(rows), fee)}
+        report["ensemble"] = {**evaluate_probabilities(trained.ensemble.combine(per_model), as_dataset(rows), fee)}
     else:
         report["ensemble"] = dict.fromkeys(("accuracy", "log_loss", "brier", "net_return", "sharpe"))
     prior = np.tile(trained.prior, (len(rows.y), 1))
@@ -211,7 +211,7 @@ def evaluate(trained: TrainedModels, rows: SymbolRows) -> dict[str, dict[str, fl
     return report
 
 
-def _dataset(rows: SymbolRows) -> Dataset:
+def as_dataset(rows: SymbolRows) -> Dataset:
     return Dataset(rows.symbol, rows.timestamp, rows.x, rows.y, rows.next_return, rows.group)
 
 

@@ -1,0 +1,172 @@
+"""Command line: `python -m app train ...` and `python -m app evaluate ...`.
+
+train    trains the four models and the ensemble on the bundled (or MARKET_DATA_DIR) data,
+         writes artifacts under MODEL_DIR, records versions in the database and runs the
+         promotion gate.
+evaluate scores a registered ensemble (the champion or a version id) on any candle file,
+         including files it has never seen, next to the baselines.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+
+from alembic import command
+from app.core.bus import EventBus
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
+from app.domains.signals.artifacts import load_ensemble
+from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.signals.pipeline import TrainPlan, train_and_promote
+from app.domains.signals.registry.gate import PromotionMargins
+from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.training import BASELINES, MODEL_KINDS, TrainingConfig, evaluate, symbol_rows
+from app.handlers import default_handlers
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT_KEYS = (*MODEL_KINDS, "ensemble", *BASELINES)
+METRICS = ("accuracy", "log_loss", "brier", "net_return", "sharpe")
+
+
+def _migrate(url: str) -> None:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg.attributes.update(url=url, configure_logger=False)
+    command.upgrade(cfg, "head")
+
+
+def _day_ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _table(report: dict[str, dict[str, float | None]]) -> str:
+    rows = [f"{'':18s}" + "".join(f"{m:>12s}" for m in METRICS)]
+    for name in REPORT_KEYS:
+        cells = (f"{v:12.4f}" if v is not None else f"{'n/a':>12s}" for v in (report[name].get(m) for m in METRICS))
+        rows.append(f"{name:18s}" + "".join(cells))
+    return "\n".join(rows)
+
+
+async def _registry(settings: Settings, model_dir: Path) -> tuple[ModelRegistry, Any]:
+    await asyncio.to_thread(_migrate, settings.database_url)
+    engine = create_engine(settings.database_url)
+    registry = ModelRegistry(
+        create_sessionmaker(engine),
+        EventBus(default_handlers()),
+        model_dir,
+        keep_candidates=settings.model_keep_candidates,
+    )
+    return registry, engine
+
+
+async def train(args: argparse.Namespace, settings: Settings) -> int:
+    registry, engine = await _registry(settings, args.model_dir)
+    market = ReplayMarketData(Path(settings.market_data_dir) if settings.market_data_dir else None)
+    until = _day_ms(args.until) if args.until else None
+    if until is None:
+        last = await market.candles(args.symbols[0], args.timeframe)
+        until = int(last.timestamp[-1]) + 1
+    plan = TrainPlan(tuple(args.symbols), until, args.timeframe, args.train_days, args.test_days)
+    margins = PromotionMargins(settings.promotion_margin_log_loss, settings.promotion_margin_net_return)
+    try:
+        outcome = await train_and_promote(market, registry, args.model_dir, plan, TrainingConfig(), margins)
+    finally:
+        await engine.dispose()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "report": outcome.report,
+                    "versions": {k: str(v.id) for k, v in outcome.versions.items()},
+                    "decisions": {
+                        k: {"promoted": d.promoted, "reason": d.reason} for k, d in outcome.decisions.items()
+                    },
+                    "fit_seconds": outcome.fit_seconds,
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(f"trained on {outcome.train_rows} rows, tested on {outcome.test_rows} (out of sample)")
+    print(_table(outcome.report))
+    for kind, decision in outcome.decisions.items():
+        verdict = "PROMOTED" if decision.promoted else "kept as candidate"
+        print(f"{kind:10s} {outcome.versions[kind].id}  {verdict}: {decision.reason}")
+    return 0
+
+
+async def evaluate_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    registry, engine = await _registry(settings, args.model_dir)
+    try:
+        if args.model == "champion":
+            version = await registry.champion("ensemble")
+            if version is None:
+                print("no champion ensemble: run `python -m app train` first", file=sys.stderr)
+                return 2
+        else:
+            version = await registry.get(uuid.UUID(args.model))
+    finally:
+        await engine.dispose()
+    if version.kind != "ensemble":
+        print(f"version {version.id} is a {version.kind}; evaluate takes an ensemble version", file=sys.stderr)
+        return 2
+    trained, _ = load_ensemble(Path(version.artifact_path))
+    data = Path(args.data)
+    symbol = args.symbol or data.name.split("-")[0].replace("_USDT_USDT", "/USDT:USDT").replace("_USDT", "/USDT")
+    candles = ReplayMarketData.load_candles_file(data, symbol, args.timeframe)
+    funding = ReplayMarketData.load_funding_file(Path(args.funding), symbol) if args.funding else None
+    rows = symbol_rows(candles, funding, trained.config)
+    if len(rows.y) == 0:
+        print(f"{data}: not enough candles for features and labels", file=sys.stderr)
+        return 2
+    trained_until = version.train_end.timestamp() * 1000
+    overlap = int((rows.timestamp < trained_until).sum())
+    if overlap:
+        print(
+            f"warning: {overlap} of {len(rows.y)} rows are inside the period the model was trained on "
+            f"({', '.join(version.symbols)}, until {version.train_end:%Y-%m-%d})",
+            file=sys.stderr,
+        )
+    report = evaluate(trained, rows)
+    if args.json:
+        print(json.dumps({name: report[name] for name in REPORT_KEYS}))
+    else:
+        print(f"ensemble {version.id} on {data.name}: {len(rows.y)} rows")
+        print(_table(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train, register and run the promotion gate")
+    t.add_argument("--symbols", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], required=True)
+    t.add_argument("--timeframe", default="1h")
+    t.add_argument("--until", help="last day of data used (exclusive), YYYY-MM-DD; default: all data")
+    t.add_argument("--train-days", type=int, default=730)
+    t.add_argument("--test-days", type=int, default=180)
+    t.add_argument("--json", action="store_true")
+    e = sub.add_parser("evaluate", help="score a registered ensemble on a candle file")
+    e.add_argument("--model", default="champion", help="'champion' or a version id")
+    e.add_argument("--data", required=True, help="candle file: gzip or plain CSV timestamp,open,high,low,close,volume")
+    e.add_argument("--funding", help="funding file: timestamp,funding_rate")
+    e.add_argument("--symbol", help="ccxt symbol (default: from the file name)")
+    e.add_argument("--timeframe", default="1h")
+    e.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    args.model_dir = Path(settings.model_dir).resolve()
+    args.model_dir.mkdir(parents=True, exist_ok=True)
+    handler = train if args.command == "train" else evaluate_cmd
+    return asyncio.run(handler(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""A training run end to end: versions, gate decisions, artifacts, and the CLI's evaluate."""
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.__main__ import main
+from app.core.bus import EventBus
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
+from app.domains.signals.artifacts import load_ensemble
+from app.domains.signals.marketdata import ReplayMarketData, default_data_root
+from app.domains.signals.pipeline import TrainPlan, train_and_promote
+from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
+from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.training import TrainingConfig
+
+KINDS = {"xgboost", "lightgbm", "nhits", "patchtst", "ensemble"}
+
+
+def _ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+async def test_train_register_and_gate(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not (default_data_root() / "BTC_USDT_USDT-1h-futures.csv.gz").exists():
+        pytest.skip("!!! market data missing beside the repository")
+    settings = make_settings()
+    engine = create_engine(settings.database_url)
+    registry = ModelRegistry(create_sessionmaker(engine), EventBus(), tmp_path / "models")
+    (tmp_path / "models").mkdir()
+    plan = TrainPlan(("BTC/USDT:USDT",), _ms("2023-06-01"), train_days=90, test_days=20)
+    outcome = await train_and_promote(
+        ReplayMarketData(), registry, tmp_path / "models", plan, TrainingConfig(torch_epochs=1), PromotionMargins()
+    )
+    assert set(outcome.versions) == set(outcome.decisions) == KINDS
+    baseline = {"log_loss": outcome.report["prior"]["log_loss"], "net_return": 0.0}
+    for kind, decision in outcome.decisions.items():
+        metrics = {k: float("nan") if v is None else v for k, v in outcome.report[kind].items()}
+        expected, _ = promotion_gate(metrics, None, baseline, PromotionMargins())  # type: ignore[arg-type]
+        assert decision.promoted is expected, (kind, decision.reason)
+    promotions, total = await registry.promotions(limit=50, offset=0)
+    assert total == len(promotions) == 5
+    ensemble = outcome.versions["ensemble"]
+    trained, metadata = load_ensemble(Path(ensemble.artifact_path))
+    assert set(metadata["members"]) == KINDS - {"ensemble"}
+    assert set(trained.ensemble.weights) == KINDS - {"ensemble"}
+    await engine.dispose()
+
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "models"))
+    data = default_data_root() / "ETH_USDT_USDT-1h-futures.csv.gz"
+    args = ["evaluate", "--model", str(ensemble.id), "--data", str(data), "--json"]
+    assert await asyncio.to_thread(main, args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(report) == [
+        "xgboost",
+        "lightgbm",
+        "nhits",
+        "patchtst",
+        "ensemble",
+        "prior",
+        "fallback_momentum",
+        "always_hold",
+        "buy_and_hold",
+    ]
+    for metrics in report.values():
+        assert set(metrics) == {"accuracy", "log_loss", "brier", "net_return", "sharpe"}
+    assert report["always_hold"]["log_loss"] is None and report["ensemble"]["log_loss"] is not None
