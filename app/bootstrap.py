@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -20,6 +21,10 @@ from app.domains.policy.service import PolicyService
 from app.domains.policy.store import PolicyStore
 from app.domains.risk.guard import RiskGuard, RiskGuardConfig
 from app.domains.safety.governor import GovernorConfig, SafetyGovernor
+from app.domains.signals.marketdata import MarketData, ReplayMarketData
+from app.domains.signals.registry.events import ModelPromoted
+from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.service import SignalService
 from app.domains.trading.service import TradingService, utcnow
 from app.handlers import default_handlers
 
@@ -36,10 +41,14 @@ class Container:
     governor: SafetyGovernor
     markets: MarketCatalog
     trading: TradingService
+    market_data: MarketData
+    registry: ModelRegistry
+    signals: SignalService
 
     async def start(self) -> None:
         await self.policy_store.start()
         await self.trading.ensure_account()
+        await self.signals.load_champion()
 
     async def stop(self) -> None:
         await self.trading.close()
@@ -55,6 +64,7 @@ def bootstrap(
     policy_backend: PolicyBackend | None = None,
     markets: MarketCatalog | None = None,
     handlers: HandlerTable | None = None,
+    market_data: MarketData | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Container:
     engine = engine or create_engine(settings.database_url, settings.db_pool_size)
@@ -80,6 +90,7 @@ def bootstrap(
             max_price_age_seconds=settings.max_price_age_seconds,
             max_price_future_skew_seconds=settings.max_price_future_skew_seconds,
             assumed_stop_distance_pct=settings.assumed_stop_distance_pct,
+            accept_fallback_signals=settings.accept_fallback_signals,
         )
     )
     governor = SafetyGovernor(
@@ -103,6 +114,12 @@ def bootstrap(
         clock=clock,
         max_batch=settings.sequencer_max_batch,
     )
+    market_data = market_data or ReplayMarketData(Path(settings.market_data_dir) if settings.market_data_dir else None)
+    registry = ModelRegistry(
+        sessions, bus, Path(settings.model_dir).resolve(), keep_candidates=settings.model_keep_candidates
+    )
+    signals = SignalService(market_data, registry, allow_fallback=settings.signal_fallback_enabled)
+    bus.subscribe(ModelPromoted, signals.on_model_promoted)
     return Container(
         settings=settings,
         engine=engine,
@@ -114,4 +131,7 @@ def bootstrap(
         governor=governor,
         markets=markets,
         trading=trading,
+        market_data=market_data,
+        registry=registry,
+        signals=signals,
     )

@@ -22,3 +22,5 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 POLICY_BACKEND_UP = Gauge("policy_backend_up", "1 when the policy backend answered its last call")
+SIGNALS = Counter("signals_total", "Signals served, by source (ensemble or fallback_momentum)", ["source"])
+FALLBACK_SIGNALS = Counter("fallback_signals_total", "Signals produced by the momentum fallback rule")

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     sequencer_max_batch: int = Field(default=64, ge=1)
 
+    accept_fallback_signals: bool = False
+    signal_fallback_enabled: bool = True
+
     model_dir: str = "models"
     market_data_dir: str | None = None
     model_keep_candidates: int = Field(default=5, ge=0)

@@ -72,6 +72,17 @@ async def ready(container: ContainerDep) -> JSONResponse:
             "handler_failures": container.bus.failures,
         },
     }
+    signals = container.signals
+    champion = signals.champion
+    components["signals"] = {
+        "status": "up" if champion is not None else ("fallback" if signals.allow_fallback else "down"),
+        "champion_ensemble": str(champion.version.id) if champion is not None else None,
+        "serving": "ensemble"
+        if champion is not None
+        else ("fallback_momentum" if signals.allow_fallback else "nothing"),
+        "fallback_signals": signals.stats.fallback_signals,
+        "last_fallback_at": signals.stats.last_fallback_at.isoformat() if signals.stats.last_fallback_at else None,
+    }
     if database["status"] == "up":
         try:
             state, _ = await container.trading.safety()

@@ -91,7 +91,7 @@ async def test_outage_keeps_the_last_profile_refuses_changes_and_recovers(
         await proxy.start()
 
         async def ready_again() -> bool:
-            return (await client.get("/ready")).json()["status"] == "ready"
+            return (await client.get("/ready")).json()["components"]["policy_store"]["status"] == "up"
 
         await wait_until(ready_again, seconds=10)
         profile = (await client.get("/api/v2/policy/risk-profile")).json()

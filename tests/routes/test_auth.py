@@ -8,11 +8,13 @@ from app.main import create_app
 from tests.support import API_KEY
 
 Api = tuple[httpx.AsyncClient, Container]
+# POST /api/ai/signal computes a signal and changes nothing: a read, open like the GETs.
+READS_BY_POST = {"/api/ai/signal"}
 MUTATING = sorted(
     (method.upper(), path)
     for path, operations in create_app().openapi()["paths"].items()
     for method in operations
-    if method.upper() in {"POST", "PUT", "PATCH", "DELETE"}
+    if method.upper() in {"POST", "PUT", "PATCH", "DELETE"} and path not in READS_BY_POST
 )
 
 

@@ -18,7 +18,15 @@ async def test_health_and_ready(api: Api) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
     ready = await client.get("/ready")
     body = ready.json()
-    assert ready.status_code == 200 and body["status"] == "ready"
+    # no model is trained: signals come from the fallback, so the service says it is degraded
+    assert ready.status_code == 200 and body["status"] == "degraded"
+    assert body["components"]["signals"] == {
+        "status": "fallback",
+        "champion_ensemble": None,
+        "serving": "fallback_momentum",
+        "fallback_signals": 0,
+        "last_fallback_at": None,
+    }
     assert body["components"]["database"]["status"] == "up"
     assert body["components"]["redis"] == {"status": "not_configured"}
     assert body["components"]["policy_store"]["backend"]["name"] == "in_process"

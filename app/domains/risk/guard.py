@@ -15,6 +15,7 @@ from app.domains.policy.profiles import RiskProfile
 from app.domains.risk.limits import HARD_LIMITS, HardLimits
 
 HUNDRED = Decimal(100)
+FALLBACK_SOURCE = "fallback_momentum"  # the source the momentum fallback rule puts on its signals
 _SHOWN = Decimal("0.0001")
 
 
@@ -58,6 +59,7 @@ class DenialCode(StrEnum):
     HARD_MARGIN_RATIO = "HARD_MARGIN_RATIO"
     HARD_POSITION_EQUITY = "HARD_POSITION_EQUITY"
     HARD_TOTAL_EXPOSURE = "HARD_TOTAL_EXPOSURE"
+    FALLBACK_SIGNAL = "FALLBACK_SIGNAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class RiskGuardConfig:
     max_price_age_seconds: float = 60.0
     max_price_future_skew_seconds: float = 5.0
     assumed_stop_distance_pct: Decimal = Decimal(2)
+    accept_fallback_signals: bool = False
     hard: HardLimits = HARD_LIMITS
 
 
@@ -171,6 +174,14 @@ class RiskGuard:
                 Reason(
                     DenialCode.SYMBOL_BLOCKED,
                     f"SYMBOL_BLOCKED: symbol={intent.symbol} reason={blocked_symbols[intent.symbol]}",
+                )
+            )
+
+        if intent.source == FALLBACK_SOURCE and not cfg.accept_fallback_signals:
+            deny(
+                Reason(
+                    DenialCode.FALLBACK_SIGNAL,
+                    f"FALLBACK_SIGNAL: source={FALLBACK_SOURCE} is not accepted (ACCEPT_FALLBACK_SIGNALS=false)",
                 )
             )
 

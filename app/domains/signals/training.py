@@ -24,7 +24,7 @@ from app.domains.signals.evaluation import (
     prior_probabilities,
     rule_metrics,
 )
-from app.domains.signals.features import compute_features
+from app.domains.signals.features import FeatureMatrix, compute_features
 from app.domains.signals.labels import HOLD, LONG, SHORT, UNKNOWN, direction_labels, forward_return
 from app.domains.signals.models.forecaster import ForecasterConfig, TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
@@ -62,13 +62,36 @@ class SymbolRows:
     group: IntArray  # symbol index per row
 
 
+def window_channels(features: FeatureMatrix) -> FloatArray:
+    """Per-candle inputs of the forecasters, centred where a feature has a natural middle."""
+    channels = np.column_stack([features.column(name) for name in WINDOW_CHANNELS])
+    channels[:, WINDOW_CHANNELS.index("rsi_14")] -= 0.5
+    return channels
+
+
+@dataclass(frozen=True)
+class LatestInputs:
+    """Model inputs of the last candle, exactly as training builds them for every row."""
+
+    features: FeatureMatrix
+    x: FloatArray  # (1, len(FEATURES))
+    window: FloatArray  # (1, window, len(WINDOW_CHANNELS))
+    ready: bool  # False while the indicators or the window are still warming up
+
+
+def latest_inputs(candles: Candles, funding: Funding | None, config: TrainingConfig) -> LatestInputs:
+    features = compute_features(candles, funding)
+    channels = window_channels(features)
+    ready = len(candles) >= config.window and bool(features.valid[-config.window :].all())
+    return LatestInputs(features, features.values[-1:], channels[None, -config.window :, :], ready)
+
+
 def symbol_rows(candles: Candles, funding: Funding | None, config: TrainingConfig) -> SymbolRows:
     features = compute_features(candles, funding)
     labels = direction_labels(candles.close, config.horizon, config.band)
     target = forward_return(candles.close, config.horizon)
     next_return = forward_return(candles.close, 1)
-    channels = np.column_stack([features.column(name) for name in WINDOW_CHANNELS])
-    channels[:, WINDOW_CHANNELS.index("rsi_14")] -= 0.5
+    channels = window_channels(features)
     window_ok = np.zeros(len(candles), dtype=bool)
     valid = features.valid.astype(np.int64)
     if len(candles) >= config.window:

@@ -1,0 +1,68 @@
+"""Request and response bodies of the signal and model-registry API."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class SignalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"symbol": "BTCUSDT"}]})
+
+    symbol: str = Field(min_length=1, max_length=32, description="Binance id (BTCUSDT) or ccxt unified")
+    as_of: AwareDatetime | None = Field(
+        default=None, description="Replay: the signal as of this time (default: the latest candle)"
+    )
+
+
+class VoteOut(BaseModel):
+    kind: str
+    version_id: str | None
+    side: str
+    probabilities: dict[str, float]
+    weight: float
+
+
+class SignalOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    symbol: str
+    side: str
+    confidence: float
+    source: str
+    regime: str | None
+    strategy: str | None
+    votes: list[VoteOut]
+    as_of: datetime
+    model_version_id: str | None
+    detail: str | None
+
+
+class ModelVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())
+
+    id: uuid.UUID
+    kind: str
+    status: str
+    symbols: list[str]
+    timeframe: str
+    train_start: datetime
+    train_end: datetime
+    test_start: datetime
+    test_end: datetime
+    features: list[str]
+    code_version: str
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, Any]
+    artifact_sha256: str
+    created_at: datetime
+    promoted_at: datetime | None
+    retired_at: datetime | None
+
+
+class ModelPage(BaseModel):
+    items: list[ModelVersionOut]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,234 @@
+"""Signals for the API: the champion ensemble's vote, or the momentum fallback, never silently.
+
+The champion ensemble (a self-contained artifact) is loaded at start and reloaded when a
+`ModelPromoted` event says an ensemble was promoted. Without a champion, the fallback rule
+answers with `source: fallback_momentum` (counted in a metric and shown in /ready), or, if
+fallback is disabled, nothing does and the caller gets 503.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from app.core.bus import Event
+from app.core.errors import NotFound, ServiceUnavailable
+from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
+from app.domains.signals.artifacts import load_ensemble
+from app.domains.signals.candles import Candles, FloatArray, Funding
+from app.domains.signals.fallback import SOURCE as FALLBACK_SOURCE
+from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
+from app.domains.signals.features import FeatureMatrix
+from app.domains.signals.labels import CLASSES
+from app.domains.signals.marketdata import MarketData, MarketDataError, UnknownMarketData
+from app.domains.signals.regime import apply_strategy, detect_regime
+from app.domains.signals.registry.events import ModelPromoted
+from app.domains.signals.registry.models import ModelVersion
+from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.training import TrainedModels, latest_inputs
+
+logger = logging.getLogger(__name__)
+HOUR_MS = 3_600_000
+ENSEMBLE_SOURCE = "ensemble"
+
+
+@dataclass(frozen=True)
+class ModelVote:
+    kind: str
+    version_id: str | None
+    side: str
+    probabilities: dict[str, float]
+    weight: float
+
+
+@dataclass(frozen=True)
+class Signal:
+    symbol: str
+    side: str
+    confidence: float
+    source: str
+    regime: str | None
+    strategy: str | None
+    votes: list[ModelVote]
+    as_of: datetime
+    model_version_id: str | None
+    detail: str | None = None
+
+
+@dataclass
+class Champion:
+    version: ModelVersion
+    trained: TrainedModels
+    member_ids: dict[str, str]
+
+
+@dataclass
+class SignalStats:
+    signals: int = 0
+    fallback_signals: int = 0
+    last_fallback_at: datetime | None = None
+    last_error: str | None = None
+    load_seconds: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_symbol(symbol: str, known: list[str]) -> str:
+    """Binance id (BTCUSDT) or ccxt unified (BTC/USDT:USDT) to the unified form."""
+    text = symbol.strip()
+    if text in known:
+        return text
+    upper = text.upper()
+    for unified in known:
+        base, quote = unified.split(":")[0].split("/")
+        if upper == f"{base}{quote}":
+            return unified
+    raise NotFound(f"unknown symbol {symbol!r}; signals exist for {', '.join(sorted(known))}")
+
+
+class SignalService:
+    def __init__(
+        self,
+        market: MarketData,
+        registry: ModelRegistry,
+        *,
+        allow_fallback: bool,
+        timeframe: str = "1h",
+        history_candles: int = 720,
+    ) -> None:
+        self.market = market
+        self.registry = registry
+        self.allow_fallback = allow_fallback
+        self.timeframe = timeframe
+        self.history_candles = history_candles
+        self.champion: Champion | None = None
+        self.stats = SignalStats()
+
+    async def load_champion(self) -> Champion | None:
+        """Load the registry's champion ensemble (None if there is none)."""
+        version = await self.registry.champion("ensemble")
+        if version is None:
+            self.champion = None
+            return None
+        began = time.perf_counter()
+        trained, metadata = await asyncio.to_thread(load_ensemble, Path(version.artifact_path))
+        self.champion = Champion(version, trained, {k: str(v) for k, v in metadata.get("members", {}).items()})
+        self.stats.load_seconds = time.perf_counter() - began
+        logger.info("signal_champion_loaded", extra={"version_id": str(version.id)})
+        return self.champion
+
+    async def on_model_promoted(self, event: Event) -> None:
+        if isinstance(event, ModelPromoted) and event.kind == "ensemble" and event.promoted:
+            await self.load_champion()
+
+    async def signal(self, symbol: str, as_of_ms: int | None = None) -> Signal:
+        return (await self.signals([symbol], as_of_ms))[0]
+
+    async def signals(self, symbols: list[str], as_of_ms: int | None = None) -> list[Signal]:
+        """Signals for several symbols; the models score them in one batch."""
+        known = self.market.symbols()
+        resolved = [resolve_symbol(s, known) for s in symbols]
+        history = [await self._history(symbol, as_of_ms) for symbol in resolved]
+        champion = self.champion
+        if champion is None:
+            return [self._fallback(c, "no champion model is registered") for c in history]
+        return self._vote(champion, history)
+
+    async def _history(self, symbol: str, as_of_ms: int | None) -> tuple[Candles, Funding]:
+        end = None if as_of_ms is None else as_of_ms + 1
+        start = None if as_of_ms is None else as_of_ms - self.history_candles * HOUR_MS
+        try:
+            candles = await self.market.candles(symbol, self.timeframe, start, end)
+            funding = await self.market.funding(symbol, start, end)
+        except UnknownMarketData as exc:
+            raise NotFound(str(exc)) from exc
+        except MarketDataError as exc:
+            raise ServiceUnavailable(f"market data unavailable: {exc}") from exc
+        if len(candles) == 0:
+            raise NotFound(f"no candles for {symbol} up to the requested time")
+        return candles.slice(max(0, len(candles) - self.history_candles), len(candles)), funding
+
+    def _fallback(self, history: tuple[Candles, Funding], why: str) -> Signal:
+        candles = history[0]
+        if not self.allow_fallback:
+            raise ServiceUnavailable(f"{why}, and the momentum fallback is disabled (SIGNAL_FALLBACK_ENABLED)")
+        try:
+            rule = momentum_signal(candles)
+        except NotEnoughHistory as exc:
+            raise ServiceUnavailable(f"{why}; fallback: {exc}") from exc
+        self.stats.fallback_signals += 1
+        self.stats.last_fallback_at = datetime.now(UTC)
+        FALLBACK_SIGNALS.inc()
+        SIGNALS.labels(source=FALLBACK_SOURCE).inc()
+        logger.warning("signal_from_fallback", extra={"symbol": candles.symbol, "reason": why})
+        return Signal(
+            symbol=candles.symbol,
+            side=rule.side,
+            confidence=rule.confidence,
+            source=FALLBACK_SOURCE,
+            regime=None,
+            strategy=None,
+            votes=[],
+            as_of=datetime.fromtimestamp(rule.as_of_ms / 1000, tz=UTC),
+            model_version_id=None,
+            detail=f"{why}; 24h change {rule.change_24h_pct:+.2f} %",
+        )
+
+    def _vote(self, champion: Champion, history: list[tuple[Candles, Funding]]) -> list[Signal]:
+        trained = champion.trained
+        inputs = [latest_inputs(c, f, trained.config) for c, f in history]
+        ready = [i for i, item in enumerate(inputs) if item.ready]
+        out: list[Signal | None] = [None] * len(history)
+        for i, item in enumerate(inputs):
+            if not item.ready:
+                out[i] = self._fallback(history[i], "not enough history for the models' features")
+        if ready:
+            x = np.vstack([inputs[i].x for i in ready])
+            windows = np.vstack([inputs[i].window for i in ready])
+            per_model = trained.probabilities(x, windows)
+            combined = trained.ensemble.combine(per_model)
+            for row, i in enumerate(ready):
+                out[i] = self._signal(champion, history[i][0], inputs[i].features, per_model, combined, row)
+        return [s for s in out if s is not None]
+
+    def _signal(
+        self,
+        champion: Champion,
+        candles: Candles,
+        features: FeatureMatrix,
+        per_model: dict[str, FloatArray],
+        combined: FloatArray,
+        row: int,
+    ) -> Signal:
+        probabilities = combined[row]
+        side, confidence = CLASSES[int(probabilities.argmax())], float(probabilities.max())
+        last = len(candles) - 1
+        regime = detect_regime(features, last)
+        side, confidence, strategy = apply_strategy(regime, side, confidence, features, last)
+        weights = champion.trained.ensemble.weights
+        votes = [
+            ModelVote(
+                kind=kind,
+                version_id=champion.member_ids.get(kind),
+                side=CLASSES[int(p[row].argmax())],
+                probabilities={c: float(v) for c, v in zip(CLASSES, p[row], strict=True)},
+                weight=float(weights.get(kind, 0.0)),
+            )
+            for kind, p in per_model.items()
+        ]
+        self.stats.signals += 1
+        SIGNALS.labels(source=ENSEMBLE_SOURCE).inc()
+        return Signal(
+            symbol=candles.symbol,
+            side=side,
+            confidence=confidence,
+            source=ENSEMBLE_SOURCE,
+            regime=regime.value,
+            strategy=strategy.value,
+            votes=votes,
+            as_of=datetime.fromtimestamp(int(candles.timestamp[-1]) / 1000, tz=UTC),
+            model_version_id=str(champion.version.id),
+        )
