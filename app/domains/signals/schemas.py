@@ -17,6 +17,8 @@ class SignalRequest(BaseModel):
 
 
 class VoteOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     kind: str
     version_id: str | None
     side: str

@@ -1,0 +1,136 @@
+"""/api/ai: the champion's vote with per-model versions, or the fallback, marked and counted."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from app.bootstrap import bootstrap
+from app.core.settings import Settings
+from app.domains.signals.fallback import momentum_signal
+from app.domains.signals.marketdata import ReplayMarketData, default_data_root
+from app.domains.signals.pipeline import TrainPlan, train_and_promote
+from app.domains.signals.registry.events import ModelPromoted
+from app.domains.signals.registry.gate import PromotionMargins
+from app.domains.signals.registry.repository import RegistryRepository
+from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.training import TrainingConfig
+from tests.support import running, trade_body
+
+AS_OF = "2023-06-01T00:00:00+00:00"
+AS_OF_MS = int(datetime.fromisoformat(AS_OF).timestamp() * 1000)
+
+
+@pytest.fixture(autouse=True)
+def _needs_data() -> None:
+    if not (default_data_root() / "BTC_USDT_USDT-1h-futures.csv.gz").exists():
+        pytest.skip("!!! market data missing beside the repository")
+
+
+def fallback_count() -> float:
+    return REGISTRY.get_sample_value("fallback_signals_total") or 0.0
+
+
+async def test_without_a_champion_the_fallback_answers_and_says_so(make_settings: Callable[..., Settings]) -> None:
+    async with running(bootstrap(make_settings())) as client:
+        before = fallback_count()
+        response = await client.post("/api/ai/signal", json={"symbol": "BTCUSDT", "as_of": AS_OF})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        candles = await ReplayMarketData().candles("BTC/USDT:USDT", "1h", AS_OF_MS - 720 * 3_600_000, AS_OF_MS + 1)
+        rule = momentum_signal(candles)
+        assert (body["source"], body["side"], body["votes"]) == ("fallback_momentum", rule.side, [])
+        assert body["confidence"] == pytest.approx(rule.confidence)
+        assert body["as_of"] == "2023-06-01T00:00:00Z" and body["model_version_id"] is None
+        assert "no champion" in body["detail"]
+        assert fallback_count() == before + 1
+        ready = (await client.get("/ready")).json()["components"]["signals"]
+        assert (ready["serving"], ready["fallback_signals"]) == ("fallback_momentum", 1)
+
+
+async def test_fallback_disabled_is_503(make_settings: Callable[..., Settings]) -> None:
+    async with running(bootstrap(make_settings(signal_fallback_enabled=False))) as client:
+        response = await client.post("/api/ai/signal", json={"symbol": "BTCUSDT"})
+        assert response.status_code == 503
+        assert "fallback is disabled" in response.json()["detail"]
+        assert (await client.get("/ready")).json()["components"]["signals"]["status"] == "down"
+
+
+@pytest.mark.parametrize(("body", "status"), [({"symbol": "FOOUSDT"}, 404), ({"symbol": ""}, 422), ({}, 422)])
+async def test_bad_symbols(make_settings: Callable[..., Settings], body: dict[str, str], status: int) -> None:
+    async with running(bootstrap(make_settings())) as client:
+        assert (await client.post("/api/ai/signal", json=body)).status_code == status
+
+
+async def test_fallback_sourced_trades_are_refused_unless_allowed(make_settings: Callable[..., Settings]) -> None:
+    body = trade_body(source="fallback_momentum")
+    async with running(bootstrap(make_settings())) as client:
+        denied = await client.post("/trades", json=body)
+        assert denied.status_code == 403
+        assert [r["code"] for r in denied.json()["reasons"]] == ["FALLBACK_SIGNAL"]
+    async with running(bootstrap(make_settings(accept_fallback_signals=True))) as client:
+        assert (await client.post("/trades", json=body)).status_code == 201
+
+
+@pytest.fixture
+async def with_champion(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+    """A registry holding one trained set whose ensemble is made champion directly."""
+    settings = make_settings(model_dir=str(tmp_path / "models"))
+    (tmp_path / "models").mkdir()
+    container = bootstrap(settings)
+    registry: ModelRegistry = container.registry
+    outcome = await train_and_promote(
+        ReplayMarketData(),
+        registry,
+        (tmp_path / "models").resolve(),
+        TrainPlan(("BTC/USDT:USDT", "ETH/USDT:USDT"), AS_OF_MS - 30 * 86_400_000, train_days=120, test_days=20),
+        TrainingConfig(torch_epochs=1),
+        PromotionMargins(),
+    )
+    if not outcome.decisions["ensemble"].promoted:
+        async with container.sessions() as session, session.begin():
+            await RegistryRepository(session).set_status(
+                [outcome.versions["ensemble"].id], "champion", datetime.now(UTC)
+            )
+    await container.engine.dispose()
+    return settings
+
+
+async def test_champion_signal_has_every_models_vote(with_champion: Settings) -> None:
+    container = bootstrap(with_champion)
+    async with running(container) as client:
+        champion = container.signals.champion
+        assert champion is not None
+        response = await client.post("/api/ai/signal", json={"symbol": "ETH/USDT:USDT", "as_of": AS_OF})
+        body = response.json()
+        assert response.status_code == 200, body
+        assert body["source"] == "ensemble" and body["model_version_id"] == str(champion.version.id)
+        assert body["side"] in ("LONG", "SHORT", "HOLD") and 0 < body["confidence"] <= 1
+        assert body["regime"] in ("trending", "ranging", "volatile")
+        assert body["strategy"] in ("trend_following", "mean_reversion", "stand_aside")
+        votes = {v["kind"]: v for v in body["votes"]}
+        assert set(votes) == {"xgboost", "lightgbm", "nhits", "patchtst"}
+        for kind, vote in votes.items():
+            assert vote["version_id"] == champion.member_ids[kind]
+            assert sum(vote["probabilities"].values()) == pytest.approx(1.0)
+            assert vote["weight"] == pytest.approx(champion.trained.ensemble.weights[kind])
+        assert body["as_of"] == "2023-06-01T00:00:00Z"
+        models = (await client.get("/api/ai/models", params={"kind": "ensemble"})).json()
+        assert models["total"] == 1 and models["items"][0]["status"] == "champion"
+        one = (await client.get(f"/api/ai/models/{champion.version.id}")).json()
+        assert set(one["metrics"]) >= {"accuracy", "log_loss", "net_return"}
+        assert (await client.get("/api/ai/models/00000000-0000-0000-0000-000000000000")).status_code == 404
+        assert (await client.get("/ready")).json()["components"]["signals"]["status"] == "up"
+
+
+async def test_promotion_event_reloads_the_champion(with_champion: Settings) -> None:
+    container = bootstrap(with_champion)
+    async with running(container):
+        container.signals.champion = None
+        container.bus.publish(
+            ModelPromoted(kind="ensemble", candidate_id="x", previous_champion_id=None, promoted=True, reason="test")
+        )
+        await container.bus.drain()
+        assert container.signals.champion is not None
