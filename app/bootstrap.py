@@ -21,6 +21,7 @@ from app.domains.policy.service import PolicyService
 from app.domains.policy.store import PolicyStore
 from app.domains.risk.guard import RiskGuard, RiskGuardConfig
 from app.domains.safety.governor import GovernorConfig, SafetyGovernor
+from app.domains.signals.clm import ClmConfig, ContinuousLearning
 from app.domains.signals.marketdata import MarketData, ReplayMarketData
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
@@ -44,13 +45,16 @@ class Container:
     market_data: MarketData
     registry: ModelRegistry
     signals: SignalService
+    clm: ContinuousLearning
 
     async def start(self) -> None:
         await self.policy_store.start()
         await self.trading.ensure_account()
         await self.signals.load_champion()
+        await self.clm.start()
 
     async def stop(self) -> None:
+        await self.clm.stop()
         await self.trading.close()
         await self.bus.drain()
         await self.policy_store.stop()
@@ -65,6 +69,7 @@ def bootstrap(
     markets: MarketCatalog | None = None,
     handlers: HandlerTable | None = None,
     market_data: MarketData | None = None,
+    clm_config: ClmConfig | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Container:
     engine = engine or create_engine(settings.database_url, settings.db_pool_size)
@@ -114,12 +119,21 @@ def bootstrap(
         clock=clock,
         max_batch=settings.sequencer_max_batch,
     )
-    market_data = market_data or ReplayMarketData(Path(settings.market_data_dir) if settings.market_data_dir else None)
+    market_data = market_data or ReplayMarketData(
+        Path(settings.market_data_dir) if settings.market_data_dir else None, cache_size=64
+    )
     registry = ModelRegistry(
         sessions, bus, Path(settings.model_dir).resolve(), keep_candidates=settings.model_keep_candidates
     )
     signals = SignalService(market_data, registry, allow_fallback=settings.signal_fallback_enabled)
     bus.subscribe(ModelPromoted, signals.on_model_promoted)
+    clm_config = clm_config or ClmConfig(
+        symbols=tuple(s.strip() for s in settings.clm_symbols.split(",") if s.strip()),
+        interval_seconds=settings.clm_interval_seconds,
+        min_new_samples=settings.clm_min_new_samples,
+        enabled=settings.clm_enabled,
+    )
+    clm = ContinuousLearning(settings, clm_config, market_data, clock=clock, registry=registry, bus=bus)
     return Container(
         settings=settings,
         engine=engine,
@@ -134,4 +148,5 @@ def bootstrap(
         market_data=market_data,
         registry=registry,
         signals=signals,
+        clm=clm,
     )

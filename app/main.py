@@ -16,7 +16,7 @@ from app.core.errors import AppError
 from app.core.logging import configure_logging
 from app.core.middleware import TraceMiddleware
 from app.core.settings import Settings, get_settings
-from app.routes import account, health, policy, risk, safety, signals, trades
+from app.routes import account, clm, health, policy, risk, safety, signals, trades
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             status_code=422,
         )
 
-    for module in (policy, trades, risk, safety, account, signals, health):
+    for module in (policy, trades, risk, safety, account, signals, clm, health):
         app.include_router(module.router)
     return app
 

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     accept_fallback_signals: bool = False
     signal_fallback_enabled: bool = True
 
+    clm_enabled: bool = False
+    clm_interval_seconds: float = Field(default=86400.0, gt=0)
+    clm_min_new_samples: int = Field(default=24, ge=0)
+    clm_symbols: str = "BTC/USDT:USDT,ETH/USDT:USDT"
+
     model_dir: str = "models"
     market_data_dir: str | None = None
     model_keep_candidates: int = Field(default=5, ge=0)

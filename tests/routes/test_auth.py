@@ -22,6 +22,7 @@ def test_the_mutating_routes_are_known() -> None:
     assert MUTATING == [
         ("DELETE", "/api/v2/risk/blocklist/{symbol}"),
         ("PATCH", "/api/v2/policy/risk-profile"),
+        ("POST", "/api/clm/retrain"),
         ("POST", "/api/v2/policy/risk-mode"),
         ("POST", "/api/v2/policy/risk-profile/reset"),
         ("POST", "/api/v2/risk/kill-switch"),
