@@ -129,7 +129,7 @@ class GbmClassifier:
         out: Any
         rounds = None if self.best_iteration is None else self.best_iteration + 1
         if self._xgb is not None:
-            out = self._xgb.predict(xgb.DMatrix(x), iteration_range=(0, rounds or 0))
+            out = self._xgb.inplace_predict(x, iteration_range=(0, rounds or 0))
         elif self._lgb is not None:
             out = self._lgb.predict(x, num_iteration=rounds)
         else:

@@ -223,3 +223,15 @@ def test_invalid_config_is_rejected() -> None:
         config("nhits", loss="mae")
     with pytest.raises(ValueError, match="pool_kernels"):
         TorchForecaster(config("nhits", pool_kernels=(4, 2), freq_downsample=(1,)))
+
+
+def test_traced_inference_matches_the_eager_module(trained: TorchForecaster) -> None:
+    """Serving runs a traced, frozen copy; it must agree with the trained module."""
+    rng = np.random.default_rng(7)
+    for batch in (1, 3, 64):
+        x = rng.normal(size=(batch, trained.config.window, trained.config.channels)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        with torch.inference_mode():
+            eager = trained.module.eval()(xt).numpy()
+        np.testing.assert_allclose(trained.predict_horizon(x), eager, rtol=1e-4, atol=1e-5)
+    assert trained._inference is not None  # the traced copy is the one in use
