@@ -27,6 +27,7 @@ from app.domains.signals.marketdata import ReplayMarketData
 from app.domains.signals.pipeline import TrainPlan, train_and_promote
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.sizing import SizingPolicy, replay_episodes
 from app.domains.signals.training import BASELINES, MODEL_KINDS, TrainingConfig, evaluate, symbol_rows
 from app.handlers import default_handlers
 
@@ -143,6 +144,17 @@ async def evaluate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def train_sizing(args: argparse.Namespace, settings: Settings) -> int:
+    """Train the position-sizing policy on replayed episodes and save it under MODEL_DIR/sizing."""
+    market = ReplayMarketData(Path(settings.market_data_dir) if settings.market_data_dir else None)
+    episodes = await replay_episodes(market, _day_ms(args.start), _day_ms(args.until), tuple(args.symbols))
+    policy = SizingPolicy()
+    metrics = policy.train_on_episodes(episodes, epochs=args.epochs, seed=0)
+    saved = policy.save(args.model_dir / "sizing")
+    print(json.dumps({"episodes": len(episodes), **metrics, **saved}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,11 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--symbol", help="ccxt symbol (default: from the file name)")
     e.add_argument("--timeframe", default="1h")
     e.add_argument("--json", action="store_true")
+    z = sub.add_parser("train-sizing", help="train the position-sizing policy on replayed episodes")
+    z.add_argument(
+        "--symbols",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=["BTC/USDT:USDT", "ETH/USDT:USDT"],
+    )
+    z.add_argument("--start", default="2023-01-01")
+    z.add_argument("--until", default="2024-01-01")
+    z.add_argument("--epochs", type=int, default=300)
     args = parser.parse_args(argv)
     settings = Settings()
     args.model_dir = Path(settings.model_dir).resolve()
     args.model_dir.mkdir(parents=True, exist_ok=True)
-    handler = train if args.command == "train" else evaluate_cmd
+    handler = {"train": train, "evaluate": evaluate_cmd, "train-sizing": train_sizing}[args.command]
     return asyncio.run(handler(args, settings))
 
 

@@ -51,6 +51,7 @@ class Container:
         await self.policy_store.start()
         await self.trading.ensure_account()
         await self.signals.load_champion()
+        await self.signals.load_sizing_policy()
         await self.clm.start()
 
     async def stop(self) -> None:
@@ -125,7 +126,12 @@ def bootstrap(
     registry = ModelRegistry(
         sessions, bus, Path(settings.model_dir).resolve(), keep_candidates=settings.model_keep_candidates
     )
-    signals = SignalService(market_data, registry, allow_fallback=settings.signal_fallback_enabled)
+    signals = SignalService(
+        market_data,
+        registry,
+        allow_fallback=settings.signal_fallback_enabled,
+        sizing_dir=Path(settings.model_dir).resolve() / "sizing",
+    )
     bus.subscribe(ModelPromoted, signals.on_model_promoted)
     clm_config = clm_config or ClmConfig(
         symbols=tuple(s.strip() for s in settings.clm_symbols.split(",") if s.strip()),

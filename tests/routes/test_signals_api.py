@@ -134,3 +134,45 @@ async def test_promotion_event_reloads_the_champion(with_champion: Settings) -> 
         )
         await container.bus.drain()
         assert container.signals.champion is not None
+
+
+async def test_signal_sizes_only_with_a_leverage(make_settings: Callable[..., Settings]) -> None:
+    async with running(bootstrap(make_settings())) as client:
+        body = (await client.post("/api/ai/signal", json={"symbol": "ETHUSDT", "as_of": "2024-03-05T00:00:00Z"})).json()
+        assert body["side"] != "HOLD", "pick an as_of where the momentum rule takes a side"
+        assert body["sizing"]["notional"] is None and body["sizing"]["skipped_reason"].startswith("LEVERAGE_MISSING")
+        sized = (
+            await client.post(
+                "/api/ai/signal",
+                json={"symbol": "ETHUSDT", "as_of": "2024-03-05T00:00:00Z", "leverage": 2, "stop_loss_pct": 1.5},
+            )
+        ).json()["sizing"]
+        assert sized["source"] == "kelly" and sized["leverage"] == "2"
+        assert 0 < float(sized["notional"]) <= 1000  # within NORMAL's position cap
+        too_high = await client.post("/api/ai/signal", json={"symbol": "ETHUSDT", "leverage": 500})
+        assert too_high.status_code == 422
+
+
+async def test_a_trained_sizing_policy_is_used(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    from app.domains.signals.sizing import SizingPolicy, replay_episodes
+
+    episodes = await replay_episodes(ReplayMarketData(), AS_OF_MS - 60 * 86_400_000, AS_OF_MS)
+    policy = SizingPolicy()
+    policy.train_on_episodes(episodes, epochs=5)
+    policy.save(tmp_path / "models" / "sizing")
+    async with running(bootstrap(make_settings(model_dir=str(tmp_path / "models")))) as client:
+        sized = (
+            await client.post(
+                "/api/ai/signal", json={"symbol": "ETHUSDT", "as_of": "2024-03-05T00:00:00Z", "leverage": 2}
+            )
+        ).json()["sizing"]
+        assert sized["source"] == "policy" and 0.25 <= sized["multiplier"] <= 1.5
+
+
+async def test_universe_ranking(make_settings: Callable[..., Settings]) -> None:
+    async with running(bootstrap(make_settings())) as client:
+        body = (await client.get("/api/ai/universe", params={"top_n": 3, "as_of": "2024-06-01T00:00:00Z"})).json()
+        assert len(body["scores"]) == 7 and len(body["selected"]) == 3
+        assert body["selected"] == [s["symbol"] for s in body["scores"][:3]]
+        scores = [s["score"] for s in body["scores"]]
+        assert scores == sorted(scores, reverse=True)

@@ -2,18 +2,44 @@
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from app.core.money import DecimalStr
+
 
 class SignalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"symbol": "BTCUSDT"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"symbol": "BTCUSDT", "leverage": 2, "stop_loss_pct": 1.5}]}
+    )
 
     symbol: str = Field(min_length=1, max_length=32, description="Binance id (BTCUSDT) or ccxt unified")
     as_of: AwareDatetime | None = Field(
         default=None, description="Replay: the signal as of this time (default: the latest candle)"
     )
+    leverage: Decimal | None = Field(
+        default=None,
+        gt=0,
+        le=125,
+        allow_inf_nan=False,
+        description="Leverage to size for; without it no size is suggested (never a default)",
+    )
+    stop_loss_pct: Decimal | None = Field(
+        default=None, gt=0, lt=100, allow_inf_nan=False, description="Stop distance in percent (default: 2 %)"
+    )
+
+
+class SizingOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    notional: DecimalStr | None
+    leverage: DecimalStr | None
+    multiplier: float | None
+    source: str
+    skipped_reason: str | None
+    limited_by: str | None
 
 
 class VoteOut(BaseModel):
@@ -38,7 +64,10 @@ class SignalOut(BaseModel):
     votes: list[VoteOut]
     as_of: datetime
     model_version_id: str | None
+    price: float
+    volatility: float | None
     detail: str | None
+    sizing: SizingOut | None = None
 
 
 class ModelVersionOut(BaseModel):
@@ -68,3 +97,30 @@ class ModelPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class SymbolScoreOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    symbol: str
+    score: float
+    liquidity: float
+    trend: float
+    volatility: float
+    candles: int
+
+
+class ExclusionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    symbol: str
+    reason: str
+
+
+class UniverseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    as_of_ms: int
+    scores: list[SymbolScoreOut]
+    selected: list[str]
+    excluded: list[ExclusionOut]

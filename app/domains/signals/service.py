@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,19 @@ import numpy as np
 from app.core.bus import Event
 from app.core.errors import NotFound, ServiceUnavailable
 from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
+from app.domains.policy.profiles import RiskProfile
 from app.domains.signals.artifacts import load_ensemble
 from app.domains.signals.candles import Candles, FloatArray, Funding
 from app.domains.signals.fallback import SOURCE as FALLBACK_SOURCE
 from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
-from app.domains.signals.features import FeatureMatrix
+from app.domains.signals.features import FeatureMatrix, compute_features
 from app.domains.signals.labels import CLASSES
 from app.domains.signals.marketdata import MarketData, MarketDataError, UnknownMarketData
 from app.domains.signals.regime import apply_strategy, detect_regime
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.sizing import SizeDecision, SizingConfig, SizingInputs, SizingPolicy, size_position
 from app.domains.signals.training import TrainedModels, latest_inputs
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ class Signal:
     votes: list[ModelVote]
     as_of: datetime
     model_version_id: str | None
+    price: float  # close of the last candle
+    volatility: float | None  # 24 h realized volatility of 1 h log returns (for sizing)
     detail: str | None = None
 
 
@@ -98,7 +103,9 @@ class SignalService:
         allow_fallback: bool,
         timeframe: str = "1h",
         history_candles: int = 720,
+        sizing_dir: Path | None = None,
     ) -> None:
+        self.sizing_dir = sizing_dir
         self.market = market
         self.registry = registry
         self.allow_fallback = allow_fallback
@@ -106,6 +113,8 @@ class SignalService:
         self.history_candles = history_candles
         self.champion: Champion | None = None
         self.stats = SignalStats()
+        self.sizing_policy: SizingPolicy | None = None
+        self.sizing_config = SizingConfig()
 
     async def load_champion(self) -> Champion | None:
         """Load the registry's champion ensemble (None if there is none)."""
@@ -119,6 +128,47 @@ class SignalService:
         self.stats.load_seconds = time.perf_counter() - began
         logger.info("signal_champion_loaded", extra={"version_id": str(version.id)})
         return self.champion
+
+    async def load_sizing_policy(self) -> SizingPolicy | None:
+        """A trained sizing policy if one was saved (`python -m app train-sizing`), else Kelly sizes."""
+        directory = self.sizing_dir
+        if directory is None or not await asyncio.to_thread((directory / "config.json").exists):
+            self.sizing_policy = None
+            return None
+        self.sizing_policy = await asyncio.to_thread(SizingPolicy.load, directory)
+        logger.info("sizing_policy_loaded", extra={"directory": str(directory)})
+        return self.sizing_policy
+
+    def size(
+        self,
+        signal: Signal,
+        *,
+        equity: Decimal,
+        used_margin: Decimal,
+        pnl_trend: float,
+        profile: RiskProfile,
+        leverage: Decimal | None,
+        stop_distance_pct: Decimal | None,
+    ) -> SizeDecision:
+        """A position size for `signal` on the live account, clipped by the RiskGuard limits."""
+        if signal.side == "HOLD":
+            return SizeDecision(None, None, None, "none", "HOLD: no position to size")
+        inputs = SizingInputs(
+            confidence=signal.confidence,
+            volatility=signal.volatility if signal.volatility is not None else float("nan"),
+            pnl_trend=pnl_trend,
+            margin_use=float(used_margin / equity) if equity > 0 else 0.0,
+        )
+        return size_position(
+            equity,
+            Decimal(repr(signal.price)),
+            inputs,
+            profile,
+            self.sizing_policy,
+            self.sizing_config,
+            leverage,
+            stop_distance_pct,
+        )
 
     async def on_model_promoted(self, event: Event) -> None:
         if isinstance(event, ModelPromoted) and event.kind == "ensemble" and event.promoted:
@@ -164,6 +214,7 @@ class SignalService:
         FALLBACK_SIGNALS.inc()
         SIGNALS.labels(source=FALLBACK_SOURCE).inc()
         logger.warning("signal_from_fallback", extra={"symbol": candles.symbol, "reason": why})
+        rvol = compute_features(candles).column("rvol_24")[-1]
         return Signal(
             symbol=candles.symbol,
             side=rule.side,
@@ -174,6 +225,8 @@ class SignalService:
             votes=[],
             as_of=datetime.fromtimestamp(rule.as_of_ms / 1000, tz=UTC),
             model_version_id=None,
+            price=float(candles.close[-1]),
+            volatility=float(rvol) if np.isfinite(rvol) else None,
             detail=f"{why}; 24h change {rule.change_24h_pct:+.2f} %",
         )
 
@@ -231,4 +284,6 @@ class SignalService:
             votes=votes,
             as_of=datetime.fromtimestamp(int(candles.timestamp[-1]) / 1000, tz=UTC),
             model_version_id=str(champion.version.id),
+            price=float(candles.close[-1]),
+            volatility=float(features.column("rvol_24")[last]),
         )

@@ -150,6 +150,16 @@ class TradingRepository:
         )
         return list(rows.scalars()), int(total or 0)
 
+    async def recent_realized_pnl(self, account_id: str, trades_back: int) -> Decimal:
+        """Sum of the realized pnl of the last `trades_back` closed trades."""
+        result = await self.session.execute(
+            select(Trade.realized_pnl)
+            .where(Trade.account_id == account_id, Trade.status == "CLOSED")
+            .order_by(Trade.closed_at.desc())
+            .limit(trades_back)
+        )
+        return sum((p for p in result.scalars() if p is not None), Decimal(0))
+
     async def open_totals(self, account_id: str) -> tuple[int, Decimal, Decimal]:
         """Open count, notional and margin summed from the trades (to audit the account row)."""
         result = await self.session.execute(

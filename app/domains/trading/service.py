@@ -485,6 +485,10 @@ class TradingService:
             raise ServiceUnavailable(f"account {self.account_id!r} is not initialised")
         return account
 
+    async def recent_pnl(self, trades_back: int = 20) -> Decimal:
+        async with self._sessions() as session:
+            return await TradingRepository(session).recent_realized_pnl(self.account_id, trades_back)
+
     async def safety(self) -> tuple[SafetyState, Row]:
         """The governor's state as of now (day rolled) and the account row."""
         async with self._sessions() as session:
