@@ -6,6 +6,7 @@ only for the report). An embargo of `embargo_hours` separates the parts, so no l
 looks across a boundary. Scalers and every other fitted quantity see fit rows only.
 """
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,27 +212,85 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
     return trained
 
 
-def evaluate(trained: TrainedModels, rows: SymbolRows) -> dict[str, dict[str, float | None]]:
-    """The out-of-sample report: every model, the ensemble and the baselines on `rows`."""
-    fee = trained.config.fee_rate
-    report: dict[str, dict[str, float | None]] = {}
+def predictions(trained: TrainedModels, rows: SymbolRows) -> dict[str, FloatArray]:
+    """Class probabilities of every model, the ensemble (if usable) and the prior, for `rows`."""
     per_model = trained.probabilities(rows.x, rows.windows)
-    for kind in MODEL_KINDS:
-        report[kind] = {**evaluate_probabilities(per_model[kind], as_dataset(rows), fee)}
+    out = {kind: per_model[kind] for kind in MODEL_KINDS}
     if trained.ensemble.usable:
-        report["ensemble"] = {**evaluate_probabilities(trained.ensemble.combine(per_model), as_dataset(rows), fee)}
+        out["ensemble"] = trained.ensemble.combine(per_model)
+    out["prior"] = np.tile(trained.prior, (len(rows.y), 1))
+    return out
+
+
+def report(probabilities: dict[str, FloatArray], rows: SymbolRows, fee: float) -> dict[str, dict[str, float | None]]:
+    """The out-of-sample report: every model, the ensemble and the baselines on `rows`."""
+    out: dict[str, dict[str, float | None]] = {}
+    for kind in MODEL_KINDS:
+        out[kind] = {**evaluate_probabilities(probabilities[kind], as_dataset(rows), fee)}
+    if "ensemble" in probabilities:
+        out["ensemble"] = {**evaluate_probabilities(probabilities["ensemble"], as_dataset(rows), fee)}
     else:
-        report["ensemble"] = dict.fromkeys(("accuracy", "log_loss", "brier", "net_return", "sharpe"))
-    prior = np.tile(trained.prior, (len(rows.y), 1))
-    report["prior"] = {**classification_metrics(prior, rows.y), "net_return": None, "sharpe": None}
-    report["fallback_momentum"] = side_metrics(momentum_classes(rows.change_24h), rows, fee)
-    report["always_hold"] = side_metrics(np.full(len(rows.y), HOLD, dtype=np.int64), rows, fee)
-    report["buy_and_hold"] = side_metrics(np.full(len(rows.y), LONG, dtype=np.int64), rows, fee)
-    for name in report:
-        report[name] = {
-            k: v for k, v in report[name].items() if k in ("accuracy", "log_loss", "brier", "net_return", "sharpe")
-        }
-    return report
+        out["ensemble"] = dict.fromkeys(("accuracy", "log_loss", "brier", "net_return", "sharpe"))
+    out["prior"] = {**classification_metrics(probabilities["prior"], rows.y), "net_return": None, "sharpe": None}
+    out["fallback_momentum"] = side_metrics(momentum_classes(rows.change_24h), rows, fee)
+    out["always_hold"] = side_metrics(np.full(len(rows.y), HOLD, dtype=np.int64), rows, fee)
+    out["buy_and_hold"] = side_metrics(np.full(len(rows.y), LONG, dtype=np.int64), rows, fee)
+    keep = ("accuracy", "log_loss", "brier", "net_return", "sharpe")
+    return {name: {k: v for k, v in metrics.items() if k in keep} for name, metrics in out.items()}
+
+
+def evaluate(trained: TrainedModels, rows: SymbolRows) -> dict[str, dict[str, float | None]]:
+    return report(predictions(trained, rows), rows, trained.config.fee_rate)
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    report: dict[str, dict[str, float | None]]
+    folds: list[dict[str, Any]]
+    test_rows: int
+
+
+def walk_forward(
+    parts: list[SymbolRows], fold_starts_ms: list[int], end_ms: int, train_days: int, config: TrainingConfig
+) -> WalkForward:
+    """Retrain before every fold on the `train_days` ending an embargo before it, predict the fold,
+    and score the concatenated out-of-sample predictions of all folds."""
+    bounds = [*fold_starts_ms, end_ms]
+    tests: list[SymbolRows] = []
+    predicted: list[dict[str, FloatArray]] = []
+    folds: list[dict[str, Any]] = []
+    for start, stop in itertools.pairwise(bounds):
+        train, test = split_by_time(parts, start, config.embargo_hours, stop, start - train_days * 24 * HOUR_MS)
+        trained = fit_models(train, config)
+        tests.append(test)
+        predicted.append(predictions(trained, test))
+        folds.append(
+            {
+                "test_start_ms": start,
+                "test_end_ms": stop,
+                "train_rows": len(train.y),
+                "test_rows": len(test.y),
+                "weights": trained.ensemble.weights,
+                "fit_seconds": trained.fit_seconds,
+            }
+        )
+    rows = _stack(tests, [np.ones(len(t.y), dtype=bool) for t in tests])
+    order = np.argsort(np.concatenate([t.timestamp for t in tests]), kind="stable")
+    names = set.intersection(*(set(p) for p in predicted))
+    joined = {name: np.concatenate([p[name] for p in predicted])[order] for name in names}
+    # the folds' groups are per fold; put the symbol index back so turnover is counted per symbol
+    rows = SymbolRows(
+        rows.symbol,
+        rows.timestamp,
+        rows.x,
+        rows.windows,
+        rows.y,
+        rows.target,
+        rows.next_return,
+        rows.change_24h,
+        np.concatenate([t.group for t in tests])[order],
+    )
+    return WalkForward(report(joined, rows, config.fee_rate), folds, len(rows.y))
 
 
 def as_dataset(rows: SymbolRows) -> Dataset:

@@ -39,3 +39,21 @@ def test_train_and_report_out_of_sample(btc_candles: Candles, btc_funding: Fundi
     for kind in MODEL_KINDS:
         assert 0 <= report[kind]["accuracy"] <= 1  # type: ignore[operator]
         assert report[kind]["log_loss"] is not None
+
+
+def test_walk_forward_retrains_before_every_fold(btc_candles: Candles, btc_funding: Funding) -> None:
+    from app.domains.signals.training import walk_forward
+
+    config = TrainingConfig(torch_epochs=1, window=24)
+    rows = symbol_rows(btc_candles, btc_funding, config)
+    t = rows.timestamp
+    folds = [int(t[int(len(t) * 0.7)]), int(t[int(len(t) * 0.85)])]
+    result = walk_forward([rows], folds, int(t[-1]) + 1, train_days=90, config=config)
+    assert [f["test_start_ms"] for f in result.folds] == folds
+    assert result.test_rows == sum(f["test_rows"] for f in result.folds) == int((t >= folds[0]).sum())
+    for fold in result.folds:
+        window_rows = (t < fold["test_start_ms"] - config.embargo_hours * HOUR) & (
+            t >= fold["test_start_ms"] - 90 * 24 * HOUR
+        )
+        assert fold["train_rows"] == int(window_rows.sum())  # only the 90 days before the embargo
+    assert set(result.report) == {*MODEL_KINDS, "ensemble", *BASELINES}
