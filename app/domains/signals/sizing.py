@@ -13,7 +13,6 @@ maximisation, see `SizingPolicy.train_on_episodes`.
 """
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, IntAr
 from app.domains.signals.fallback import THRESHOLD_PCT
 from app.domains.signals.features import compute_features
 from app.domains.signals.marketdata import MarketData
+from app.domains.signals.models.tensors import load_state_dict, save_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class SizingPolicy:
             raise RuntimeError("train the sizing policy before saving it")
         directory.mkdir(parents=True, exist_ok=True)
         weights, config = directory / WEIGHTS_FILE, directory / CONFIG_FILE
-        torch.save(self.net.state_dict(), weights)
+        digest = save_state_dict(self.net, weights)
         meta = {
             "format": FORMAT,
             "inputs": list(INPUTS),
@@ -333,29 +333,18 @@ class SizingPolicy:
             "training": self.training_report,
         }
         config.write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False))
-        return {
-            "weights": str(weights),
-            "config": str(config),
-            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        }
+        return {"weights": str(weights), "config": str(config), "sha256": digest}
 
     @classmethod
     def load(cls, directory: Path, *, expected_sha256: str | None = None) -> "SizingPolicy":
         """A saved policy; tensors only (`weights_only=True` refuses pickled objects), optionally hash-checked."""
-        weights = directory / WEIGHTS_FILE
-        if expected_sha256 is not None:
-            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-            if digest != expected_sha256:
-                raise ValueError(f"{weights} has SHA-256 {digest}, expected {expected_sha256}")
+        state = load_state_dict(directory / WEIGHTS_FILE, expected_sha256)
         meta = json.loads((directory / CONFIG_FILE).read_text())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{directory / CONFIG_FILE} is not a {FORMAT} config")
         if meta.get("inputs") != list(INPUTS) or meta.get("hidden") != HIDDEN:
             raise ValueError(f"{directory} was saved for inputs {meta.get('inputs')}, hidden {meta.get('hidden')}")
         policy = cls(SizingConfig.from_dict(meta["config"]))
-        state = torch.load(weights, weights_only=True, map_location="cpu")
-        if not isinstance(state, dict):
-            raise ValueError(f"{weights} does not hold a state_dict")
         policy.net.load_state_dict(state, strict=True)
         policy.net.eval()
         policy.trained = True

@@ -12,7 +12,6 @@ Those settings are process-wide, so run fits one at a time per process.
 
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from torch import nn
 from app.domains.signals.candles import FloatArray
 from app.domains.signals.models.nhits import NHITS
 from app.domains.signals.models.patchtst import PatchTST
+from app.domains.signals.models.tensors import load_state_dict, save_state_dict
 
 logger = logging.getLogger(__name__)
 KINDS = ("nhits", "patchtst")
@@ -337,26 +337,18 @@ class TorchForecaster:
             raise RuntimeError("fit the forecaster before saving it")
         directory.mkdir(parents=True, exist_ok=True)
         weights, config = directory / WEIGHTS_FILE, directory / CONFIG_FILE
-        torch.save(self.module.state_dict(), weights)
+        digest = save_state_dict(self.module, weights)
         config.write_text(json.dumps(dataclasses.asdict(self.config), indent=2, sort_keys=True, allow_nan=False))
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
         return {"weights": str(weights), "config": str(config), "sha256": digest}
 
     @classmethod
     def load(cls, directory: Path, *, expected_sha256: str | None = None) -> "TorchForecaster":
         """Rebuild a saved forecaster; tensors only (`weights_only=True`), optionally checking model.pt's hash."""
-        weights = directory / WEIGHTS_FILE
-        if expected_sha256 is not None:
-            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-            if digest != expected_sha256:
-                raise ValueError(f"{weights} has SHA-256 {digest}, expected {expected_sha256}")
+        state = load_state_dict(directory / WEIGHTS_FILE, expected_sha256)
         data = json.loads((directory / CONFIG_FILE).read_text())
         if not isinstance(data, dict):
             raise ValueError(f"{directory / CONFIG_FILE} is not a JSON object")
         forecaster = cls(ForecasterConfig.from_dict(data))
-        state = torch.load(weights, weights_only=True, map_location="cpu")
-        if not isinstance(state, dict):
-            raise ValueError(f"{weights} does not hold a state_dict")
         forecaster.module.load_state_dict(state, strict=True)
         forecaster.module.eval()
         forecaster.fitted = True
