@@ -17,8 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -35,7 +34,7 @@ from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, IntAr
 from app.domains.signals.fallback import THRESHOLD_PCT
 from app.domains.signals.features import compute_features
 from app.domains.signals.marketdata import MarketData
-from app.domains.signals.models.tensors import load_state_dict, save_state_dict
+from app.domains.signals.models.tensors import load_state_dict, save_state_dict, seeded_torch
 
 logger = logging.getLogger(__name__)
 
@@ -193,23 +192,6 @@ class SizingPolicyNet(nn.Module):
         return self.low + (self.high - self.low) * torch.sigmoid(z)
 
 
-@contextmanager
-def _seeded_torch(seed: int) -> Iterator[None]:
-    """One thread, deterministic algorithms and a private seeded RNG; torch's global settings restored after."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_num_threads(threads)
-
-
 @dataclass(frozen=True)
 class Episode:
     """One symbol replayed: per decision step the policy's inputs and what a unit stake then earned.
@@ -287,7 +269,7 @@ class SizingPolicy:
         x, g = _stack(episodes)
         started = time.perf_counter()
         mean, std = x.mean(axis=0), x.std(axis=0)
-        with _seeded_torch(seed):
+        with seeded_torch(seed):
             net = SizingPolicyNet(cfg.min_multiplier, cfg.max_multiplier)
             net.input_mean.copy_(torch.from_numpy(mean))
             net.input_scale.copy_(torch.from_numpy(np.where(std > 1e-12, std, 1.0)))

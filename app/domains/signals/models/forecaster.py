@@ -16,8 +16,7 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from torch import nn
 from app.domains.signals.candles import FloatArray
 from app.domains.signals.models.nhits import NHITS
 from app.domains.signals.models.patchtst import PatchTST
-from app.domains.signals.models.tensors import load_state_dict, save_state_dict
+from app.domains.signals.models.tensors import load_state_dict, save_state_dict, seeded_torch
 
 logger = logging.getLogger(__name__)
 KINDS = ("nhits", "patchtst")
@@ -37,7 +36,6 @@ LOSSES = ("mse", "huber")
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 PATIENCE = 3
-_THREADS = 1  # as fast as 2 for these small models, and robust when other work shares the cores
 _PREDICT_BATCH = 4096
 
 
@@ -154,26 +152,6 @@ def _scale(values: FloatArray, axes: tuple[int, ...]) -> tuple[FloatArray, Float
     return mean, np.where(std > 1e-12, std, 1.0)
 
 
-@contextmanager
-def _torch_runtime(seed: int | None) -> Iterator[None]:
-    """Deterministic algorithms, a fixed thread count and (with a seed) a private RNG; restores all after."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(_THREADS)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        if seed is None:
-            yield
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_num_threads(threads)
-
-
 class TorchForecaster:
     """Fits, predicts with, saves and loads one N-HiTS or PatchTST forecaster."""
 
@@ -184,7 +162,7 @@ class TorchForecaster:
         self._inference: torch.jit.ScriptModule | None = None
 
     def _build(self) -> ScaledForecaster:
-        with _torch_runtime(self.config.seed):
+        with seeded_torch(self.config.seed):
             network = build_network(self.config)
         return ScaledForecaster(network, self.config.channels, self.config.horizon)
 
@@ -254,7 +232,7 @@ class TorchForecaster:
             xv_arr = self._windows(x_val, "x_val")
             validation = standardise(xv_arr, self._targets(y_val, xv_arr.shape[0], "y_val"))
 
-        with _torch_runtime(cfg.seed):
+        with seeded_torch(cfg.seed):
             module = ScaledForecaster(build_network(cfg), cfg.channels, cfg.horizon)
             for name, values in (("x_mean", x_mean), ("x_scale", x_scale), ("y_mean", y_mean), ("y_scale", y_scale)):
                 getattr(module, name).copy_(torch.from_numpy(values.astype(np.float32)))
