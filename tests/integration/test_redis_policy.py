@@ -10,9 +10,8 @@ from redis.asyncio import Redis
 
 from app.bootstrap import bootstrap
 from app.core.settings import Settings
-from app.domains.policy.backends import RedisPolicyBackend
 from app.domains.policy.profiles import ProfileOverrides, RiskMode
-from app.domains.policy.store import PolicyStore
+from app.domains.policy.state import PolicyState
 from tests.conftest import TEST_REDIS_URL
 from tests.support import TcpProxy, running, trade_body, wait_until
 
@@ -103,25 +102,39 @@ async def test_outage_keeps_the_last_profile_refuses_changes_and_recovers(
         ).status_code == 200
 
 
-async def test_starting_while_redis_is_down_serves_normal_until_it_returns(
+async def test_first_start_while_redis_is_down_disables_new_positions_until_it_returns(
     redis_settings: Callable[..., Settings], proxy: TcpProxy, redis_prefix: str
 ) -> None:
-    seeder = PolicyStore(RedisPolicyBackend(TEST_REDIS_URL, redis_prefix), RiskMode.DEFENSIVE)
-    await seeder.refresh()
-    await seeder.backend.close()
+    """No durable copy yet and Redis unreachable: nothing says which limits were in force, so no
+    new positions (rather than the configured, looser mode) until Redis answers."""
+    redis = Redis.from_url(TEST_REDIS_URL)
+    await redis.mset(
+        {
+            f"{redis_prefix}:policy:state": PolicyState(mode=RiskMode.DEFENSIVE).to_json(),
+            f"{redis_prefix}:policy:version": "7",
+        }
+    )
+    await redis.aclose()
     await proxy.stop()
     settings = redis_settings(
         redis_url=f"redis://127.0.0.1:{proxy.port}/0", quantum_risk_mode="AGGRESSIVE_SMALL_ACCOUNT"
     )
-    async with running(bootstrap(settings)) as client:
+    container = bootstrap(settings)
+    async with running(container) as client:
         profile = (await client.get("/api/v2/policy/risk-profile")).json()
-        assert (profile["name"], profile["degraded"]) == ("NORMAL", True)
+        assert (profile["allow_new_positions"], profile["degraded"]) == (False, True)
+        assert "unreachable" in profile["restore_error"]
+        trade = await client.post("/trades", json=trade_body())
+        assert trade.status_code == 403
+        assert [r["code"] for r in trade.json()["reasons"]] == ["NEW_POSITIONS_DISABLED"]
         await proxy.start()
 
         async def defensive() -> bool:
-            return (await client.get("/api/v2/policy/risk-profile")).json()["name"] == "DEFENSIVE"
+            body = (await client.get("/api/v2/policy/risk-profile")).json()
+            return bool(body["name"] == "DEFENSIVE" and body["allow_new_positions"])
 
         await wait_until(defensive, seconds=10)
+        assert (await container.policy_store.durable.load()) == PolicyState(mode=RiskMode.DEFENSIVE, version=7)
 
 
 async def test_lost_redis_state_is_reseeded_from_the_last_known(

@@ -1,8 +1,8 @@
-"""Where policy state lives: Redis (shared by every worker) or in-process (embedded default).
+"""Where the live policy state is served from: Redis (shared by every worker) or in-process.
 
-Writes are compare-and-set on a version counter, so concurrent changes from several
-workers never overwrite each other; every successful write bumps the version and
-notifies the other processes (Redis pub/sub).
+The durable copy lives in the database (see PolicyStore): writers take turns on its row lock
+and then `put` the new state here with the next version. A put never moves a backend back to
+an older version, and every put notifies the other processes (Redis pub/sub).
 """
 
 import asyncio
@@ -27,11 +27,11 @@ class PolicyBackend(Protocol):
     async def load(self) -> PolicyState | None: ...
 
     async def initialize(self, state: PolicyState) -> PolicyState:
-        """Store `state` unless a state exists already; return the state in force."""
+        """Store `state` (with its version) unless a state exists already; return the state in force."""
         ...
 
-    async def compare_and_set(self, expected_version: int, state: PolicyState) -> int | None:
-        """Write `state` if the stored version is `expected_version`; the new version or None."""
+    async def put(self, state: PolicyState) -> int:
+        """Store `state` if its version is newer than the stored one; return the version in force."""
         ...
 
     async def listen(self, on_change: ChangeListener) -> None:
@@ -44,7 +44,7 @@ class PolicyBackend(Protocol):
 
 
 class InProcessPolicyBackend:
-    """Policy state in this process's memory: for one worker, lost on restart."""
+    """Policy state in this process's memory (one worker); the database keeps the durable copy."""
 
     name = "in_process"
 
@@ -64,18 +64,17 @@ class InProcessPolicyBackend:
     async def initialize(self, state: PolicyState) -> PolicyState:
         self._check()
         if self._state is None:
-            self._state = state.with_version(1)
+            self._state = state.with_version(max(state.version, 1))
         return self._state
 
-    async def compare_and_set(self, expected_version: int, state: PolicyState) -> int | None:
+    async def put(self, state: PolicyState) -> int:
         self._check()
-        current = self._state.version if self._state else 0
-        if current != expected_version:
-            return None
-        self._state = state.with_version(current + 1)
+        if self._state is not None and self._state.version >= state.version:
+            return self._state.version
+        self._state = state
         for queue in self._listeners:
-            queue.put_nowait(self._state.version)
-        return self._state.version
+            queue.put_nowait(state.version)
+        return state.version
 
     async def listen(self, on_change: ChangeListener) -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -93,11 +92,12 @@ class InProcessPolicyBackend:
         return None
 
 
-_CAS = """
+_PUT = """
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current ~= tonumber(ARGV[1]) then return -1 end
+local version = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 and current >= version then return current end
 redis.call('SET', KEYS[1], ARGV[2])
-local version = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[2], version)
 redis.call('PUBLISH', ARGV[3], version)
 return version
 """
@@ -105,8 +105,8 @@ return version
 _INIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('INCR', KEYS[2])
-  redis.call('PUBLISH', ARGV[2], redis.call('GET', KEYS[2]))
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
 end
 return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 """
@@ -133,7 +133,7 @@ class RedisPolicyBackend:
         self.state_key = f"{prefix}:policy:state"
         self.version_key = f"{prefix}:policy:version"
         self.channel = f"{prefix}:policy:changed"
-        self._cas = self._redis.register_script(_CAS)
+        self._put = self._redis.register_script(_PUT)
         self._init = self._redis.register_script(_INIT)
 
     async def load(self) -> PolicyState | None:
@@ -149,21 +149,21 @@ class RedisPolicyBackend:
         try:
             raw, version = await self._init(
                 keys=[self.state_key, self.version_key],
-                args=[state.to_json(), self.channel],
+                args=[state.to_json(), max(state.version, 1), self.channel],
             )
         except Exception as exc:
             raise PolicyBackendError(f"redis: {exc}") from exc
         return PolicyState.from_json(raw, int(version))
 
-    async def compare_and_set(self, expected_version: int, state: PolicyState) -> int | None:
+    async def put(self, state: PolicyState) -> int:
         try:
-            version = await self._cas(
+            version = await self._put(
                 keys=[self.state_key, self.version_key],
-                args=[expected_version, state.to_json(), self.channel],
+                args=[state.version, state.to_json(), self.channel],
             )
         except Exception as exc:
             raise PolicyBackendError(f"redis: {exc}") from exc
-        return None if int(version) < 0 else int(version)
+        return int(version)
 
     async def listen(self, on_change: ChangeListener) -> None:
         pubsub = self._pubsub_redis.pubsub()

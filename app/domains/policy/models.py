@@ -25,3 +25,18 @@ class PolicyChange(Base):
     actor: Mapped[str] = mapped_column(String(128))
     trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PolicyStateRecord(Base):
+    """The durable copy of the policy state: written in the transaction that audits each change.
+
+    One row per deployment (`id`). The state is the backend's JSON document, kept as text so
+    an unreadable copy is detected on start instead of being silently replaced by defaults.
+    """
+
+    __tablename__ = "policy_state"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,8 +1,7 @@
-"""Policy changes: validated, written to the backend with compare-and-set, audited.
+"""Policy changes: validated, audited and made durable in one transaction (see PolicyStore.update).
 
-Order of a change: the backend is changed with compare-and-set, then the audit row commits;
-if the audit cannot be written the change is undone. If the backend refuses, nothing is written and the caller gets
-503; a change is never reported that did not happen.
+If the database or the backend refuses, nothing is changed and the caller gets the error
+(503 when a dependency is down); a change is never in force without its audit row.
 """
 
 import logging
@@ -185,26 +184,20 @@ class PolicyService:
         actor: str,
         trace_id: str,
     ) -> tuple[PolicyState, PolicyState]:
-        before, after = await self.store.update(mutate)
+        def audit(before: PolicyState, after: PolicyState) -> PolicyChange:
+            from_value, to_value = describe(before, after)
+            return PolicyChange(
+                kind=kind,
+                from_value=from_value,
+                to_value=to_value,
+                reason=reason,
+                actor=actor,
+                trace_id=trace_id,
+                created_at=self._clock(),
+            )
+
+        before, after = await self.store.update(mutate, audit)
         from_value, to_value = describe(before, after)
-        try:
-            async with self._sessions() as session, session.begin():
-                PolicyRepository(session).add(
-                    PolicyChange(
-                        kind=kind,
-                        from_value=from_value,
-                        to_value=to_value,
-                        reason=reason,
-                        actor=actor,
-                        trace_id=trace_id,
-                        created_at=self._clock(),
-                    )
-                )
-        except Exception:
-            # No audit, no change: undo unless someone changed the state since.
-            logger.exception("policy_audit_failed_reverting", extra={"kind": kind})
-            await self.store.update(lambda s: replace(before, version=s.version) if s.version == after.version else s)
-            raise
         logger.info(
             "policy_changed",
             extra={
