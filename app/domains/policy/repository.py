@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Executable, Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,8 +60,9 @@ class PolicyRepository:
 
     async def insert_state_if_absent(self, document: str, version: int, at: datetime) -> bool:
         """Store the first durable copy unless another process stored one first; True if inserted."""
-        dialect = self.session.bind.dialect.name
+        dialect = self.session.get_bind().dialect.name
         values = {"id": STATE_ROW_ID, "state": document, "version": version, "updated_at": at}
+        statement: Executable
         if dialect == "postgresql":
             statement = postgresql.insert(_state).values(values).on_conflict_do_nothing(index_elements=["id"])
         elif dialect == "sqlite":
