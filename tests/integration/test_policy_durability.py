@@ -195,3 +195,33 @@ async def test_kill_9_with_the_kill_switch_engaged_keeps_it_engaged(
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+async def test_a_commit_that_fails_after_the_backend_took_the_change_is_undone(
+    pg_redis_settings: Callable[..., Settings],
+) -> None:
+    """A deferred trigger fails the COMMIT itself, after Redis already holds the new state."""
+    container = bootstrap(pg_redis_settings())
+    async with running(container) as client:
+        async with container.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'commit refused'; END $$"
+                    " LANGUAGE plpgsql"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON policy_changes"
+                    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+        with pytest.raises(Exception, match="commit refused"):
+            await container.policy.set_kill_switch(False, "release", "test", "t-1")
+        with pytest.raises(Exception, match="commit refused"):
+            await container.policy.switch_mode(RiskMode.AGGRESSIVE_SMALL_ACCOUNT, "looser", "test", "t-2")
+        live = await container.policy_store.backend.load()
+        stored = await container.policy_store.durable.load()
+        assert live is not None and stored is not None
+        assert live.mode is stored.mode is container.policy_store.snapshot.mode is RiskMode.NORMAL
+        assert (await client.get("/api/v2/policy/history")).json()["total"] == 0
