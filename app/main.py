@@ -12,9 +12,11 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from app.bootstrap import Container, bootstrap
 from app.core.context import current_trace_id
+from app.core.docs import install_docs
 from app.core.errors import AppError
 from app.core.logging import configure_logging
 from app.core.middleware import TraceMiddleware
+from app.core.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from app.core.settings import Settings, get_settings
 from app.routes import account, clm, health, policy, risk, safety, signals, trades
 
@@ -61,7 +63,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    # The last added is the outermost: every response, a 413 included, gets the headers and X-Trace-Id.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(TraceMiddleware)
 
     @app.exception_handler(AppError)
@@ -99,6 +106,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     for module in (policy, trades, risk, safety, account, signals, clm, health):
         app.include_router(module.router)
+    install_docs(app)  # after the API routes: requests match those first
     return app
 
 

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     promotion_margin_log_loss: float = Field(default=0.002, ge=0)
     promotion_margin_net_return: float = Field(default=0.0, ge=0)
 
+    max_request_body_bytes: int = Field(default=64 * 1024, ge=1)
+
     @field_validator("redis_url", "markets_file", "market_data_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
