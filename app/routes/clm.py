@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.validation import Reason
 from app.routes.deps import Actor, AuthorizedContainer, ContainerDep
 
 router = APIRouter(prefix="/api/clm", tags=["clm"])
@@ -20,7 +21,7 @@ class RetrainBody(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"reason": "a month of new candles after the halving"}]}
     )
 
-    reason: str = Field(min_length=3, max_length=500, description="Why; kept with the job")
+    reason: Reason = Field(description="Why; kept with the job")
 
 
 class JobOut(BaseModel):

@@ -4,11 +4,12 @@ on every request."""
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader
 
 from app.bootstrap import Container
 from app.core.errors import Unauthorized
+from app.core.validation import MAX_LIMIT, MAX_OFFSET, ActorName
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API_KEY from .env")
 
@@ -28,7 +29,7 @@ async def authorized_container(request: Request, api_key: Annotated[str | None, 
 
 
 async def get_actor(
-    x_actor: Annotated[str | None, Header(max_length=128, description="Who acts, for the audit trail")] = None,
+    x_actor: Annotated[ActorName | None, Header(description="Who acts, for the audit trail")] = None,
 ) -> str:
     return x_actor or "api-key"
 
@@ -36,3 +37,6 @@ async def get_actor(
 ContainerDep = Annotated[Container, Depends(get_container)]
 AuthorizedContainer = Annotated[Container, Depends(authorized_container)]
 Actor = Annotated[str, Depends(get_actor)]
+# Pagination of every list endpoint: bounded, so no offset reaches the database as an overflow.
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")]

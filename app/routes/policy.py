@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.bootstrap import Container
 from app.core.context import current_trace_id
+from app.core.validation import Label
 from app.domains.policy.schemas import (
     ActiveProfileOut,
     PolicyChangeOut,
@@ -19,7 +20,7 @@ from app.domains.policy.schemas import (
 )
 from app.domains.policy.state import PolicySnapshot
 from app.domains.policy.store import PolicyStore
-from app.routes.deps import Actor, AuthorizedContainer, ContainerDep
+from app.routes.deps import Actor, AuthorizedContainer, ContainerDep, Limit, Offset
 
 router = APIRouter(prefix="/api/v2/policy", tags=["policy"])
 
@@ -103,9 +104,9 @@ async def reset_risk_profile(body: ReasonBody, container: AuthorizedContainer, a
 @router.get("/history", response_model=PolicyHistoryPage)
 async def history(
     container: ContainerDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    kind: Annotated[Label | None, Query()] = None,
 ) -> PolicyHistoryPage:
     items, total = await container.policy.history(limit, offset, kind)
     return PolicyHistoryPage(

@@ -2,12 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from app.core.context import current_trace_id
+from app.core.validation import Reason, SymbolText
 from app.domains.policy.schemas import BlocklistOut, KillSwitchBody, ReasonBody
 from app.domains.trading.schemas import DecisionOut, DecisionPage
-from app.routes.deps import Actor, AuthorizedContainer, ContainerDep
+from app.routes.deps import Actor, AuthorizedContainer, ContainerDep, Limit, Offset
 
 router = APIRouter(prefix="/api/v2/risk", tags=["risk"])
 
@@ -24,7 +25,7 @@ async def blocklist(container: ContainerDep) -> BlocklistOut:
 
 @router.put("/blocklist/{symbol:path}", response_model=BlocklistOut)
 async def block_symbol(
-    symbol: str,
+    symbol: Annotated[SymbolText, Path()],
     body: ReasonBody,
     container: AuthorizedContainer,
     actor: Actor,
@@ -36,10 +37,10 @@ async def block_symbol(
 
 @router.delete("/blocklist/{symbol:path}", response_model=BlocklistOut)
 async def unblock_symbol(
-    symbol: str,
+    symbol: Annotated[SymbolText, Path()],
     container: AuthorizedContainer,
     actor: Actor,
-    reason: Annotated[str, Query(min_length=3, max_length=500)] = "unblocked by operator",
+    reason: Annotated[Reason, Query()] = "unblocked by operator",
 ) -> BlocklistOut:
     market = container.trading.market(symbol)
     await container.policy.unblock_symbol(market.symbol, reason, actor, current_trace_id())
@@ -56,8 +57,8 @@ async def kill_switch(body: KillSwitchBody, container: AuthorizedContainer, acto
 async def decisions(
     container: ContainerDep,
     allowed: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> DecisionPage:
     items, total = await container.trading.list_decisions(allowed, limit, offset)
     return DecisionPage(

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.core.validation import Label
 from app.domains.signals.schemas import ModelPage, ModelVersionOut, SignalOut, SignalRequest, SizingOut, UniverseOut
 from app.domains.signals.universe import build_ranking
-from app.routes.deps import ContainerDep
+from app.routes.deps import ContainerDep, Limit, Offset
 
 router = APIRouter(prefix="/api/ai", tags=["signals"])
 
@@ -52,10 +53,10 @@ async def universe(
 @router.get("/models", response_model=ModelPage)
 async def models(
     container: ContainerDep,
-    kind: Annotated[str | None, Query(max_length=16)] = None,
-    status: Annotated[str | None, Query(max_length=16)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    kind: Annotated[Label | None, Query()] = None,
+    status: Annotated[Label | None, Query()] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> ModelPage:
     items, total = await container.registry.list(kind=kind, status=status, limit=limit, offset=offset)
     return ModelPage(items=[ModelVersionOut.model_validate(i) for i in items], total=total, limit=limit, offset=offset)

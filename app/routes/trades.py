@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from app.core.context import current_trace_id
+from app.core.validation import SymbolText
 from app.domains.trading.schemas import (
     DecisionOut,
     RiskDeniedOut,
@@ -15,7 +16,7 @@ from app.domains.trading.schemas import (
     TradeOut,
     TradePage,
 )
-from app.routes.deps import AuthorizedContainer, ContainerDep
+from app.routes.deps import AuthorizedContainer, ContainerDep, Limit, Offset
 
 router = APIRouter(prefix="/trades", tags=["trades"])
 
@@ -58,9 +59,9 @@ async def open_trade(body: TradeCreate, container: AuthorizedContainer) -> Respo
 async def list_trades(
     container: ContainerDep,
     status: Literal["OPEN", "CLOSED"] | None = None,
-    symbol: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    symbol: Annotated[SymbolText | None, Query()] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> TradePage:
     canonical = container.trading.market(symbol).symbol if symbol else None
     items, total = await container.trading.list_trades(status, canonical, limit, offset)

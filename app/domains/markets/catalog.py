@@ -6,7 +6,7 @@ perpetual swaps. Its precision is in decimal places (ccxt's DECIMAL_PLACES mode)
 
 import json
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, DecimalException
 from pathlib import Path
 
 BUNDLED = Path(__file__).parent / "data" / "binance_usdm_swaps.json"
@@ -18,6 +18,10 @@ class UnknownSymbol(ValueError):
 
 class BelowExchangeMinimum(ValueError):
     pass
+
+
+class OutOfRange(ValueError):
+    """An order whose quantity cannot be computed exactly (Decimal overflow or too many digits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,14 @@ class Market:
 
     def quantity_for(self, notional: Decimal, price: Decimal) -> Decimal:
         """Contracts for `notional` at `price`, truncated to the amount step (as the exchange does)."""
-        quantity = (notional / price).quantize(self.amount_step, rounding=ROUND_DOWN)
+        if self.round_price(price) <= 0:
+            raise BelowExchangeMinimum(f"price {price} is below the price tick {self.price_tick} of {self.symbol}")
+        try:
+            quantity = (notional / price).quantize(self.amount_step, rounding=ROUND_DOWN)
+        except DecimalException as exc:
+            raise OutOfRange(
+                f"notional {notional} at price {price} gives a quantity out of range for {self.symbol}"
+            ) from exc
         if quantity < self.min_amount:
             raise BelowExchangeMinimum(
                 f"notional {notional} at price {price} gives quantity {quantity} "

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
+from app.core.validation import MAX_USD, Count, Flag
 from app.domains.risk.limits import HARD_LIMITS
 
 
@@ -17,15 +18,15 @@ class RiskMode(StrEnum):
 
 Number = Annotated[
     Decimal,
-    Field(allow_inf_nan=False),
+    Field(allow_inf_nan=False, decimal_places=8),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
 
 Leverage = Annotated[Number, Field(gt=0, le=HARD_LIMITS.max_leverage)]
 Percent = Annotated[Number, Field(gt=0, le=100)]
-Usd = Annotated[Number, Field(gt=0)]
+Usd = Annotated[Number, Field(gt=0, le=MAX_USD)]
 Probability = Annotated[Number, Field(ge=0, le=1)]
-PositionCount = Annotated[int, Field(ge=0, le=1_000_000)]
+PositionCount = Count
 
 
 def _check_drawdowns(daily: Decimal | None, emergency: Decimal | None) -> None:
@@ -72,7 +73,7 @@ class ProfileOverrides(BaseModel):
     max_open_positions: PositionCount | None = None
     position_size_cap_usd: Usd | None = None
     global_min_confidence: Probability | None = None
-    allow_new_positions: bool | None = None
+    allow_new_positions: Flag | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> "ProfileOverrides":

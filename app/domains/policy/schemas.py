@@ -5,9 +5,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.validation import Flag, Reason
 from app.domains.policy.profiles import ProfileOverrides, RiskMode, RiskProfile
 
-Reason = Field(min_length=3, max_length=500, description="Why; kept in the audit trail")
+_WHY = Field(description="Why; kept in the audit trail")
 
 
 class RiskModeSwitch(BaseModel):
@@ -17,7 +18,7 @@ class RiskModeSwitch(BaseModel):
     )
 
     mode: RiskMode
-    reason: str = Reason
+    reason: Reason = _WHY
 
 
 class ProfilePatch(ProfileOverrides):
@@ -26,13 +27,13 @@ class ProfilePatch(ProfileOverrides):
         json_schema_extra={"examples": [{"max_open_positions": 3, "reason": "limit exposure while testing"}]},
     )
 
-    reason: str = Reason
+    reason: Reason = _WHY
 
 
 class ReasonBody(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "back to defaults"}]})
 
-    reason: str = Reason
+    reason: Reason = _WHY
 
 
 class KillSwitchBody(BaseModel):
@@ -41,8 +42,8 @@ class KillSwitchBody(BaseModel):
         json_schema_extra={"examples": [{"active": True, "reason": "exchange incident"}]},
     )
 
-    active: bool
-    reason: str = Reason
+    active: Flag
+    reason: Reason = _WHY
 
 
 class ProfileOut(RiskProfile):

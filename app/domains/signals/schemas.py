@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.core.money import DecimalStr
+from app.core.validation import SymbolText
+from app.domains.policy.profiles import Leverage
 
 
 class SignalRequest(BaseModel):
@@ -15,19 +17,21 @@ class SignalRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"symbol": "BTCUSDT", "leverage": 2, "stop_loss_pct": 1.5}]}
     )
 
-    symbol: str = Field(min_length=1, max_length=32, description="Binance id (BTCUSDT) or ccxt unified")
+    symbol: SymbolText = Field(description="Binance id (BTCUSDT) or ccxt unified")
     as_of: AwareDatetime | None = Field(
         default=None, description="Replay: the signal as of this time (default: the latest candle)"
     )
-    leverage: Decimal | None = Field(
+    leverage: Leverage | None = Field(
         default=None,
-        gt=0,
-        le=125,
-        allow_inf_nan=False,
         description="Leverage to size for; without it no size is suggested (never a default)",
     )
     stop_loss_pct: Decimal | None = Field(
-        default=None, gt=0, lt=100, allow_inf_nan=False, description="Stop distance in percent (default: 2 %)"
+        default=None,
+        gt=0,
+        lt=100,
+        decimal_places=8,
+        allow_inf_nan=False,
+        description="Stop distance in percent (default: 2 %)",
     )
 
 

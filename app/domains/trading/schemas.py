@@ -8,12 +8,9 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from app.core.money import DecimalStr
+from app.core.validation import ClientOrderId, Label, Price, SymbolText, TradeLeverage, Usd
 from app.domains.risk.guard import Side, TradeIntent
 
-Positive = Annotated[
-    Decimal,
-    Field(gt=0, le=Decimal("1e15"), max_digits=34, decimal_places=18, allow_inf_nan=False),
-]
 Confidence = Annotated[Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)]
 
 TRADE_EXAMPLE: dict[str, Any] = {
@@ -33,28 +30,18 @@ TRADE_EXAMPLE: dict[str, Any] = {
 class TradeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [TRADE_EXAMPLE]})
 
-    symbol: str = Field(
-        min_length=1,
-        max_length=32,
-        description="Binance id (BTCUSDT) or ccxt unified (BTC/USDT:USDT)",
-    )
+    symbol: SymbolText = Field(description="Binance id (BTCUSDT) or ccxt unified (BTC/USDT:USDT)")
     side: Side
-    notional: Positive = Field(description="Position value in USDT")
-    leverage: Positive
-    price: Positive = Field(description="Reference (paper fill) price")
+    notional: Usd = Field(description="Position value in USDT")
+    leverage: TradeLeverage
+    price: Price = Field(description="Reference (paper fill) price")
     price_as_of: AwareDatetime | None = Field(
         default=None, description="When the price was observed (timezone required)"
     )
     confidence: Confidence | None = None
-    stop_loss: Positive | None = None
-    client_order_id: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9_\-:.]+$",
-        description="Idempotency key",
-    )
-    source: str | None = Field(default=None, max_length=64, description="Signal source, e.g. ensemble")
+    stop_loss: Price | None = None
+    client_order_id: ClientOrderId | None = Field(default=None, description="Idempotency key")
+    source: Label | None = Field(default=None, description="Signal source, e.g. ensemble")
 
     @model_validator(mode="after")
     def _stop_on_loss_side(self) -> "TradeCreate":
@@ -82,7 +69,7 @@ class TradeCreate(BaseModel):
 class TradeClose(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"price": "64500"}]})
 
-    price: Positive
+    price: Price
 
 
 class ReasonOut(BaseModel):

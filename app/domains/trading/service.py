@@ -6,13 +6,15 @@ in order, also across workers sharing one Postgres. Events are published after c
 """
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.bus import Event, EventBus
@@ -28,6 +30,7 @@ from app.domains.markets.catalog import (
     BelowExchangeMinimum,
     Market,
     MarketCatalog,
+    OutOfRange,
     UnknownSymbol,
 )
 from app.domains.policy.state import PolicySnapshot
@@ -43,6 +46,7 @@ from app.domains.trading.repository import Row, TradingRepository, equity_snapsh
 
 USDT = Decimal("0.00000001")
 Clock = Callable[[], datetime]
+logger = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -115,6 +119,73 @@ def request_hash(intent: TradeIntent) -> str:
         intent.source,
     )
     return hashlib.sha256("\x1f".join(map(str, fields)).encode()).hexdigest()
+
+
+class _CommandFailed(Exception):
+    """A command of a batch raised an unexpected error; the batch is re-run one command at a time."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _connection_failure(exc: Exception) -> bool:
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    )
+
+
+def _isolatable(exc: Exception) -> bool:
+    """Whether a failed batch may be the fault of one of its commands rather than of the database."""
+    if isinstance(exc, _CommandFailed):
+        return True
+    if isinstance(exc, StatementError):
+        return not _connection_failure(exc)
+    return isinstance(exc, ValueError | TypeError | ArithmeticError)
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's message (never the SQL or its parameters): first line, ASCII, bounded."""
+    if isinstance(exc, _CommandFailed):
+        exc = exc.error
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    text = f"{type(cause).__name__}: {lines[0] if lines else ''}"[:300]
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or (current.orig if isinstance(current, StatementError) else None)
+    return chain
+
+
+def _sqlstate_class(exc: BaseException) -> str | None:
+    """The SQLSTATE class of a PostgreSQL error ("22": data exception, "23": integrity)."""
+    for cause in _causes(exc):
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and len(state) == 5:
+            return state[:2]
+    return None
+
+
+def _own_error(exc: Exception) -> Exception:
+    """The error of a command that failed alone: a 4xx when what it asked to store is at fault."""
+    error = exc.error if isinstance(exc, _CommandFailed) else exc
+    causes = _causes(error)
+    if any(isinstance(c, DecimalException) for c in causes):
+        return InvalidRequest(f"a number of this request is out of the computable range ({_describe(error)})")
+    state = _sqlstate_class(error)
+    if isinstance(error, IntegrityError) or state == "23":
+        return Conflict(f"the request conflicts with stored data ({_describe(error)})")
+    if state == "22" or any(isinstance(c, DataError | ValueError) for c in causes):
+        # A value the database or its driver refuses (NUL, a lone surrogate, a number out of range).
+        return InvalidRequest(f"a value of this request cannot be stored ({_describe(error)})")
+    logger.error("command_failed", exc_info=error)
+    return error
 
 
 HARD_LIMITS_JSON = {name: float(getattr(HARD_LIMITS, name)) for name in HARD_LIMITS.__slots__}
@@ -194,6 +265,8 @@ class TradingService:
             quantity = market.quantity_for(intent.notional, intent.price)
         except BelowExchangeMinimum as exc:
             raise InvalidRequest(str(exc)) from exc
+        except OutOfRange as exc:
+            raise InvalidRequest(str(exc), fields=["notional", "price"]) from exc
         command = OpenTrade(intent, market, quantity, client_order_id, request_hash(intent), trace_id)
         outcome: OpenOutcome = await self._sequencer.submit(command)
         return outcome
@@ -207,6 +280,34 @@ class TradingService:
         return state
 
     async def _process(self, commands: Sequence[Command]) -> list[Any]:
+        """Run a batch in one transaction (the fast path). If it fails for a reason that may
+        belong to one command (a value the database refuses, an unexpected error), nothing of
+        it was stored: the commands then run again one per transaction, so only that one fails.
+        A failure of the database itself still fails the whole batch."""
+        try:
+            return await self._run_batch(commands)
+        except Exception as exc:
+            if not _isolatable(exc):
+                raise
+            if len(commands) == 1:
+                return [_own_error(exc)]
+            logger.warning("batch_failed_isolating", extra={"commands": len(commands), "error": _describe(exc)})
+        return await self._run_one_by_one(commands)
+
+    async def _run_one_by_one(self, commands: Sequence[Command]) -> list[Any]:
+        results: list[Any] = []
+        for index, command in enumerate(commands):
+            try:
+                results.extend(await self._run_batch([command]))
+            except Exception as exc:  # noqa: BLE001 - handed to this command's caller as its result
+                if not _isolatable(exc):
+                    # The database failed, not this command: it and the rest fail (nothing stored).
+                    results.extend([exc] * (len(commands) - index))
+                    break
+                results.append(_own_error(exc))
+        return results
+
+    async def _run_batch(self, commands: Sequence[Command]) -> list[Any]:
         async with self._sessions() as session, session.begin():
             repo = TradingRepository(session)
             batch, stored_safety = await self._begin_batch(repo, commands)
@@ -221,6 +322,8 @@ class TradingService:
                         results.append(self._reset(batch, command))
                 except AppError as exc:
                     results.append(exc)
+                except Exception as exc:
+                    raise _CommandFailed(exc) from exc
             await repo.close_trades(batch.closed_trades)
             await repo.write_batch(batch.account, batch.new_decisions, batch.new_trades, batch.snapshots, batch.audit)
             if batch.safety != stored_safety:
@@ -264,16 +367,29 @@ class TradingService:
             day_start_equity=b.safety.day_start_equity,
         )
         profile = b.policy.profile
-        decision = self._guard.check(
-            intent,
-            state,
-            profile,
-            self._governor.view(b.safety, b.now),
-            now=b.now,
-            trace_id=cmd.trace_id,
-            kill_switch=b.policy.state.kill_switch,
-            blocked_symbols=b.policy.state.blocked_symbols,
-        )
+        try:
+            decision = self._guard.check(
+                intent,
+                state,
+                profile,
+                self._governor.view(b.safety, b.now),
+                now=b.now,
+                trace_id=cmd.trace_id,
+                kill_switch=b.policy.state.kill_switch,
+                blocked_symbols=b.policy.state.blocked_symbols,
+            )
+            risk_pct = decision.risk_pct.quantize(USDT, rounding=ROUND_HALF_UP)
+            entry_price = cmd.market.round_price(intent.price)
+            notional = (cmd.quantity * entry_price).quantize(USDT, rounding=ROUND_HALF_UP)
+            margin = (notional / intent.leverage).quantize(USDT, rounding=ROUND_HALF_UP)
+            fee = (notional * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
+        except DecimalException as exc:
+            # Only reachable with extreme combinations (a stop far from a tiny price): no state changed yet.
+            raise InvalidRequest(
+                f"notional {intent.notional}, price {intent.price} and stop_loss {intent.stop_loss} "
+                "put this trade's risk out of the computable range",
+                fields=["notional", "price", "stop_loss"],
+            ) from exc
         record: Row = {
             "id": uuid.uuid4(),
             "account_id": self.account_id,
@@ -300,7 +416,7 @@ class TradingService:
             "price": intent.price,
             "stop_loss": intent.stop_loss,
             "confidence": intent.confidence,
-            "risk_pct": decision.risk_pct.quantize(USDT, rounding=ROUND_HALF_UP),
+            "risk_pct": risk_pct,
             "source": intent.source,
             "trade_id": None,
             "trace_id": cmd.trace_id,
@@ -322,10 +438,6 @@ class TradingService:
             )
             return OpenOutcome(record, None, replayed=False)
 
-        entry_price = cmd.market.round_price(intent.price)
-        notional = (cmd.quantity * entry_price).quantize(USDT, rounding=ROUND_HALF_UP)
-        margin = (notional / intent.leverage).quantize(USDT, rounding=ROUND_HALF_UP)
-        fee = (notional * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
         trade: Row = {
             "id": uuid.uuid4(),
             "account_id": self.account_id,
