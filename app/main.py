@@ -16,6 +16,7 @@ from app.core.docs import install_docs
 from app.core.errors import AppError
 from app.core.logging import configure_logging
 from app.core.middleware import TraceMiddleware
+from app.core.openapi import install_openapi
 from app.core.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from app.core.settings import Settings, get_settings
 from app.routes import account, clm, health, policy, risk, safety, signals, trades
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     for module in (policy, trades, risk, safety, account, signals, clm, health):
         app.include_router(module.router)
+    install_openapi(app)  # the error bodies and statuses the app really returns
     install_docs(app)  # after the API routes: requests match those first
     return app
 

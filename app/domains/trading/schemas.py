@@ -13,16 +13,16 @@ from app.domains.risk.guard import Side, TradeIntent
 
 Confidence = Annotated[Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)]
 
+# Allowed by every default profile whenever it is sent: no `price_as_of` (taken as the request
+# time, so never stale) and no `client_order_id` (a fixed one would replay or 409 the second time).
 TRADE_EXAMPLE: dict[str, Any] = {
     "symbol": "BTCUSDT",
     "side": "LONG",
-    "notional": "500",
+    "notional": "250",
     "leverage": 3,
     "price": "64000.5",
-    "price_as_of": "2026-11-21T12:00:00Z",
-    "confidence": 0.72,
+    "confidence": 0.8,
     "stop_loss": "63000",
-    "client_order_id": "strategy-a-000123",
     "source": "ensemble",
 }
 
