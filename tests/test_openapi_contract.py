@@ -3,6 +3,7 @@ and checks that the answers are never 5xx, use only documented status codes, and
 documented body schema. Run on the embedded default (SQLite, in-process policy backend) and on
 PostgreSQL + Redis, in-process over ASGI, with the API key, bounded and derandomized."""
 
+import asyncio
 import json
 import os
 from collections import Counter
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -32,7 +34,7 @@ from app.domains.trading.schemas import RiskDeniedOut
 from app.main import create_app
 from tests.conftest import TEST_REDIS_URL
 from tests.domains.signals.test_clm import FakeMarket, Pools, StubJob
-from tests.support import API_KEY
+from tests.support import API_KEY, TcpProxy
 
 API = tuple[httpx.AsyncClient, Container]
 
@@ -77,14 +79,14 @@ def _describe(case: Any) -> str:
     return json.dumps(sent, default=repr)[:400]
 
 
-def exercise(app: FastAPI, report: Report) -> None:
+def exercise(app: FastAPI, report: Report, max_examples: int = MAX_EXAMPLES, outage: bool = False) -> None:
     """Every operation of `app`'s schema, positive and negative examples, all checks; failures are collected."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert operations, "the schema has no operations"
     for operation in operations:
         if operation.label not in EXCLUDED:
-            exercise_operation(operation, report)
+            exercise_operation(operation, report, max_examples, outage)
 
 
 KNOWN_SYMBOLS = ("BTCUSDT", "ETH/USDT:USDT", "XRPUSDT")
@@ -102,7 +104,8 @@ def realistic(case: Any, pick: int, trade_ids: list[str]) -> None:
         path["trade_id"] = trade_ids[pick % len(trade_ids)]
 
 
-def exercise_operation(operation: Any, report: Report) -> None:
+def exercise_operation(operation: Any, report: Report, max_examples: int, outage: bool) -> None:
+    """`outage`: a documented 503 is the right answer, any other 5xx is still a failure."""
     label = operation.label
     report.requests[label] = 0
     report.statuses[label] = Counter()
@@ -113,7 +116,7 @@ def exercise_operation(operation: Any, report: Report) -> None:
 
     @given(case=cases, pick=st.integers(min_value=0, max_value=5))
     @settings(
-        max_examples=MAX_EXAMPLES * len(MODES),
+        max_examples=max_examples * len(MODES),
         derandomize=True,
         database=None,
         deadline=None,
@@ -133,8 +136,15 @@ def exercise_operation(operation: Any, report: Report) -> None:
         report.statuses[label][response.status_code] += 1
         if label == "POST /trades" and response.status_code == 201:
             report.trade_ids.append(response.json()["trade"]["id"])
+        checks = CHECKS
+        if outage:
+            checks = [check for check in CHECKS if check is not not_a_server_error]
+            if response.status_code >= 500 and response.status_code != 503:
+                report.fail(
+                    label, f"{response.status_code} Server error", f"{_describe(case)} -> {response.text[:300]}"
+                )
         try:
-            case.validate_response(response, checks=CHECKS, headers=headers)
+            case.validate_response(response, checks=checks, headers=headers)
         except (Failure, FailureGroup) as exc:
             failures = exc.exceptions if isinstance(exc, FailureGroup) else [exc]
             for failure in failures:
@@ -145,7 +155,7 @@ def exercise_operation(operation: Any, report: Report) -> None:
 
 
 @contextmanager
-def contract_app(settings: Settings, tmp_path: Path) -> Iterator[FastAPI]:
+def contract_app(settings: Settings) -> Iterator[FastAPI]:
     """The app as `make run` builds it, except that a CLM job is a stub: POST /api/clm/retrain
     answers as it would (202, or 409 while one runs) without training models for a minute."""
     container = bootstrap(settings)
@@ -165,16 +175,16 @@ def contract_app(settings: Settings, tmp_path: Path) -> Iterator[FastAPI]:
         asgi.shutdown_lifespans()
 
 
-def run_contract(settings: Settings, tmp_path: Path) -> Report:
+def run_contract(settings: Settings) -> Report:
     report = Report()
-    with contract_app(settings, tmp_path) as app:
+    with contract_app(settings) as app:
         exercise(app, report)
     print(report.summary())
     return report
 
 
 def test_contract_on_the_embedded_default(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    report = run_contract(make_settings(model_dir=str(tmp_path / "models"), log_level="ERROR"), tmp_path)
+    report = run_contract(make_settings(model_dir=str(tmp_path / "models"), log_level="ERROR"))
     assert not report.failures, report.summary()
 
 
@@ -190,8 +200,42 @@ def test_contract_on_postgres_and_redis(
         model_dir=str(tmp_path / "models"),
         log_level="ERROR",
     )
-    report = run_contract(settings, tmp_path)
+    report = run_contract(settings)
     assert not report.failures, report.summary()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_contract_while_postgres_and_redis_are_down(
+    make_settings: Callable[..., Settings], pg_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """Started healthy, then both servers become unreachable: every answer is still one the
+    document gives (503 where the operation needs the database or the policy backend)."""
+    pg, redis = urlsplit(pg_url), urlsplit(TEST_REDIS_URL)
+    pg_proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
+    redis_proxy = TcpProxy(redis.hostname or "127.0.0.1", redis.port or 6379)
+    await pg_proxy.start()
+    await redis_proxy.start()
+    settings = make_settings(
+        database_url=pg._replace(netloc=f"{pg.username}@127.0.0.1:{pg_proxy.port}").geturl(),
+        redis_url=redis._replace(netloc=f"127.0.0.1:{redis_proxy.port}").geturl(),
+        redis_prefix=redis_prefix,
+        model_dir=str(tmp_path / "models"),
+        log_level="CRITICAL",
+    )
+    report = Report()
+    try:
+        with contract_app(settings) as app:
+            await asyncio.to_thread(schemathesis.openapi.from_asgi, "/openapi.json", app)  # starts the app
+            await pg_proxy.stop()
+            await redis_proxy.stop()
+            await asyncio.to_thread(exercise, app, report, 5, True)
+    finally:
+        await pg_proxy.stop()
+        await redis_proxy.stop()
+    print(report.summary())
+    assert not report.failures, report.summary()
+    assert report.statuses["GET /trades"][503] > 0 and set(report.statuses["GET /ready"]) == {503}
 
 
 async def test_the_swagger_trade_example_opens_a_trade_whenever_it_is_sent(api: API) -> None:
