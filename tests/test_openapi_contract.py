@@ -24,7 +24,12 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from app.bootstrap import Container, bootstrap
 from app.core.openapi import ErrorOut, ValidationErrorOut
@@ -42,7 +47,13 @@ API = tuple[httpx.AsyncClient, Container]
 # CONTRACT_SEED=<int> another one than the fixed default (derandomized: the same cases every run).
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "15"))
 SEED = os.environ.get("CONTRACT_SEED")
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+]
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 # Excluded operations, each with why. Empty: every operation in the OpenAPI document is exercised.
 EXCLUDED: dict[str, str] = {}

@@ -186,7 +186,11 @@ def _document(schema: dict[str, Any]) -> None:
         [(m, "serialization") for m in (ErrorOut, ValidationErrorOut, HttpErrorOut, ReadyOut)],
         ref_template="#/components/schemas/{model}",
     )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    schema.setdefault("components", {}).setdefault("headers", {})["TraceId"] = {
+        "description": "The request's trace id (the one sent in X-Trace-Id, else a new one); in every log line",
+        "schema": {"type": "string"},
+    }
+    components = schema["components"].setdefault("schemas", {})
     components.update(definitions["$defs"])
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
@@ -246,14 +250,23 @@ def _document(schema: dict[str, Any]) -> None:
                 503,
                 "A dependency is unavailable (database, policy backend, market data, or the service is "
                 "disabled); nothing was changed. Retry later (with the same client_order_id)",
-                _json(error, _error("database_unavailable", "the database could not be reached; nothing was stored")),
+                _json(
+                    error,
+                    _error("database_unavailable", "the database is unavailable (connection_refused); retry shortly"),
+                ),
             )
+            responses["503"].setdefault("headers", {})["Retry-After"] = {
+                "description": "Seconds to wait before retrying (sent with database_unavailable)",
+                "schema": {"type": "string"},
+            }
         if key == "POST /trades":
             responses["201"]["headers"] = _REPLAYED
             denied = responses.get("403")
             if denied is not None:
                 denied["headers"] = _REPLAYED
                 denied["content"]["application/json"]["example"] = DENIAL_EXAMPLE
+        for response in responses.values():
+            response.setdefault("headers", {})["X-Trace-Id"] = {"$ref": "#/components/headers/TraceId"}
         operation["responses"] = dict(sorted(responses.items()))
     missing = (set(NOT_FOUND) | set(CONFLICT) | NO_IO) - seen
     if missing:
