@@ -8,10 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.bootstrap import Container, bootstrap
 from app.core.context import current_trace_id
+from app.core.db import database_failure
 from app.core.docs import install_docs
 from app.core.errors import AppError
 from app.core.logging import configure_logging
@@ -30,6 +33,65 @@ One process that trades crypto futures under risk governance.
 `make run` prints it once when it generates it). Click **Authorize** above and paste it.
 Optional header `X-Actor` names who acts, for the audit trail.
 """
+
+
+def error_response(exc: BaseException, *, trace_header: bool = False) -> JSONResponse:
+    """503 `database_unavailable` if `exc` is a database failure, else 500 `internal_error`; the
+    cause is logged with the trace id and never shown (it may hold hosts, SQL or driver text)."""
+    trace_id = current_trace_id()
+    headers = {"X-Trace-Id": trace_id} if trace_header else {}
+    kind = database_failure(exc)
+    if kind is not None:
+        logger.error(
+            "database_unavailable",
+            extra={"error_class": kind, "error": f"{type(exc).__name__}: {exc}"[:500]},
+        )
+        return JSONResponse(
+            {
+                "error": "database_unavailable",
+                "detail": f"the database is unavailable ({kind}); retry shortly. A trade retried with the "
+                "same client_order_id is opened at most once",
+                "trace_id": trace_id,
+            },
+            status_code=503,
+            headers={**headers, "Retry-After": "1"},
+        )
+    logger.error("internal_error", exc_info=exc, extra={"error": type(exc).__name__})
+    return JSONResponse(
+        {"error": "internal_error", "detail": "an unexpected error, logged under this trace_id", "trace_id": trace_id},
+        status_code=500,
+        headers=headers,
+    )
+
+
+class UnhandledErrors:
+    """Turns an exception no handler took into `error_response`, inside TraceMiddleware.
+
+    An `Exception` handler runs in Starlette's ServerErrorMiddleware, outside every user
+    middleware: its response would miss X-Trace-Id and its log line the request's trace id.
+    So this sits innermost among the middleware; the `Exception` handler stays as a last resort.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            await error_response(exc)(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
@@ -72,24 +134,21 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(TraceMiddleware)
 
+    # Innermost of the middleware (add_middleware puts each new one outermost), inside TraceMiddleware.
+    app.user_middleware.append(Middleware(UnhandledErrors))
+
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
         return JSONResponse({**exc.body(), "trace_id": current_trace_id()}, status_code=exc.status_code)
 
-    @app.exception_handler(DBAPIError)
-    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
-        if not exc.connection_invalidated and not isinstance(exc, OperationalError | InterfaceError):
-            raise exc
-        logger.error("database_unavailable", extra={"error": str(exc.orig)[:300]})
-        return JSONResponse(
-            {
-                "error": "database_unavailable",
-                "detail": "the database could not be reached; nothing was stored. "
-                "Retry (with the same client_order_id)",
-                "trace_id": current_trace_id(),
-            },
-            status_code=503,
-        )
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def last_resort(_: Request, exc: Exception) -> JSONResponse:
+        """Raised outside UnhandledErrors (in a middleware): TraceMiddleware is gone, so set the header here."""
+        return error_response(exc, trace_header=True)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,6 +15,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./quantum.db"
     db_pool_size: int = Field(default=10, ge=1)
+    db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=3.0, gt=0)
+    db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_idle_in_transaction_timeout_seconds: float = Field(default=10.0, gt=0)
     redis_url: str | None = None
     redis_prefix: str = "qt"
     redis_timeout_seconds: float = Field(default=0.5, gt=0)

@@ -2,6 +2,7 @@
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,8 @@ from app.core.db import Base, create_engine
 from app.core.settings import Settings
 from app.domains.policy.backends import InProcessPolicyBackend
 from tests.conftest import TEST_REDIS_URL
-from tests.support import API_KEY, ROOT, TcpProxy, running, trade_body, uvicorn_process
+from tests.support import API_KEY, ROOT, running, trade_body, uvicorn_process
+from tests.tcp_proxy import FaultProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -156,21 +158,41 @@ async def test_hundred_concurrent_trades_on_two_uvicorn_instances(
 async def test_database_outage_is_503_and_a_retry_opens_one_trade(
     pg_url: str, make_settings: Callable[..., Settings]
 ) -> None:
+    """Postgres refuses connections (and resets the open ones): a quick JSON 503 for every request
+    (reads, writes, /ready), then recovery without a restart. tests/integration/test_db_outage.py
+    covers reset connections and a black hole."""
     parts = urlsplit(pg_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     await proxy.start()
     through_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
     container = bootstrap(make_settings(database_url=through_proxy))
     try:
         async with running(container) as client:
             assert (await client.post("/trades", json=trade_body(client_order_id="before"))).status_code == 201
-            await proxy.stop()
+            await proxy.refuse()
             body = trade_body(client_order_id="during-outage")
+            for request in (
+                client.post("/trades", json=body),
+                client.post("/trades", json=body),  # the pool's connection was reset, now connects are refused
+                client.get("/trades"),
+                client.get("/api/v2/account"),
+                client.get("/ready"),
+            ):
+                started = time.perf_counter()
+                response = await request
+                assert time.perf_counter() - started < 1.0
+                assert response.status_code == 503, response.text
+                assert response.json().get("trace_id", "/ready") in (response.headers["x-trace-id"], "/ready")
+                assert "127.0.0.1" not in response.text and str(proxy.port) not in response.text
+            assert response.json()["components"]["database"]["error"] == "connection_refused"
             response = await client.post("/trades", json=body)
-            assert response.status_code == 503, response.text
-            assert response.json()["error"] == "database_unavailable"
-            assert (await client.get("/ready")).status_code == 503
-            await proxy.start()
+            assert response.json() == {
+                "error": "database_unavailable",
+                "detail": "the database is unavailable (connection_refused); retry shortly. A trade retried "
+                "with the same client_order_id is opened at most once",
+                "trace_id": response.headers["x-trace-id"],
+            }
+            await proxy.pass_through()
             responses = [await client.post("/trades", json=body) for _ in range(3)]
             assert [r.status_code for r in responses] == [201, 201, 201]
             assert len({r.json()["trade"]["id"] for r in responses}) == 1

@@ -10,7 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Column, Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domains.policy.models import PolicyChange
@@ -105,8 +106,29 @@ class TradingRepository:
         params = [{"trade_id": r["id"], **{f"new_{name}": r[name] for name in fields}} for r in rows]
         await self.session.execute(statement, params)
 
-    async def insert_account(self, account: Row) -> None:
-        await self.session.execute(insert(accounts).values(account))
+    async def insert_account_if_absent(self, account: Row) -> bool:
+        """Insert the account unless it exists (another worker may be starting too); True if inserted."""
+        return await self._insert_if_absent(accounts, accounts.c.id, account)
+
+    async def insert_safety_if_absent(self, account_id: str, s: SafetyState) -> bool:
+        """Insert the governor's first state unless the account has one; True if inserted."""
+        values = {name: getattr(s, name) for name in _SAFETY_FIELDS}
+        values["state"] = s.state.value
+        return await self._insert_if_absent(
+            safety_states, safety_states.c.account_id, {"account_id": account_id, **values}
+        )
+
+    async def _insert_if_absent(self, table: Table, key: Column[Any], values: Row) -> bool:
+        """INSERT .. ON CONFLICT DO NOTHING (Postgres, SQLite): concurrent callers never fail on the key."""
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            statement: Any = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
+        elif dialect == "sqlite":
+            statement = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
+        else:  # pragma: no cover - only the two dialects above are supported
+            raise NotImplementedError(f"insert-if-absent on {dialect}")
+        inserted = await self.session.execute(statement.returning(key))
+        return inserted.first() is not None
 
     async def save_safety(self, account_id: str, s: SafetyState, *, exists: bool) -> None:
         values = {name: getattr(s, name) for name in _SAFETY_FIELDS}

@@ -220,33 +220,37 @@ class TradingService:
         self._sequencer: Sequencer[Command] = Sequencer(self._process, max_batch=max_batch)
 
     async def ensure_account(self) -> None:
-        """Create the paper account and its governor state on first start."""
+        """Create the paper account and its governor state on first start.
+
+        Idempotent under concurrency: every worker of a fresh database runs this at once, so each
+        row is inserted only if absent (never a unique violation that would stop the server), and
+        the first equity snapshot is written only by the worker whose insert created the account.
+        """
         async with self._sessions() as session, session.begin():
             repo = TradingRepository(session)
-            account, safety = await repo.lock_account(self.account_id)
             now = self.clock()
-            if account is None:
-                balance = self._starting_balance
-                await repo.insert_account(
-                    {
-                        "id": self.account_id,
-                        "starting_balance": balance,
-                        "equity": balance,
-                        "open_positions": 0,
-                        "open_notional": Decimal(0),
-                        "used_margin": Decimal(0),
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
+            balance = self._starting_balance
+            created = await repo.insert_account_if_absent(
+                {
+                    "id": self.account_id,
+                    "starting_balance": balance,
+                    "equity": balance,
+                    "open_positions": 0,
+                    "open_notional": Decimal(0),
+                    "used_margin": Decimal(0),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            if created:
                 await repo.insert_equity_snapshots(
                     [equity_snapshot(self.account_id, balance, "account_created", None, now)]
                 )
-                equity = balance
-            else:
-                equity = account["equity"]
+            account, safety = await repo.lock_account(self.account_id, for_update=False)
+            if account is None:  # pragma: no cover - inserted above or committed by another worker
+                raise ServiceUnavailable(f"account {self.account_id!r} could not be created")
             if safety is None:
-                await repo.save_safety(self.account_id, SafetyState.initial(equity, now), exists=False)
+                await repo.insert_safety_if_absent(self.account_id, SafetyState.initial(account["equity"], now))
 
     async def close(self) -> None:
         await self._sequencer.close()
