@@ -6,12 +6,14 @@ even for a value the API would have refused. Run on PostgreSQL and on SQLite.
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError, OperationalError
 
 from app.bootstrap import Container, bootstrap
 from app.core.errors import InvalidRequest
@@ -19,6 +21,7 @@ from app.core.settings import Settings
 from app.domains.risk.guard import Side, TradeIntent
 from app.domains.risk.models import RiskDecisionRecord
 from app.domains.trading.models import Trade
+from app.domains.trading.repository import TradingRepository
 from app.domains.trading.service import OpenOutcome
 from tests.support import running
 
@@ -138,3 +141,49 @@ async def test_a_lone_poison_gets_its_own_error(container: Container) -> None:
         await container.trading.open_trade(INTENT, "x\ud800y", "trace-alone-0001")
     assert sizes == [1]
     assert await _counts(container) == (0, 0)
+
+
+def _failing_writes(monkeypatch: pytest.MonkeyPatch, failures: dict[int, Exception]) -> None:
+    """Make the n-th call of write_batch (counted from 0) raise the given error."""
+    original = TradingRepository.write_batch
+    calls = itertools.count()
+
+    async def write_batch(self: TradingRepository, *args: Any) -> None:
+        error = failures.get(next(calls))
+        if error is not None:
+            raise error
+        await original(self, *args)
+
+    monkeypatch.setattr(TradingRepository, "write_batch", write_batch)
+
+
+def _lost_connection() -> OperationalError:
+    return OperationalError("INSERT", {}, ConnectionResetError("connection lost"))
+
+
+async def test_a_connection_failure_still_fails_the_whole_batch(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failing is no command's fault: no re-run, every caller gets the error (503)."""
+    sizes = _spy_batches(container)
+    _failing_writes(monkeypatch, {0: _lost_connection()})
+    calls = [container.trading.open_trade(INTENT, f"down-{i}", f"trace-down-{i:04d}") for i in range(10)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert sizes == [10]
+    assert all(isinstance(r, OperationalError) for r in results), results
+    assert await _counts(container) == (0, 0)
+
+
+async def test_a_connection_failure_while_isolating_fails_the_rest(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands re-run before the database went away keep their result; the rest get the error."""
+    sizes = _spy_batches(container)
+    refused = DataError("INSERT", {}, ValueError("a value the database refuses"))
+    _failing_writes(monkeypatch, {0: refused, 3: _lost_connection()})
+    calls = [container.trading.open_trade(INTENT, f"mid-{i}", f"trace-mid-{i:04d}") for i in range(6)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert sizes == [6, 1, 1, 1]
+    assert all(isinstance(r, OpenOutcome) for r in results[:2]), results
+    assert all(isinstance(r, OperationalError) for r in results[2:]), results
+    assert await _counts(container) == (2, 2)
