@@ -16,6 +16,7 @@ from app.domains.policy.backends import (
     PolicyBackend,
     RedisPolicyBackend,
 )
+from app.domains.policy.durable import DurablePolicyState
 from app.domains.policy.profiles import RiskMode
 from app.domains.policy.service import PolicyService
 from app.domains.policy.store import PolicyStore
@@ -95,6 +96,7 @@ def bootstrap(
         )
     store = PolicyStore(
         policy_backend,
+        DurablePolicyState(sessions, clock),
         RiskMode(settings.quantum_risk_mode),
         settings.policy_poll_interval_seconds,
     )

@@ -128,7 +128,10 @@ async def _policy(container: Container) -> dict[str, Any]:
         backend.update(status="down", error=_logged("policy_backend", exc))
     synced = store.last_sync_monotonic
     return {
-        "status": "degraded" if store.degraded or backend["status"] != "up" else "up",
+        "status": "not_restored"
+        if store.snapshot.restore_error
+        else ("degraded" if store.degraded or backend["status"] != "up" else "up"),
+        "restore_error": store.snapshot.restore_error,
         "backend": backend,
         "active_mode": store.snapshot.mode.value,
         "policy_version": store.snapshot.state.version,

@@ -33,6 +33,7 @@ def _active(snapshot: PolicySnapshot, store: PolicyStore) -> ActiveProfileOut:
         policy_version=snapshot.state.version,
         backend=store.backend.name,
         degraded=store.degraded,
+        restore_error=snapshot.restore_error,
     )
 
 

@@ -56,6 +56,10 @@ class ActiveProfileOut(ProfileOut):
     policy_version: int
     backend: str
     degraded: bool
+    restore_error: str | None = Field(
+        default=None,
+        description="Why the stored policy state could not be restored; new positions are disabled until it is",
+    )
 
 
 class RiskModesOut(BaseModel):
