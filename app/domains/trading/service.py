@@ -181,8 +181,12 @@ def _own_error(exc: Exception) -> Exception:
     state = _sqlstate_class(error)
     if isinstance(error, IntegrityError) or state == "23":
         return Conflict(f"the request conflicts with stored data ({_describe(error)})")
-    if state == "22" or any(isinstance(c, DataError | ValueError) for c in causes):
+    from_database = isinstance(error, StatementError)
+    if state == "22" or any(
+        isinstance(c, DataError | UnicodeError) or (from_database and isinstance(c, ValueError)) for c in causes
+    ):
         # A value the database or its driver refuses (NUL, a lone surrogate, a number out of range).
+        logger.warning("command_value_refused", extra={"error": _describe(error)})
         return InvalidRequest(f"a value of this request cannot be stored ({_describe(error)})")
     logger.error("command_failed", exc_info=error)
     return error
