@@ -140,6 +140,7 @@ def bootstrap(
         registry,
         allow_fallback=settings.signal_fallback_enabled,
         sizing_dir=Path(settings.model_dir).resolve() / "sizing",
+        markets=markets,
     )
     bus.subscribe(ModelPromoted, signals.on_model_promoted)
     clm_config = clm_config or ClmConfig(

@@ -9,17 +9,28 @@ from fastapi import APIRouter, Query
 from app.core.validation import Label
 from app.domains.signals.schemas import ModelPage, ModelVersionOut, SignalOut, SignalRequest, SizingOut, UniverseOut
 from app.domains.signals.universe import build_ranking
-from app.routes.deps import ContainerDep, Limit, Offset
+from app.routes.deps import AuthorizedContainer, ContainerDep, Limit, Offset
 
 router = APIRouter(prefix="/api/ai", tags=["signals"])
 
 
-@router.post("/signal", response_model=SignalOut, responses={404: {"description": "unknown symbol"}})
-async def signal(body: SignalRequest, container: ContainerDep) -> SignalOut:
-    """The ensemble's call for one symbol; `source` says whether a model or the fallback rule made it.
+@router.post(
+    "/signal",
+    response_model=SignalOut,
+    responses={
+        401: {"description": "missing or wrong X-API-Key (the route runs the models)"},
+        404: {"description": "unknown symbol, or a tradable one without market data (up to `as_of`)"},
+        422: {"description": "invalid body, or a symbol with market data but no exchange metadata: not tradable"},
+        503: {"description": "no champion model and the fallback is disabled, or market data unavailable"},
+    },
+)
+async def signal(body: SignalRequest, container: AuthorizedContainer) -> SignalOut:
+    """The ensemble's call for one offered symbol; `source` says whether a model or the fallback rule made it.
 
-    `sizing` proposes a notional for the live paper account (policy or half-Kelly multiplier,
-    clipped by the active profile's limits); without `leverage` it says why it did not size.
+    Needs the API key: it runs the models. `sizing` proposes a notional for the live paper account (policy
+    or half-Kelly multiplier, clipped by the active profile's limits, then rounded to the market's amount
+    step as POST /trades fills it); below the market's minimums, without `leverage`, or on HOLD it says why
+    it did not size.
     """
     as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
     made = await container.signals.signal(body.symbol, as_of)
@@ -45,9 +56,14 @@ async def universe(
     top_n: Annotated[int, Query(ge=1, le=100)] = 5,
     as_of: Annotated[datetime | None, Query(description="Replay time (default: the newest data)")] = None,
 ) -> UniverseOut:
-    """Every symbol with data, scored (liquidity, trend, volatility) from candles up to `as_of`."""
+    """Every tradable symbol with data, scored (liquidity, trend, volatility) from candles up to `as_of`.
+
+    `excluded` lists every symbol left out with why: data but no exchange metadata, tradable but no data,
+    or not scorable (too little history, stale).
+    """
     as_of_ms = int(as_of.timestamp() * 1000) if as_of else None
-    return UniverseOut.model_validate(await build_ranking(container.market_data, as_of_ms, top_n))
+    ranking = await build_ranking(container.market_data, as_of_ms, top_n, catalog=container.signals.markets)
+    return UniverseOut.model_validate(ranking)
 
 
 @router.get("/models", response_model=ModelPage)

@@ -8,13 +8,12 @@ from app.main import create_app
 from tests.support import API_KEY
 
 Api = tuple[httpx.AsyncClient, Container]
-# POST /api/ai/signal computes a signal and changes nothing: a read, open like the GETs.
-READS_BY_POST = {"/api/ai/signal"}
+# Every POST needs the key, POST /api/ai/signal too: it changes nothing but runs the models.
 MUTATING = sorted(
     (method.upper(), path)
     for path, operations in create_app().openapi()["paths"].items()
     for method in operations
-    if method.upper() in {"POST", "PUT", "PATCH", "DELETE"} and path not in READS_BY_POST
+    if method.upper() in {"POST", "PUT", "PATCH", "DELETE"}
 )
 
 
@@ -22,6 +21,7 @@ def test_the_mutating_routes_are_known() -> None:
     assert MUTATING == [
         ("DELETE", "/api/v2/risk/blocklist/{symbol}"),
         ("PATCH", "/api/v2/policy/risk-profile"),
+        ("POST", "/api/ai/signal"),
         ("POST", "/api/clm/retrain"),
         ("POST", "/api/v2/policy/risk-mode"),
         ("POST", "/api/v2/policy/risk-profile/reset"),

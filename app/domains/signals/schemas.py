@@ -38,12 +38,13 @@ class SignalRequest(BaseModel):
 class SizingOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    notional: DecimalStr | None
+    notional: DecimalStr | None = Field(description="quantity × price: what POST /trades fills at the same price")
     leverage: DecimalStr | None
     multiplier: float | None
     source: str
-    skipped_reason: str | None
+    skipped_reason: str | None = Field(description="Why no size, e.g. BELOW_EXCHANGE_MINIMUM naming the minimum")
     limited_by: str | None
+    quantity: DecimalStr | None = Field(default=None, description="Contracts, truncated to the market's amount step")
 
 
 class VoteOut(BaseModel):

@@ -4,6 +4,10 @@ The champion ensemble (a self-contained artifact) is loaded at start and reloade
 `ModelPromoted` event says an ensemble was promoted. Without a champion, the fallback rule
 answers with `source: fallback_momentum` (counted in a metric and shown in /ready), or, if
 fallback is disabled, nothing does and the caller gets 503.
+
+Signals are offered only for symbols that have market data and that POST /trades can open (the market
+catalog), the same set the universe ranks (`universe.offered_symbols`); sizes are the exchange's
+(`sizing.fit_to_market`).
 """
 
 import asyncio
@@ -17,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from app.core.bus import Event
-from app.core.errors import NotFound, ServiceUnavailable
+from app.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
+from app.domains.markets.catalog import MarketCatalog
 from app.domains.policy.profiles import RiskProfile
 from app.domains.signals.artifacts import load_ensemble
 from app.domains.signals.candles import Candles, FloatArray, Funding
@@ -31,8 +36,16 @@ from app.domains.signals.regime import apply_strategy, detect_regime
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry
-from app.domains.signals.sizing import SizeDecision, SizingConfig, SizingInputs, SizingPolicy, size_position
+from app.domains.signals.sizing import (
+    SizeDecision,
+    SizingConfig,
+    SizingInputs,
+    SizingPolicy,
+    fit_to_market,
+    size_position,
+)
 from app.domains.signals.training import TrainedModels, latest_inputs
+from app.domains.signals.universe import NOT_TRADABLE, Exclusion, offered_symbols
 
 logger = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
@@ -81,17 +94,30 @@ class SignalStats:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def resolve_symbol(symbol: str, known: list[str]) -> str:
-    """Binance id (BTCUSDT) or ccxt unified (BTC/USDT:USDT) to the unified form."""
+def resolve_symbol(symbol: str, offered: list[str], excluded: list[Exclusion]) -> str:
+    """Binance id (BTCUSDT) or ccxt unified (BTC/USDT:USDT) to the unified form of an offered symbol.
+
+    A known symbol that is not offered is refused with its reason: 422 when it has data but no exchange
+    metadata (POST /trades refuses it with 422 too), 404 when it is tradable but has no market data, as
+    for a symbol nobody knows.
+    """
+    reasons = {e.symbol: e.reason for e in excluded}
     text = symbol.strip()
-    if text in known:
-        return text
     upper = text.upper()
-    for unified in known:
-        base, quote = unified.split(":")[0].split("/")
-        if upper == f"{base}{quote}":
-            return unified
-    raise NotFound(f"unknown symbol {symbol!r}; signals exist for {', '.join(sorted(known))}")
+    found = next(
+        (s for s in [*offered, *reasons] if text == s or upper == "".join(s.split(":")[0].split("/"))),
+        None,
+    )
+    listed = ", ".join(offered)
+    if found is None:
+        raise NotFound(f"unknown symbol {symbol!r}; signals exist for {listed}")
+    reason = reasons.get(found)
+    if reason is None:
+        return found
+    detail = f"{found}: {reason}; signals exist for {listed}"
+    if reason == NOT_TRADABLE:
+        raise InvalidRequest(detail, symbol=found, reason=reason)
+    raise NotFound(detail, symbol=found, reason=reason)
 
 
 class SignalService:
@@ -104,9 +130,12 @@ class SignalService:
         timeframe: str = "1h",
         history_candles: int = 720,
         sizing_dir: Path | None = None,
+        markets: MarketCatalog | None = None,
     ) -> None:
         self.sizing_dir = sizing_dir
         self.market = market
+        # What POST /trades can open: signals are offered and sized for these only (bootstrap passes its own).
+        self.markets = markets if markets is not None else MarketCatalog.load()
         self.registry = registry
         self.allow_fallback = allow_fallback
         self.timeframe = timeframe
@@ -150,7 +179,8 @@ class SignalService:
         leverage: Decimal | None,
         stop_distance_pct: Decimal | None,
     ) -> SizeDecision:
-        """A position size for `signal` on the live account, clipped by the RiskGuard limits."""
+        """A position size for `signal` on the live account: clipped by the RiskGuard limits, then fitted to the
+        market's amount step and minimums, so POST /trades at the signal's price takes it."""
         if signal.side == "HOLD":
             return SizeDecision(None, None, None, "none", "HOLD: no position to size")
         inputs = SizingInputs(
@@ -159,9 +189,10 @@ class SignalService:
             pnl_trend=pnl_trend,
             margin_use=float(used_margin / equity) if equity > 0 else 0.0,
         )
-        return size_position(
+        price = Decimal(repr(signal.price))
+        clipped = size_position(
             equity,
-            Decimal(repr(signal.price)),
+            price,
             inputs,
             profile,
             self.sizing_policy,
@@ -169,6 +200,7 @@ class SignalService:
             leverage,
             stop_distance_pct,
         )
+        return fit_to_market(clipped, self.markets.resolve(signal.symbol), price)
 
     async def on_model_promoted(self, event: Event) -> None:
         if isinstance(event, ModelPromoted) and event.kind == "ensemble" and event.promoted:
@@ -178,9 +210,9 @@ class SignalService:
         return (await self.signals([symbol], as_of_ms))[0]
 
     async def signals(self, symbols: list[str], as_of_ms: int | None = None) -> list[Signal]:
-        """Signals for several symbols; the models score them in one batch."""
-        known = self.market.symbols()
-        resolved = [resolve_symbol(s, known) for s in symbols]
+        """Signals for several offered symbols (see `resolve_symbol`); the models score them in one batch."""
+        offered, excluded = offered_symbols(self.market.symbols(), self.markets)
+        resolved = [resolve_symbol(s, offered, excluded) for s in symbols]
         history = [await self._history(symbol, as_of_ms) for symbol in resolved]
         champion = self.champion
         if champion is None:

@@ -7,6 +7,8 @@ per trade at the stop, the hard 50 % of equity per position, the hard free-margi
 never denied for its size. There is no dollar base size and no default leverage: a signal that does not
 carry a usable leverage, or whose size comes out as nothing, is skipped with a reason and a `sizing_skipped`
 log line.
+Last, `fit_to_market` rounds the size as the exchange fills it (amount step, minimum amount and notional),
+so a proposal sent to POST /trades at the same price is never refused for its size.
 
 The policy is trained on episodes replayed from real candles (`replay_episodes`) by direct utility
 maximisation, see `SizingPolicy.train_on_episodes`.
@@ -19,7 +21,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.domains.markets.catalog import BelowExchangeMinimum, Market, OutOfRange
 from app.domains.policy.profiles import RiskProfile
 from app.domains.risk.guard import RiskGuardConfig
 from app.domains.risk.limits import HARD_LIMITS
@@ -45,6 +48,7 @@ CONFIG_FILE = "config.json"
 FORMAT = "sizing-policy/1"
 HIDDEN = 16
 CENT = Decimal("0.01")
+USDT_STEP = Decimal("1e-8")  # USDT is counted to 8 decimals: the finest notional POST /trades takes
 HUNDRED = Decimal(100)
 # RiskGuard's assumption when an intent has no stop: sizing must assume the same or its sizes get denied.
 ASSUMED_STOP_DISTANCE_PCT = RiskGuardConfig().assumed_stop_distance_pct
@@ -453,7 +457,8 @@ async def replay_episodes(
 class SizeDecision:
     """A notional and leverage to trade, or why not (`skipped_reason`, then notional and leverage are None).
 
-    `limited_by` names the limit that clipped the notional, if any.
+    `limited_by` names the limit that clipped the notional, if any; `quantity` is set once `fit_to_market`
+    has rounded the size to the market's amount step.
     """
 
     notional: Decimal | None
@@ -462,6 +467,7 @@ class SizeDecision:
     source: str
     skipped_reason: str | None
     limited_by: str | None = None
+    quantity: Decimal | None = None
 
     @property
     def skipped(self) -> bool:
@@ -566,3 +572,23 @@ def size_position(
             invalid=False,
         )
     return SizeDecision(notional, leverage, multiplier, source, None, limited_by)
+
+
+def fit_to_market(decision: SizeDecision, market: Market, price: Decimal) -> SizeDecision:
+    """The clipped size as the exchange fills it, or no trade when that is below the market's minimums.
+
+    The quantity is `Market.quantity_for` (amount step truncation, minimum amount and notional: the paper
+    fill's own rule), the notional that quantity × price rounded up to USDT's 8 decimals. That stays within
+    the clipped notional (a whole cent, so no limit is crossed) and truncates back to the same quantity, so
+    POST /trades at the same price fills exactly this size.
+    """
+    if decision.notional is None:
+        return decision
+    try:
+        quantity = market.quantity_for(decision.notional, price)
+    except BelowExchangeMinimum as exc:
+        return _skip(decision.source, f"BELOW_EXCHANGE_MINIMUM: {exc}", decision.multiplier, invalid=False)
+    except OutOfRange as exc:  # the trades path refuses it too (422): say so rather than fail
+        return _skip(decision.source, f"OUT_OF_RANGE: {exc}", decision.multiplier)
+    notional = (quantity * price).quantize(USDT_STEP, rounding=ROUND_CEILING)
+    return dataclasses.replace(decision, notional=notional, quantity=quantity)

@@ -1,4 +1,8 @@
-"""Which symbols to trade: every symbol with data is scored on liquidity and trend, and the best N are picked.
+"""Which symbols to trade: every tradable symbol with data is scored on liquidity and trend, the best N picked.
+
+Only symbols that POST /trades can open (in the market catalog) and that have market data are offered, here
+and by the signal service (`offered_symbols`): a ranked symbol the trades path refuses, or a tradable one
+with no signal, would mislead the operator. The others are listed as excluded with the reason.
 
 Scores use only candles that had closed by `as_of` (open time + timeframe ≤ as_of), so a ranking as of a
 past time is exactly what could have been computed then. Symbols that cannot be scored are not silently
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.domains.markets.catalog import MarketCatalog
 from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray
 from app.domains.signals.marketdata import MarketData, MarketDataError
 
@@ -23,6 +28,8 @@ MIN_COVERAGE = 0.9  # share of the lookback's candles a symbol needs: fewer mean
 MAX_STALE_CANDLES = 3  # a last candle older than this (in candles before as_of) means the symbol stopped trading
 VOLATILITY_PENALTY_FREE_Z = 1.0
 _CONCURRENCY = 4
+NOT_TRADABLE = "no exchange metadata: not tradable here"
+NO_MARKET_DATA = "no market data for signals"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,14 @@ class SymbolScore:
 class Exclusion:
     symbol: str
     reason: str
+
+
+def offered_symbols(with_data: Sequence[str], catalog: MarketCatalog) -> tuple[list[str], list[Exclusion]]:
+    """The symbols with market data that the catalog can trade, and every other one of either list with why."""
+    data, tradable = set(with_data), set(catalog.symbols())
+    excluded = [Exclusion(s, NOT_TRADABLE) for s in data - tradable]
+    excluded += [Exclusion(s, NO_MARKET_DATA) for s in tradable - data]
+    return sorted(data & tradable), sorted(excluded, key=lambda e: e.symbol)
 
 
 @dataclass(frozen=True)
@@ -157,10 +172,13 @@ async def build_ranking(
     top_n: int,
     lookback_hours: int = 720,
     timeframe: str = "1h",
+    *,
+    catalog: MarketCatalog,
 ) -> UniverseRanking:
-    """Score every symbol of `market.symbols()` as of `as_of_ms` (None: the newest closed candle of any symbol).
+    """Score every offered symbol as of `as_of_ms` (None: the newest closed candle of any of them).
 
-    A symbol whose data cannot be read is excluded with the error, not fatal to the ranking.
+    Offered: in `market.symbols()` and in `catalog` (see `offered_symbols`). A symbol whose data cannot be
+    read is excluded with the error, not fatal to the ranking.
     """
     if top_n < 0:
         raise ValueError(f"top_n must be >= 0, got {top_n}")
@@ -169,7 +187,7 @@ async def build_ranking(
     step_ms = TIMEFRAME_MS[timeframe]
     if lookback_hours * 3_600_000 // step_ms <= TREND_HOURS * 3_600_000 // step_ms:
         raise ValueError(f"lookback_hours must exceed the {TREND_HOURS} h trend window, got {lookback_hours}")
-    symbols = market.symbols()
+    symbols, unoffered = offered_symbols(market.symbols(), catalog)
     as_of = as_of_ms if as_of_ms is not None else await _latest_close(market, symbols, timeframe)
     # Open times in [start, stop) are exactly the candles of the lookback that had closed by as_of.
     stop = as_of - step_ms + 1
@@ -192,7 +210,8 @@ async def build_ranking(
 
     results = await asyncio.gather(*(measure(symbol) for symbol in symbols))
     raw = [r for r in results if isinstance(r, _Raw)]
-    excluded = tuple(Exclusion(s, r) for s, r in zip(symbols, results, strict=True) if isinstance(r, str))
+    unscored = [Exclusion(s, r) for s, r in zip(symbols, results, strict=True) if isinstance(r, str)]
+    excluded = tuple(sorted([*unoffered, *unscored], key=lambda e: e.symbol))
     for exclusion in excluded:
         logger.info(
             "universe_symbol_excluded",
@@ -205,11 +224,11 @@ async def build_ranking(
 
 
 async def rank_universe(
-    market: MarketData, as_of_ms: int | None, top_n: int, lookback_hours: int = 720
+    market: MarketData, as_of_ms: int | None, top_n: int, lookback_hours: int = 720, *, catalog: MarketCatalog
 ) -> list[SymbolScore]:
-    """All scorable symbols, best first (the first `top_n` are the selection); exclusions are logged.
+    """All scorable offered symbols, best first (the first `top_n` are the selection); exclusions are logged.
 
     `build_ranking` returns the same scores together with the selection and the excluded symbols' reasons.
     """
-    ranking = await build_ranking(market, as_of_ms, top_n, lookback_hours)
+    ranking = await build_ranking(market, as_of_ms, top_n, lookback_hours, catalog=catalog)
     return list(ranking.scores)

@@ -1,4 +1,5 @@
-"""Position sizing: Kelly fallback, the learned multiplier, every risk clip, skipped signals, save/load, training."""
+"""Position sizing: Kelly fallback, the learned multiplier, every risk clip, the exchange's rounding and minimums,
+skipped signals, save/load, training."""
 
 import asyncio
 import logging
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.domains.markets.catalog import BelowExchangeMinimum, MarketCatalog
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode, RiskProfile
 from app.domains.risk.guard import AccountState, DenialCode, RiskGuard, SafetyView, Side, TradeIntent
 from app.domains.signals.candles import Candles
@@ -29,6 +31,7 @@ from app.domains.signals.sizing import (
     SizingPolicy,
     SizingPolicyNet,
     build_episode,
+    fit_to_market,
     kelly_fraction,
     kelly_multiplier,
     mean_utility,
@@ -36,6 +39,7 @@ from app.domains.signals.sizing import (
     replay_episodes,
     size_position,
 )
+from app.domains.trading.schemas import TradeCreate
 
 NORMAL = DEFAULT_PROFILES[RiskMode.NORMAL]
 CONFIG = SizingConfig()
@@ -313,6 +317,94 @@ def test_a_size_that_rounds_to_nothing_is_skipped() -> None:
     decision = size(equity=Decimal("0.10"), risk_profile=roomy())
     assert decision.notional is None
     assert decision.skipped_reason is not None and decision.skipped_reason.startswith("NO_SIZE")
+
+
+# --- the exchange's rounding and minimums -----------------------------------------------------------
+
+CATALOG = MarketCatalog.load()
+BTC = CATALOG.resolve("BTCUSDT")
+
+
+def clipped(notional: str) -> SizeDecision:
+    return SizeDecision(Decimal(notional), Decimal(3), 1.0, "kelly", None, "position_size_cap")
+
+
+def test_a_size_is_truncated_to_the_amount_step_like_the_paper_fill() -> None:
+    price = Decimal("64000.5")
+    fitted = fit_to_market(clipped("500.00"), BTC, price)
+    assert fitted.quantity == Decimal("0.007") == BTC.quantity_for(Decimal("500.00"), price)
+    assert fitted.notional == Decimal("448.0035")  # 0.007 × 64000.5: what the fill is worth, under the clip
+    assert (fitted.leverage, fitted.multiplier, fitted.limited_by, fitted.skipped_reason) == (
+        Decimal(3),
+        1.0,
+        "position_size_cap",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("symbol", "notional", "price", "minimum"),
+    [
+        ("BTCUSDT", "79.89", "100000", "0.001"),  # 0.0007989 BTC: below the minimum amount of 0.001
+        ("DOGEUSDT", "4.99", "0.1", "5"),  # 49 DOGE is above the minimum amount, but worth 4.9 < 5 USDT
+    ],
+)
+def test_a_size_below_the_markets_minimum_is_no_trade(
+    symbol: str, notional: str, price: str, minimum: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="app.domains.signals.sizing"):
+        decision = fit_to_market(clipped(notional), CATALOG.resolve(symbol), Decimal(price))
+    assert (decision.notional, decision.leverage, decision.quantity) == (None, None, None)
+    reason = decision.skipped_reason
+    assert reason is not None and reason.startswith("BELOW_EXCHANGE_MINIMUM: ")
+    assert f"minimum {minimum}" in reason or f"minimum notional {minimum}" in reason
+    assert [r.__dict__["reason"] for r in caplog.records if r.getMessage() == "sizing_skipped"] == [reason]
+
+
+def test_a_quantity_out_of_decimal_range_is_no_trade() -> None:
+    decision = fit_to_market(clipped("1e30"), BTC, Decimal("0.1"))  # 1e31 BTC: more digits than Decimal keeps
+    assert decision.notional is None
+    assert decision.skipped_reason is not None and decision.skipped_reason.startswith("OUT_OF_RANGE")
+
+
+def test_a_skipped_size_is_left_as_it_is() -> None:
+    skipped = size(leverage=None)
+    assert fit_to_market(skipped, BTC, PRICE) is skipped
+
+
+def test_a_fitted_size_is_filled_exactly_by_the_trades_path() -> None:
+    """Property: over random markets, prices (0 to 8 decimals, on the tick or not), equities, profiles and
+    leverages, a fitted size is a valid POST /trades body whose fill (`quantity_for`) is its own quantity,
+    meets the market's minimums and stays within the clipped size; or it is no trade, and the clipped size
+    would indeed have been refused."""
+    rng = np.random.default_rng(23)
+    markets = [CATALOG.resolve(s) for s in CATALOG.symbols()]
+    fitted = below = 0
+    for _ in range(2000):
+        market = markets[int(rng.integers(len(markets)))]
+        price = Decimal(repr(float(10 ** rng.uniform(-2, 5.3)))).quantize(Decimal(10) ** -int(rng.integers(0, 9)))
+        if price <= 0:
+            continue
+        equity = Decimal(repr(round(float(10 ** rng.uniform(1, 6)), 2)))
+        risk_profile = DEFAULT_PROFILES[list(RiskMode)[int(rng.integers(len(RiskMode)))]]
+        leverage = Decimal(int(rng.integers(1, int(risk_profile.max_leverage) + 1)))
+        inputs = SizingInputs(float(rng.uniform(0.55, 1)), 0.005, 0.0, float(rng.uniform(0, 0.5)))
+        before = size(inputs, equity=equity, risk_profile=risk_profile, leverage=leverage, price=price)
+        if before.notional is None:
+            continue
+        decision = fit_to_market(before, market, price)
+        if decision.notional is None:
+            below += 1
+            assert decision.skipped_reason is not None and decision.skipped_reason.startswith("BELOW_EXCHANGE_MINIMUM")
+            with pytest.raises(BelowExchangeMinimum):
+                market.quantity_for(before.notional, price)
+            continue
+        fitted += 1
+        assert decision.quantity is not None and decision.quantity == market.quantity_for(decision.notional, price)
+        assert market.min_cost <= decision.notional <= before.notional and decision.quantity >= market.min_amount
+        body = {"symbol": market.exchange_id, "side": "LONG", "notional": str(decision.notional), "price": str(price)}
+        TradeCreate.model_validate({**body, "leverage": str(leverage)})
+    assert fitted > 500 and below > 100, (fitted, below)
 
 
 # --- replayed episodes and training -----------------------------------------------------------------

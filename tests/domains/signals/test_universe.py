@@ -1,18 +1,45 @@
-"""Universe ranking: every symbol with data scored, the top N picked, exclusions explained, no look-ahead."""
+"""Universe ranking: every tradable symbol with data scored, the top N picked, exclusions explained, no look-ahead."""
 
 import logging
 import math
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
 import pytest
 
+from app.domains.markets.catalog import Market, MarketCatalog
 from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.marketdata import ReplayMarketData, UnknownMarketData, default_data_root
-from app.domains.signals.universe import SymbolScore, build_ranking, rank_universe, top
+from app.domains.signals.universe import (
+    NO_MARKET_DATA,
+    NOT_TRADABLE,
+    SymbolScore,
+    build_ranking,
+    offered_symbols,
+    rank_universe,
+    top,
+)
 
 HOUR = 3_600_000
+CATALOG = MarketCatalog.load()
+# The bundled data has candles for these 7 perpetuals; the catalog trades ADA, BTC, DOGE, ETH, LTC, TRX and XRP.
 PERPETUALS = {f"{base}/USDT:USDT" for base in ("ADA", "BNB", "BTC", "DOGE", "ETH", "SOL", "XRP")}
+OFFERED = {f"{base}/USDT:USDT" for base in ("ADA", "BTC", "DOGE", "ETH", "XRP")}
+UNOFFERED = {
+    "BNB/USDT:USDT": NOT_TRADABLE,
+    "SOL/USDT:USDT": NOT_TRADABLE,
+    "LTC/USDT:USDT": NO_MARKET_DATA,
+    "TRX/USDT:USDT": NO_MARKET_DATA,
+}
+
+
+def catalog_of(*symbols: str) -> MarketCatalog:
+    """A catalog trading exactly `symbols` (the exchange rules do not matter to the ranking)."""
+    one = Decimal("0.001")
+    return MarketCatalog(
+        [Market(s, s.split(":")[0].replace("/", ""), one, one, one, Decimal(5), one, one) for s in symbols]
+    )
 
 
 def ms(day: str) -> int:
@@ -28,6 +55,7 @@ class FakeMarket:
         self.series = candles
         self.honor_range = honor_range
         self.broken = broken
+        self.read: set[str] = set()
 
     def symbols(self) -> list[str]:
         return sorted([*self.series, *([self.broken] if self.broken else [])])
@@ -35,6 +63,7 @@ class FakeMarket:
     async def candles(
         self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None
     ) -> Candles:
+        self.read.add(symbol)
         if symbol == self.broken or symbol not in self.series:
             raise UnknownMarketData(f"no candles for {symbol}")
         series = self.series[symbol]
@@ -89,17 +118,19 @@ def market() -> ReplayMarketData:
     return ReplayMarketData(root, cache_size=8)
 
 
-async def test_ranks_every_bundled_perpetual(market: ReplayMarketData) -> None:
-    scores = await rank_universe(market, ms("2024-06-01"), top_n=3)
-    assert {s.symbol for s in scores} == PERPETUALS and len(scores) == 7
+async def test_ranks_every_tradable_bundled_perpetual(market: ReplayMarketData) -> None:
+    assert set(market.symbols()) == PERPETUALS  # the data; OFFERED is the part the catalog can trade
+    scores = await rank_universe(market, ms("2024-06-01"), top_n=3, catalog=CATALOG)
+    assert {s.symbol for s in scores} == OFFERED and len(scores) == 5
     assert [s.score for s in scores] == sorted((s.score for s in scores), reverse=True)
     for s in scores:
         assert s.candles == 720 and s.liquidity > 0 and s.volatility > 0 and s.trend >= 0
         assert math.isfinite(s.score)
     best = top(scores, 3)
     assert len(best) == 3 and best == scores[:3]
-    ranking = await build_ranking(market, ms("2024-06-01"), top_n=3)
-    assert ranking.selected == tuple(s.symbol for s in best) and ranking.excluded == ()
+    ranking = await build_ranking(market, ms("2024-06-01"), top_n=3, catalog=CATALOG)
+    assert ranking.selected == tuple(s.symbol for s in best)
+    assert {e.symbol: e.reason for e in ranking.excluded} == UNOFFERED
     assert ranking.as_of_ms == ms("2024-06-01")
     # BTC and ETH are by far the most liquid perpetuals
     by_liquidity = sorted(scores, key=lambda s: s.liquidity, reverse=True)
@@ -109,43 +140,72 @@ async def test_ranks_every_bundled_perpetual(market: ReplayMarketData) -> None:
 async def test_symbols_without_enough_history_are_excluded_with_a_reason(
     market: ReplayMarketData, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # SOL lists on 2020-09-14 and DOGE on 2020-07-10: neither has 30 days of candles by 2020-08-01.
+    # DOGE lists on 2020-07-10: it has no 30 days of candles by 2020-08-01 (SOL, listed on 2020-09-14, is not
+    # tradable here anyway: no exchange metadata).
     with caplog.at_level(logging.INFO, logger="app.domains.signals.universe"):
-        ranking = await build_ranking(market, ms("2020-08-01"), top_n=3)
+        ranking = await build_ranking(market, ms("2020-08-01"), top_n=3, catalog=CATALOG)
     excluded = {e.symbol: e.reason for e in ranking.excluded}
-    assert set(excluded) == {"SOL/USDT:USDT", "DOGE/USDT:USDT"}
-    assert "no closed 1h candles" in excluded["SOL/USDT:USDT"]
+    assert set(excluded) == {"DOGE/USDT:USDT", *UNOFFERED}
     assert "of 720 candles" in excluded["DOGE/USDT:USDT"]
-    assert {s.symbol for s in ranking.scores} == PERPETUALS - set(excluded)
+    assert {s: excluded[s] for s in UNOFFERED} == UNOFFERED
+    assert [e.symbol for e in ranking.excluded] == sorted(excluded)
+    assert {s.symbol for s in ranking.scores} == OFFERED - set(excluded)
     logged = {
         r.__dict__["symbol"]: r.__dict__["reason"]
         for r in caplog.records
         if r.getMessage() == "universe_symbol_excluded"
     }
     assert logged == excluded
-    assert len(await rank_universe(market, ms("2020-08-01"), top_n=3)) == 5
+    assert len(await rank_universe(market, ms("2020-08-01"), top_n=3, catalog=CATALOG)) == 4
+
+
+async def test_only_tradable_symbols_with_data_are_offered_and_the_rest_say_why() -> None:
+    start = ms("2024-01-01")
+    series = {s: synthetic(s, start, 1000, seed=i) for i, s in enumerate(("A/USDT:USDT", "B/USDT:USDT", "X/USDT:USDT"))}
+    series["NEW/USDT:USDT"] = synthetic("NEW/USDT:USDT", start + 1000 * HOUR, 10, seed=9)  # lists after as_of
+    fake = FakeMarket(series)
+    catalog = catalog_of("A/USDT:USDT", "B/USDT:USDT", "NEW/USDT:USDT", "Z/USDT:USDT")
+    ranking = await build_ranking(fake, start + 1000 * HOUR, top_n=5, catalog=catalog)
+    assert {s.symbol for s in ranking.scores} == {"A/USDT:USDT", "B/USDT:USDT"}
+    assert ranking.selected == tuple(s.symbol for s in ranking.scores)
+    reasons = {e.symbol: e.reason for e in ranking.excluded}
+    assert reasons.keys() == {"NEW/USDT:USDT", "X/USDT:USDT", "Z/USDT:USDT"}
+    assert (reasons["X/USDT:USDT"], reasons["Z/USDT:USDT"]) == (NOT_TRADABLE, NO_MARKET_DATA)
+    assert reasons["NEW/USDT:USDT"].startswith("no closed 1h candles")
+    assert "X/USDT:USDT" not in fake.read and "Z/USDT:USDT" not in fake.read  # neither is ever measured
+    offered, excluded = offered_symbols(fake.symbols(), catalog)
+    assert offered == ["A/USDT:USDT", "B/USDT:USDT", "NEW/USDT:USDT"]
+    assert [(e.symbol, e.reason) for e in excluded] == [("X/USDT:USDT", NOT_TRADABLE), ("Z/USDT:USDT", NO_MARKET_DATA)]
 
 
 async def test_no_look_ahead() -> None:
     start = ms("2024-01-01")
     series = {f"S{i}/USDT:USDT": synthetic(f"S{i}/USDT:USDT", start, 2000, seed=i, volume=10.0**i) for i in range(5)}
     as_of = start + 1500 * HOUR + HOUR // 2  # mid-candle: the candle opened at as_of - 30 min is still forming
-    before = await rank_universe(FakeMarket(series), as_of, top_n=2)
+    before = await rank_universe(FakeMarket(series), as_of, top_n=2, catalog=catalog_of(*series))
     unfinished = as_of - HOUR + 1  # candles opened from here on had not closed by as_of
     changed = {s: altered_after(c, unfinished) for s, c in series.items()}
-    assert await rank_universe(FakeMarket(changed), as_of, top_n=2) == before
+    assert await rank_universe(FakeMarket(changed), as_of, top_n=2, catalog=catalog_of(*series)) == before
     # a provider that ignores the requested range must not leak the future in either
-    assert await rank_universe(FakeMarket(changed, honor_range=False), as_of, top_n=2) == before
+    assert (
+        await rank_universe(FakeMarket(changed, honor_range=False), as_of, top_n=2, catalog=catalog_of(*series))
+        == before
+    )
     # and the test can tell: changing the last candle that had closed does change the scores
     closed = {s: altered_after(c, unfinished - HOUR) for s, c in series.items()}
-    assert await rank_universe(FakeMarket(closed), as_of, top_n=2) != before
+    assert await rank_universe(FakeMarket(closed), as_of, top_n=2, catalog=catalog_of(*series)) != before
 
 
 async def test_score_parts_are_computed_as_documented() -> None:
     start = ms("2024-01-01")
     series = {f"S{i}/USDT:USDT": synthetic(f"S{i}/USDT:USDT", start, 1000, seed=10 + i) for i in range(3)}
     as_of = start + 900 * HOUR
-    scores = {s.symbol: s for s in await rank_universe(FakeMarket(series), as_of, top_n=1, lookback_hours=500)}
+    scores = {
+        s.symbol: s
+        for s in await rank_universe(
+            FakeMarket(series), as_of, top_n=1, lookback_hours=500, catalog=catalog_of(*series)
+        )
+    }
     window = series["S0/USDT:USDT"].slice(400, 900)  # the 500 candles that closed by as_of
     log_close = np.log(window.close)
     volatility = float(np.diff(log_close).std())
@@ -169,7 +229,12 @@ async def test_unreadable_and_stale_symbols_are_excluded_not_fatal() -> None:
         "GONE/USDT:USDT": synthetic("GONE/USDT:USDT", start, 990, seed=2),  # stopped 10 h before as_of
         "OTHER/USDT:USDT": synthetic("OTHER/USDT:USDT", start, 1000, seed=3),
     }
-    ranking = await build_ranking(FakeMarket(series, broken="BROKEN/USDT:USDT"), start + 1000 * HOUR, top_n=5)
+    ranking = await build_ranking(
+        FakeMarket(series, broken="BROKEN/USDT:USDT"),
+        start + 1000 * HOUR,
+        top_n=5,
+        catalog=catalog_of(*series, "BROKEN/USDT:USDT"),
+    )
     reasons = {e.symbol: e.reason for e in ranking.excluded}
     assert set(reasons) == {"BROKEN/USDT:USDT", "GONE/USDT:USDT"}
     assert reasons["BROKEN/USDT:USDT"].startswith("market data unavailable")
@@ -180,14 +245,16 @@ async def test_unreadable_and_stale_symbols_are_excluded_not_fatal() -> None:
 async def test_as_of_none_ranks_at_the_newest_close() -> None:
     start = ms("2024-01-01")
     series = {f"S{i}/USDT:USDT": synthetic(f"S{i}/USDT:USDT", start, 1000 + i, seed=i) for i in range(3)}
-    ranking = await build_ranking(FakeMarket(series), None, top_n=1)
+    ranking = await build_ranking(FakeMarket(series), None, top_n=1, catalog=catalog_of(*series))
     assert ranking.as_of_ms == start + 1002 * HOUR  # S2's last candle opens at 1001 h and closes an hour later
-    assert ranking.scores == tuple(await rank_universe(FakeMarket(series), start + 1002 * HOUR, top_n=1))
+    assert ranking.scores == tuple(
+        await rank_universe(FakeMarket(series), start + 1002 * HOUR, top_n=1, catalog=catalog_of(*series))
+    )
 
 
 async def test_a_single_symbol_scores_zero() -> None:
     series = {"ONE/USDT:USDT": synthetic("ONE/USDT:USDT", ms("2024-01-01"), 800, seed=4)}
-    (only,) = await rank_universe(FakeMarket(series), None, top_n=1)
+    (only,) = await rank_universe(FakeMarket(series), None, top_n=1, catalog=catalog_of(*series))
     assert only.score == 0.0 and only.symbol == "ONE/USDT:USDT"
 
 
@@ -202,6 +269,6 @@ def test_top() -> None:
 async def test_bad_arguments() -> None:
     market = FakeMarket({})
     with pytest.raises(ValueError):
-        await rank_universe(market, None, top_n=-1)
+        await rank_universe(market, None, top_n=-1, catalog=CATALOG)
     with pytest.raises(ValueError):
-        await rank_universe(market, None, top_n=3, lookback_hours=72)
+        await rank_universe(market, None, top_n=3, lookback_hours=72, catalog=CATALOG)
