@@ -112,6 +112,13 @@ return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 """
 
 
+def _parse(raw: bytes | str, version: bytes | str | int | None) -> PolicyState:
+    try:
+        return PolicyState.from_json(raw, int(version or 0))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PolicyBackendError(f"redis holds an unreadable policy state ({type(exc).__name__})") from exc
+
+
 class RedisPolicyBackend:
     """Policy state in Redis, shared by every worker and every instance."""
 
@@ -143,7 +150,7 @@ class RedisPolicyBackend:
             raise PolicyBackendError(f"redis: {exc}") from exc
         if raw is None:
             return None
-        return PolicyState.from_json(raw, int(version or 0))
+        return _parse(raw, version)
 
     async def initialize(self, state: PolicyState) -> PolicyState:
         try:
@@ -153,7 +160,7 @@ class RedisPolicyBackend:
             )
         except Exception as exc:
             raise PolicyBackendError(f"redis: {exc}") from exc
-        return PolicyState.from_json(raw, int(version))
+        return _parse(raw, version)
 
     async def put(self, state: PolicyState) -> int:
         try:

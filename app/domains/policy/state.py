@@ -33,14 +33,19 @@ class PolicyState:
 
     @classmethod
     def from_json(cls, raw: str | bytes, version: int) -> "PolicyState":
+        """Parse and validate a stored document; ValueError if it is not a state the API could have written
+        (e.g. an override outside today's bounds)."""
         data = json.loads(raw)
-        return cls(
+        state = cls(
             mode=RiskMode(data["mode"]),
             overrides=data.get("overrides") or {},
             blocked_symbols=data.get("blocked_symbols") or {},
             kill_switch=data.get("kill_switch"),
             version=version,
         )
+        for mode in RiskMode:
+            effective_profile(mode, state.overrides.get(mode.value, {}))
+        return state
 
     def with_version(self, version: int) -> "PolicyState":
         return replace(self, version=version)

@@ -161,3 +161,20 @@ def test_replay_follows_every_kind_of_change() -> None:
         kill_switch="incident",
     )
     assert replay([("SAFETY_RESET", {}, "x")], RiskMode.NORMAL) is None
+
+
+async def test_a_stored_override_outside_todays_bounds_is_not_restored(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    """An older version accepted a cap of 1e400 (stored as Infinity): never served as a limit."""
+    async with running(bootstrap(make_settings())):
+        pass
+    engine = create_async_engine(sqlite_url)
+    bad = PolicyState(mode=RiskMode.NORMAL, overrides={"NORMAL": {"position_size_cap_usd": "Infinity"}})
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE policy_state SET state = :s"), {"s": bad.to_json()})
+    await engine.dispose()
+    async with running(bootstrap(make_settings())) as client:
+        profile = (await client.get("/api/v2/policy/risk-profile")).json()
+        assert profile["allow_new_positions"] is False and "unreadable" in profile["restore_error"]
+        assert profile["position_size_cap_usd"] == 1000
