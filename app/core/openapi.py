@@ -163,10 +163,12 @@ def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
 
 
 def _adder(responses: dict[str, Any]) -> Callable[..., None]:
-    """Documents a status: keeps a description the route gave, adds the body unless it has one."""
+    """Documents a status: keeps what the route declared, unless `replace` (FastAPI's guesses)."""
 
     def add(status: int, description: str, content: dict[str, Any], *, replace: bool = False) -> None:
         entry = responses.setdefault(str(status), {"description": description})
+        if replace and description:
+            entry["description"] = description
         if replace or "content" not in entry:
             entry["content"] = content
 
@@ -243,8 +245,18 @@ def _document(schema: dict[str, Any]) -> None:
             add(409, CONFLICT[key], _json(error, _error("conflict", CONFLICT[key].lower())))
         if key == "GET /ready":
             ready = _json(_ref("ReadyOut"))
-            add(200, "Ready or degraded (each component says why)", ready, replace=True)
-            add(503, "Not ready: the database does not answer", ready, replace=True)
+            add(
+                200,
+                "`ready`, or `degraded` (e.g. the last known profile serves): each component says why",
+                ready,
+                replace=True,
+            )
+            add(
+                503,
+                "`not_ready`: the database does not answer, or the safety state cannot be read",
+                ready,
+                replace=True,
+            )
         elif key not in NO_IO:
             add(
                 503,
