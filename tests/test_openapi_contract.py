@@ -252,6 +252,23 @@ async def test_contract_while_postgres_and_redis_are_down(
     assert report.statuses["GET /trades"][503] > 0 and set(report.statuses["GET /ready"]) == {503}
 
 
+@pytest.mark.xfail(
+    reason="open: with the market data missing (MARKET_DATA_DIR wrong, ../shared absent) POST /api/ai/signal and GET "
+    "/api/ai/universe answer 500 internal_error (MarketDataError is not mapped to 503 as POST /api/clm/retrain does)",
+    strict=False,
+)
+def test_contract_without_market_data(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """A deployment whose market data is missing: signals may be refused (503), never a 500."""
+    settings = make_settings(
+        model_dir=str(tmp_path / "models"), market_data_dir=str(tmp_path / "no-market-data"), log_level="CRITICAL"
+    )
+    report = Report()
+    with contract_app(settings) as app:
+        exercise(app, report, 5, outage=True)
+    print(report.summary())
+    assert not report.failures, report.summary()
+
+
 async def test_the_swagger_trade_example_opens_a_trade_whenever_it_is_sent(api: API) -> None:
     """Pasted as it is, at any time, under every default profile, twice in a row: 201 each time."""
     client, _ = api
