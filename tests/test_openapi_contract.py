@@ -252,11 +252,6 @@ async def test_contract_while_postgres_and_redis_are_down(
     assert report.statuses["GET /trades"][503] > 0 and set(report.statuses["GET /ready"]) == {503}
 
 
-@pytest.mark.xfail(
-    reason="open: with the market data missing (MARKET_DATA_DIR wrong, ../shared absent) POST /api/ai/signal and GET "
-    "/api/ai/universe answer 500 internal_error (MarketDataError is not mapped to 503 as POST /api/clm/retrain does)",
-    strict=False,
-)
 def test_contract_without_market_data(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """A deployment whose market data is missing: signals may be refused (503), never a 500."""
     settings = make_settings(

@@ -45,7 +45,7 @@ from app.domains.signals.sizing import (
     size_position,
 )
 from app.domains.signals.training import TrainedModels, latest_inputs
-from app.domains.signals.universe import NOT_TRADABLE, Exclusion, offered_symbols
+from app.domains.signals.universe import NOT_TRADABLE, Exclusion, offered_symbols, symbols_with_data
 
 logger = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
@@ -211,7 +211,7 @@ class SignalService:
 
     async def signals(self, symbols: list[str], as_of_ms: int | None = None) -> list[Signal]:
         """Signals for several offered symbols (see `resolve_symbol`); the models score them in one batch."""
-        offered, excluded = offered_symbols(self.market.symbols(), self.markets)
+        offered, excluded = offered_symbols(symbols_with_data(self.market), self.markets)
         resolved = [resolve_symbol(s, offered, excluded) for s in symbols]
         history = [await self._history(symbol, as_of_ms) for symbol in resolved]
         champion = self.champion

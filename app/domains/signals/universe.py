@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.errors import ServiceUnavailable
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray
 from app.domains.signals.marketdata import MarketData, MarketDataError
@@ -153,6 +154,18 @@ def _score(raw: Sequence[_Raw]) -> list[SymbolScore]:
     return sorted(scored, key=_order)
 
 
+def symbols_with_data(market: MarketData) -> list[str]:
+    """The symbols `market` has data for; a provider that cannot list them is a 503, not a 500.
+
+    The cause (a path, a host) goes to the log, not to the caller.
+    """
+    try:
+        return market.symbols()
+    except MarketDataError as exc:
+        logger.error("market_data_unavailable", extra={"error": str(exc)[:300]})
+        raise ServiceUnavailable("market data unavailable: no symbol can be scored (see the service log)") from exc
+
+
 async def _latest_close(market: MarketData, symbols: Sequence[str], timeframe: str) -> int:
     """The newest close time any symbol has: the `as_of` of a ranking asked for 'now'."""
     latest = 0
@@ -187,7 +200,7 @@ async def build_ranking(
     step_ms = TIMEFRAME_MS[timeframe]
     if lookback_hours * 3_600_000 // step_ms <= TREND_HOURS * 3_600_000 // step_ms:
         raise ValueError(f"lookback_hours must exceed the {TREND_HOURS} h trend window, got {lookback_hours}")
-    symbols, unoffered = offered_symbols(market.symbols(), catalog)
+    symbols, unoffered = offered_symbols(symbols_with_data(market), catalog)
     as_of = as_of_ms if as_of_ms is not None else await _latest_close(market, symbols, timeframe)
     # Open times in [start, stop) are exactly the candles of the lookback that had closed by as_of.
     stop = as_of - step_ms + 1
