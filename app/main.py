@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -94,6 +95,9 @@ class UnhandledErrors:
             await error_response(exc)(scope, receive, send)
 
 
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     settings = settings or (container.settings if container else get_settings())
 
@@ -140,6 +144,19 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
         return JSONResponse({**exc.body(), "trace_id": current_trace_id()}, status_code=exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own refusals (unreadable body, no route, wrong method) in the app's error shape."""
+        return JSONResponse(
+            {
+                "error": HTTP_ERROR_CODES.get(exc.status_code, "http_error"),
+                "detail": exc.detail,
+                "trace_id": current_trace_id(),
+            },
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:

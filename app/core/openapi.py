@@ -46,14 +46,6 @@ class ValidationErrorOut(BaseModel):
     trace_id: str
 
 
-class HttpErrorOut(BaseModel):
-    """Refusals made by the framework before the app sees the request (e.g. a body that is not JSON text)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    detail: str
-
-
 class ReadyOut(BaseModel):
     """/ready: the overall status and each component's own (database, policy store, redis, ...)."""
 
@@ -185,7 +177,7 @@ def _operations(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 def _document(schema: dict[str, Any]) -> None:
     """Rewrite the generated `schema` in place (see the module docstring)."""
     _, definitions = models_json_schema(
-        [(m, "serialization") for m in (ErrorOut, ValidationErrorOut, HttpErrorOut, ReadyOut)],
+        [(m, "serialization") for m in (ErrorOut, ValidationErrorOut, ReadyOut)],
         ref_template="#/components/schemas/{model}",
     )
     schema.setdefault("components", {}).setdefault("headers", {})["TraceId"] = {
@@ -208,7 +200,7 @@ def _document(schema: dict[str, Any]) -> None:
             add(
                 400,
                 "The body could not be read (e.g. not UTF-8 text)",
-                _json({"anyOf": [error, _ref("HttpErrorOut")]}, {"detail": "There was an error parsing the body"}),
+                _json(error, _error("bad_request", "There was an error parsing the body")),
             )
             add(
                 413,
@@ -237,8 +229,8 @@ def _document(schema: dict[str, Any]) -> None:
                 404,
                 f"{found}; or no route matches the path" if found else "No route matches the path",
                 _json(
-                    {"anyOf": [error, _ref("HttpErrorOut")]} if in_path else error,
-                    _error("not_found", found.lower()) if found else {"detail": "Not Found"},
+                    error,
+                    _error("not_found", found.lower() if found else "Not Found"),
                 ),
             )
         if key in CONFLICT:
