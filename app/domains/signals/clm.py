@@ -304,7 +304,8 @@ class ContinuousLearning:
             until = await self._data_end()
         except MarketDataError as exc:
             self._release()
-            raise ServiceUnavailable(f"market data unavailable, no job started: {exc}") from exc
+            logger.error("clm_market_data_unavailable", extra={"error": str(exc)[:300]})
+            raise ServiceUnavailable("market data unavailable, no job started (see the service log)") from exc
         except BaseException:
             self._release()
             raise
