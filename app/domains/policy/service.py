@@ -184,20 +184,25 @@ class PolicyService:
         actor: str,
         trace_id: str,
     ) -> tuple[PolicyState, PolicyState]:
+        audited: list[PolicyChange] = []
+
         def audit(before: PolicyState, after: PolicyState) -> PolicyChange:
             from_value, to_value = describe(before, after)
-            return PolicyChange(
-                kind=kind,
-                from_value=from_value,
-                to_value=to_value,
-                reason=reason,
-                actor=actor,
-                trace_id=trace_id,
-                created_at=self._clock(),
+            audited.append(
+                PolicyChange(
+                    kind=kind,
+                    from_value=from_value,
+                    to_value=to_value,
+                    reason=reason,
+                    actor=actor,
+                    trace_id=trace_id,
+                    created_at=self._clock(),
+                )
             )
+            return audited[-1]
 
         before, after = await self.store.update(mutate, audit)
-        from_value, to_value = describe(before, after)
+        from_value, to_value = audited[-1].from_value, audited[-1].to_value
         logger.info(
             "policy_changed",
             extra={
