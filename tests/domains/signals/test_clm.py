@@ -252,12 +252,14 @@ async def test_a_failed_job_is_recorded_and_the_next_one_runs(build: Build) -> N
     assert (await settled(clm))["last"]["ok"] is True
 
 
-async def test_market_data_outage_refuses_and_frees_the_slot(build: Build) -> None:
+async def test_market_data_outage_refuses_and_frees_the_slot(build: Build, caplog: pytest.LogCaptureFixture) -> None:
     market = FakeMarket()
     clm = build(market, StubJob(released=True))
-    market.error = MarketDataError("exchange down")
-    with pytest.raises(ServiceUnavailable, match="exchange down"):
+    market.error = MarketDataError("exchange down at /internal/path")
+    with pytest.raises(ServiceUnavailable, match="market data unavailable") as refused:
         await clm.retrain("now", "alice")
+    assert "/internal/path" not in refused.value.detail  # the cause is logged, not returned
+    assert any("exchange down" in getattr(r, "error", "") for r in caplog.records)
     assert clm.status()["running"] is False
     market.error = None
     await clm.retrain("now", "alice")
