@@ -2,7 +2,7 @@
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.bootstrap import Container, bootstrap
@@ -98,6 +99,20 @@ class UnhandledErrors:
 HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 
 
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """Every method some route serves at the request's path."""
+    methods: set[str] = set()
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI wraps each included router
+        if included is not None:
+            methods |= allowed_methods(included.routes, scope)
+            continue
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return methods
+
+
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     settings = settings or (container.settings if container else get_settings())
 
@@ -146,8 +161,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         return JSONResponse({**exc.body(), "trace_id": current_trace_id()}, status_code=exc.status_code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """The framework's own refusals (unreadable body, no route, wrong method) in the app's error shape."""
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path; list every route's.
+            allowed = sorted(allowed_methods(request.app.routes, request.scope))
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         return JSONResponse(
             {
                 "error": HTTP_ERROR_CODES.get(exc.status_code, "http_error"),
@@ -155,7 +175,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 "trace_id": current_trace_id(),
             },
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(SQLAlchemyError)

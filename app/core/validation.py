@@ -9,7 +9,7 @@ import re
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, Strict, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict, StringConstraints
 
 # C0 controls, DEL, C1 controls, and lone surrogates (not encodable as UTF-8).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -58,3 +58,17 @@ Count = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
 """A count: an integer, never a boolean or a float."""
 Flag = Annotated[bool, Strict()]
 """A boolean: true or false, never 1, 0 or "yes"."""
+
+
+def _iso_text(value: object) -> object:
+    """A timestamp is ISO 8601 text: a bare number would be read as seconds since 1970, which no
+    caller means and the document does not promise."""
+    if isinstance(value, int | float | Decimal) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        raise ValueError("give an ISO 8601 date-time with a timezone, e.g. 2026-11-30T12:00:00Z, not a number")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+"""An aware ISO 8601 date-time from outside (naive times and numbers are refused)."""

@@ -1,12 +1,11 @@
 """/api/ai: signals from the champion ensemble (or the marked fallback) and the model registry."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.core.validation import Label
+from app.core.validation import Label, Timestamp
 from app.domains.signals.schemas import ModelPage, ModelVersionOut, SignalOut, SignalRequest, SizingOut, UniverseOut
 from app.domains.signals.universe import build_ranking
 from app.routes.deps import AuthorizedContainer, ContainerDep, Limit, Offset
@@ -54,7 +53,9 @@ async def signal(body: SignalRequest, container: AuthorizedContainer) -> SignalO
 async def universe(
     container: ContainerDep,
     top_n: Annotated[int, Query(ge=1, le=100)] = 5,
-    as_of: Annotated[datetime | None, Query(description="Replay time (default: the newest data)")] = None,
+    as_of: Annotated[
+        Timestamp | None, Query(description="Replay time, ISO 8601 with a timezone (default: the newest data)")
+    ] = None,
 ) -> UniverseOut:
     """Every tradable symbol with data, scored (liquidity, trend, volatility) from candles up to `as_of`.
 

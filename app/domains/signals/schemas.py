@@ -5,10 +5,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.money import DecimalStr
-from app.core.validation import SymbolText
+from app.core.validation import SymbolText, Timestamp
 from app.domains.policy.profiles import Leverage
 
 
@@ -18,7 +18,7 @@ class SignalRequest(BaseModel):
     )
 
     symbol: SymbolText = Field(description="Binance id (BTCUSDT) or ccxt unified")
-    as_of: AwareDatetime | None = Field(
+    as_of: Timestamp | None = Field(
         default=None, description="Replay: the signal as of this time (default: the latest candle)"
     )
     leverage: Leverage | None = Field(

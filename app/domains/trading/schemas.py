@@ -5,10 +5,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.core.money import DecimalStr
-from app.core.validation import ClientOrderId, Label, Price, SymbolText, TradeLeverage, Usd
+from app.core.validation import ClientOrderId, Label, Price, SymbolText, Timestamp, TradeLeverage, Usd
 from app.domains.risk.guard import Side, TradeIntent
 
 Confidence = Annotated[Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)]
@@ -35,9 +35,7 @@ class TradeCreate(BaseModel):
     notional: Usd = Field(description="Position value in USDT")
     leverage: TradeLeverage
     price: Price = Field(description="Reference (paper fill) price")
-    price_as_of: AwareDatetime | None = Field(
-        default=None, description="When the price was observed (timezone required)"
-    )
+    price_as_of: Timestamp | None = Field(default=None, description="When the price was observed (timezone required)")
     confidence: Confidence | None = None
     stop_loss: Price | None = None
     client_order_id: ClientOrderId | None = Field(default=None, description="Idempotency key")
