@@ -1,5 +1,7 @@
 """Composition root: builds every component from settings; tests pass their own adapters."""
 
+import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.bus import EventBus, HandlerTable
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker, database_failure
 from app.core.settings import Settings
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.policy.backends import (
@@ -30,6 +32,8 @@ from app.domains.signals.service import SignalService
 from app.domains.trading.service import TradingService, utcnow
 from app.handlers import default_handlers
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Container:
@@ -47,15 +51,41 @@ class Container:
     registry: ModelRegistry
     signals: SignalService
     clm: ContinuousLearning
+    _deferred: "asyncio.Task[None] | None" = None
 
     async def start(self) -> None:
+        """Start serving. A database that cannot be reached yet does not stop the process: it
+        answers 503 (and `/ready` says not_ready) until the account and the champion are loaded."""
         await self.policy_store.start()
-        await self.trading.ensure_account()
-        await self.signals.load_champion()
+        if not await self._load_from_database():
+            self._deferred = asyncio.create_task(self._load_until_done(), name="deferred-startup")
         await self.signals.load_sizing_policy()
         await self.clm.start()
 
+    async def _load_from_database(self) -> bool:
+        try:
+            await self.trading.ensure_account()
+            await self.signals.load_champion()
+        except Exception as exc:
+            kind = database_failure(exc)
+            if kind is None:
+                raise
+            if self._deferred is None:  # once, not on every retry
+                logger.error("startup_waiting_for_database", extra={"error_class": kind})
+            return False
+        return True
+
+    async def _load_until_done(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.policy_poll_interval_seconds)
+            if await self._load_from_database():
+                break
+        logger.info("startup_completed_after_database_returned")
+
     async def stop(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            await asyncio.gather(self._deferred, return_exceptions=True)
         await self.clm.stop()
         await self.trading.close()
         await self.bus.drain()

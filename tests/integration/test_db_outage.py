@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
-from tests.support import running, trade_body
+from tests.support import running, trade_body, wait_until
 from tests.tcp_proxy import FaultProxy
 
 pytestmark = pytest.mark.postgres
@@ -227,3 +227,34 @@ async def test_a_lock_left_by_a_cut_transaction_is_released_by_the_server(outage
     with contextlib.suppress(Exception):
         await holder.close()  # its socket is still black-holed: the rollback times out
     print(f"\nlock of a cut transaction released after {released_after:.2f} s (statuses {statuses})")
+
+
+async def test_starting_while_postgres_refuses_serves_503_then_recovers_by_itself(
+    pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """The process starts without its database: nothing served from defaults, 503 until it returns."""
+    parts = urlsplit(pg_url)
+    proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    await proxy.refuse()
+    through_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    container = bootstrap(make_settings(database_url=through_proxy, policy_poll_interval_seconds=0.2))
+    try:
+        async with running(container) as client:
+            ready = await client.get("/ready")
+            assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+            assert ready.json()["components"]["policy_store"]["status"] == "not_restored"
+            profile = (await client.get("/api/v2/policy/risk-profile")).json()
+            assert profile["allow_new_positions"] is False and profile["restore_error"]
+            trade = await client.post("/trades", json=trade_body(client_order_id="boot-1"))
+            assert trade.status_code == 503 and trade.json()["trace_id"]
+
+            await proxy.pass_through()
+
+            async def ready_again() -> bool:
+                return (await client.get("/ready")).json()["status"] == "ready"
+
+            await wait_until(ready_again, seconds=10)
+            assert (await client.post("/trades", json=trade_body(client_order_id="boot-1"))).status_code == 201
+    finally:
+        await proxy.stop()

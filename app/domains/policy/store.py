@@ -207,7 +207,8 @@ class PolicyStore:
         self._apply(state, force=True)
 
     def _restore_failed(self, error: str) -> None:
-        logger.error("policy_state_not_restored_new_positions_disabled", extra={"error": error})
+        if error != self.restore_error:  # once per cause, not on every retry
+            logger.error("policy_state_not_restored_new_positions_disabled", extra={"error": error})
         self.restore_error = error
         self._apply(self.snapshot.state, force=True)
 
