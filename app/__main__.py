@@ -57,7 +57,7 @@ def _table(report: dict[str, dict[str, float | None]]) -> str:
 
 async def _registry(settings: Settings, model_dir: Path) -> tuple[ModelRegistry, Any]:
     await asyncio.to_thread(_migrate, settings.database_url)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, **settings.db_engine_options())
     registry = ModelRegistry(
         create_sessionmaker(engine),
         EventBus(default_handlers()),

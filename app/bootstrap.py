@@ -104,14 +104,7 @@ def bootstrap(
     clm_config: ClmConfig | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Container:
-    engine = engine or create_engine(
-        settings.database_url,
-        settings.db_pool_size,
-        connect_timeout=settings.db_connect_timeout_seconds,
-        statement_timeout=settings.db_statement_timeout_seconds,
-        pool_timeout=settings.db_pool_timeout_seconds,
-        idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
-    )
+    engine = engine or create_engine(settings.database_url, settings.db_pool_size, **settings.db_engine_options())
     sessions = create_sessionmaker(engine)
     bus = EventBus(handlers if handlers is not None else default_handlers())
     if policy_backend is None:

@@ -2,12 +2,19 @@
 
 from decimal import Decimal
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RiskModeName = Literal["AGGRESSIVE_SMALL_ACCOUNT", "NORMAL", "DEFENSIVE"]
+
+
+class EngineOptions(TypedDict):
+    connect_timeout: float
+    statement_timeout: float
+    pool_timeout: float
+    idle_in_transaction_timeout: float
 
 
 class Settings(BaseSettings):
@@ -58,6 +65,16 @@ class Settings(BaseSettings):
     promotion_margin_net_return: float = Field(default=0.0, ge=0)
 
     max_request_body_bytes: int = Field(default=64 * 1024, ge=1)
+
+    def db_engine_options(self) -> "EngineOptions":
+        """The database timeouts as `create_engine` keywords: the one place every engine gets them
+        (the API, the CLI, the training child process)."""
+        return EngineOptions(
+            connect_timeout=self.db_connect_timeout_seconds,
+            statement_timeout=self.db_statement_timeout_seconds,
+            pool_timeout=self.db_pool_timeout_seconds,
+            idle_in_transaction_timeout=self.db_idle_in_transaction_timeout_seconds,
+        )
 
     @field_validator("redis_url", "markets_file", "market_data_dir", mode="before")
     @classmethod

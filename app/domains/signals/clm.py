@@ -122,7 +122,7 @@ async def _train(job: dict[str, Any]) -> dict[str, Any]:
     )
     margins = PromotionMargins(float(job["margins"]["log_loss"]), float(job["margins"]["net_return"]))
     market_dir = job.get("market_data_dir")
-    engine = create_engine(job["database_url"])
+    engine = create_engine(job["database_url"], **job.get("db_engine_options", {}))
     try:
         registry = ModelRegistry(
             create_sessionmaker(engine), EventBus(), model_dir, keep_candidates=int(job["keep_candidates"])
@@ -406,6 +406,7 @@ class ContinuousLearning:
         return {
             "job_id": job_id,
             "database_url": s.database_url,
+            "db_engine_options": s.db_engine_options(),
             "model_dir": str(self.model_dir),
             "market_data_dir": str(Path(s.market_data_dir).resolve()) if s.market_data_dir else None,
             "keep_candidates": s.model_keep_candidates,

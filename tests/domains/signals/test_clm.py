@@ -197,6 +197,7 @@ async def test_idle_running_done(build: Build) -> None:
     settings = clm.settings
     assert sent["until_ms"] == market.data_end_ms and sent["symbols"] == list(SYMBOLS)
     assert sent["database_url"] == settings.database_url and Path(sent["model_dir"]).is_absolute()
+    assert sent["db_engine_options"] == settings.db_engine_options()  # the child's waits are bounded too
     assert sent["margins"] == {"log_loss": settings.promotion_margin_log_loss, "net_return": 0.0}
     assert (sent["train_days"], sent["test_days"], sent["torch_epochs"]) == (730, 180, None)
     json.dumps(sent)
