@@ -10,9 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.bootstrap import Container, bootstrap
 from app.core.context import current_trace_id
@@ -22,7 +21,7 @@ from app.core.errors import AppError
 from app.core.logging import configure_logging
 from app.core.middleware import TraceMiddleware
 from app.core.openapi import install_openapi
-from app.core.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from app.core.security import BodySizeLimitMiddleware
 from app.core.settings import Settings, get_settings
 from app.routes import account, clm, health, policy, risk, safety, signals, trades
 
@@ -64,36 +63,6 @@ def error_response(exc: BaseException, *, trace_header: bool = False) -> JSONRes
         status_code=500,
         headers=headers,
     )
-
-
-class UnhandledErrors:
-    """Turns an exception no handler took into `error_response`, inside TraceMiddleware.
-
-    An `Exception` handler runs in Starlette's ServerErrorMiddleware, outside every user
-    middleware: its response would miss X-Trace-Id and its log line the request's trace id.
-    So this sits innermost among the middleware; the `Exception` handler stays as a last resort.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception as exc:
-            if started:
-                raise
-            await error_response(exc)(scope, receive, send)
 
 
 HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
@@ -150,11 +119,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     # The last added is the outermost: every response, a 413 included, gets the headers and X-Trace-Id.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(TraceMiddleware)
-
-    # Innermost of the middleware (add_middleware puts each new one outermost), inside TraceMiddleware.
-    app.user_middleware.append(Middleware(UnhandledErrors))
+    app.add_middleware(TraceMiddleware, on_error=error_response)  # outermost: trace id, headers, 500s
 
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -184,7 +149,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @app.exception_handler(Exception)
     async def last_resort(_: Request, exc: Exception) -> JSONResponse:
-        """Raised outside UnhandledErrors (in a middleware): TraceMiddleware is gone, so set the header here."""
+        """Raised outside TraceMiddleware (it answers everything inside it): set the header here."""
         return error_response(exc, trace_header=True)
 
     @app.exception_handler(RequestValidationError)

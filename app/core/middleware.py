@@ -1,19 +1,22 @@
-"""Pure ASGI middleware: trace id per request, JSON access log, latency histogram.
+"""Pure ASGI middleware at the edge: trace id per request, security headers, a JSON answer for an
+exception no handler took, JSON access log, latency histogram.
 
-It runs on every request, so it does little: no Request object, cached metric children,
-and the access-log record is built only when INFO is enabled.
+It runs on every request, so it does little, in one layer: no Request object, cached metric
+children, and the access-log record is built only when INFO is enabled.
 """
 
 import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.context import trace_id_var
 from app.core.metrics import HTTP_LATENCY
+from app.core.security import with_security_headers
 
 logger = logging.getLogger("app.http")
 _VALID_TRACE = re.compile(rb"^[A-Za-z0-9\-_.]{8,64}$")
@@ -28,9 +31,17 @@ def _histogram(method: str, route: str, status: int) -> Any:
     return child
 
 
+ErrorResponder = Callable[[Exception], ASGIApp]
+
+
 class TraceMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """The outermost user middleware. `on_error` answers an exception that no handler took (it
+    would otherwise reach Starlette's ServerErrorMiddleware, outside this one: no X-Trace-Id, no
+    trace id in its log line) unless the response had already started."""
+
+    def __init__(self, app: ASGIApp, on_error: ErrorResponder | None = None) -> None:
         self.app = app
+        self.on_error = on_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,16 +58,22 @@ class TraceMiddleware:
         header = (b"x-trace-id", trace_id.encode())
         started = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_trace(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                status, started = message["status"], True
+                message["headers"] = with_security_headers([*message.get("headers", ()), header])
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_trace)
+            try:
+                await self.app(scope, receive, send_with_trace)
+            except Exception as exc:
+                if started or self.on_error is None:
+                    raise
+                await self.on_error(exc)(scope, receive, send_with_trace)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")

@@ -21,27 +21,18 @@ _HEADERS: Final = (
 )
 
 
-class SecurityHeadersMiddleware:
-    """Adds nosniff, DENY framing, no-referrer, and the strict CSP unless the response set its own."""
+_DEFAULT_CSP_HEADER: Final = (_CSP, DEFAULT_CSP.encode())
 
-    def __init__(self, app: ASGIApp, csp: str = DEFAULT_CSP) -> None:
-        self.app = app
-        self.csp = (_CSP, csp.encode())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), *_HEADERS]
-                if not any(name.lower() == _CSP for name, _ in headers):
-                    headers.append(self.csp)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` plus nosniff, DENY framing, no-referrer, and the strict CSP unless the response set
+    its own (the docs pages do). Called by TraceMiddleware on every response start: one pass, no copies."""
+    headers.extend(_HEADERS)
+    for name, _ in headers:
+        if name == _CSP or name.lower() == _CSP:
+            return headers
+    headers.append(_DEFAULT_CSP_HEADER)
+    return headers
 
 
 class _BodyTooLarge(Exception):
@@ -65,12 +56,22 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
+                if not value.isdigit():
+                    break
+                if int(value) > limit:
                     await self._refuse(send)
                     return
-                break
+                # Declared and within the limit: the server delivers no more than declared.
+                await self.app(scope, receive, send)
+                return
+            if name == b"transfer-encoding":
+                chunked = True
+        if not chunked:  # neither header: no body (every GET), nothing to count
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         too_large = False

@@ -130,7 +130,7 @@ async def test_an_app_that_answers_after_the_limit_is_replaced_by_the_413() -> N
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"transfer-encoding", b"chunked")]}
     await BodySizeLimitMiddleware(inner, max_body_bytes=10)(scope, receive, send)
     assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [413]
     assert json.loads(sent[-1]["body"])["error"] == "payload_too_large"
