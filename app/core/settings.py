@@ -66,6 +66,8 @@ class Settings(BaseSettings):
 
     max_request_body_bytes: int = Field(default=64 * 1024, ge=1)
 
+    strategy_min_trades: int = Field(default=30, ge=2)  # Strategy Brain: closed trades before a source counts
+
     def db_engine_options(self) -> "EngineOptions":
         """The database timeouts as `create_engine` keywords: the one place every engine gets them
         (the API, the CLI, the training child process)."""

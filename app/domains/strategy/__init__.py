@@ -1,0 +1,1 @@
+"""Strategy Brain: per signal source performance from the trades table, and recommendations."""
