@@ -23,12 +23,15 @@ from app.domains.policy.profiles import RiskMode
 from app.domains.policy.service import PolicyService
 from app.domains.policy.store import PolicyStore
 from app.domains.risk.guard import RiskGuard, RiskGuardConfig
+from app.domains.riskbrain.metrics import RiskBrainConfig
+from app.domains.riskbrain.service import RiskBrain
 from app.domains.safety.governor import GovernorConfig, SafetyGovernor
 from app.domains.signals.clm import ClmConfig, ContinuousLearning
 from app.domains.signals.marketdata import MarketData, ReplayMarketData
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.service import SignalService
+from app.domains.trading.events import TradeClosed
 from app.domains.trading.service import TradingService, utcnow
 from app.handlers import default_handlers
 
@@ -51,6 +54,7 @@ class Container:
     registry: ModelRegistry
     signals: SignalService
     clm: ContinuousLearning
+    riskbrain: RiskBrain
     _deferred: "asyncio.Task[None] | None" = None
 
     async def start(self) -> None:
@@ -61,6 +65,7 @@ class Container:
             self._deferred = asyncio.create_task(self._load_until_done(), name="deferred-startup")
         await self.signals.load_sizing_policy()
         await self.clm.start()
+        self.riskbrain.start()
 
     async def _load_from_database(self) -> bool:
         try:
@@ -87,6 +92,7 @@ class Container:
             self._deferred.cancel()
             await asyncio.gather(self._deferred, return_exceptions=True)
         await self.clm.stop()
+        await self.riskbrain.stop()
         await self.trading.close()
         await self.bus.drain()
         await self.policy_store.stop()
@@ -103,6 +109,7 @@ def bootstrap(
     market_data: MarketData | None = None,
     clm_config: ClmConfig | None = None,
     clock: Callable[[], datetime] = utcnow,
+    riskbrain_config: RiskBrainConfig | None = None,
 ) -> Container:
     engine = engine or create_engine(settings.database_url, settings.db_pool_size, **settings.db_engine_options())
     sessions = create_sessionmaker(engine)
@@ -173,6 +180,8 @@ def bootstrap(
         enabled=settings.clm_enabled,
     )
     clm = ContinuousLearning(settings, clm_config, market_data, clock=clock, registry=registry, bus=bus)
+    riskbrain = RiskBrain(sessions, settings.account_id, riskbrain_config or RiskBrainConfig(), clock, market_data)
+    bus.subscribe(TradeClosed, riskbrain.on_trade_closed)
     return Container(
         settings=settings,
         engine=engine,
@@ -188,4 +197,5 @@ def bootstrap(
         registry=registry,
         signals=signals,
         clm=clm,
+        riskbrain=riskbrain,
     )
