@@ -94,3 +94,23 @@ async def test_the_timer_recomputes(make_settings: Callable[..., Settings], cloc
             await asyncio.sleep(0.02)
         latest = container.riskbrain.latest
         assert latest is not None and latest.trigger == "timer"
+
+
+async def test_concurrent_refreshes_coalesce_and_compute_in_a_thread(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, container = api
+    for i, move in enumerate(MOVES[:30]):
+        await round_trip(client, move, i)
+    await container.bus.drain()
+    threaded: list[str] = []
+    original = asyncio.to_thread
+
+    async def recording(func: Callable[..., object], /, *args: object, **kwargs: object) -> object:
+        threaded.append(getattr(func, "__name__", ""))
+        return await original(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", recording)
+    before = container.riskbrain.runs
+    results = await asyncio.gather(*(container.riskbrain.refresh("request") for _ in range(10)))
+    assert container.riskbrain.runs - before == 2  # one running, one more for everything that came meanwhile
+    assert len({id(r) for r in results}) == 2
+    assert threaded.count("assess") == 2
