@@ -114,3 +114,24 @@ async def test_concurrent_refreshes_coalesce_and_compute_in_a_thread(api: Api, m
     assert container.riskbrain.runs - before == 2  # one running, one more for everything that came meanwhile
     assert len({id(r) for r in results}) == 2
     assert threaded.count("assess") == 2
+
+
+async def test_a_failing_timer_keeps_running_and_logs_once_per_cause(
+    make_settings: Callable[..., Settings], clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    container = bootstrap(make_settings(), clock=clock, riskbrain_config=RiskBrainConfig(interval_seconds=0.01))
+    calls = 0
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    container.riskbrain._inputs = broken  # type: ignore[method-assign,assignment]
+    async with running(container):
+        for _ in range(200):
+            if calls >= 5:
+                break
+            await asyncio.sleep(0.01)
+    assert calls >= 5 and container.riskbrain.latest is None
+    assert capsys.readouterr().out.count('"event": "riskbrain_refresh_failed"') == 1  # JSON log lines

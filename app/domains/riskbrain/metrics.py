@@ -278,7 +278,7 @@ class Component:
 # (name, weight, full_at, rule). Weights sum to 1, so the score is in [0, 100].
 COMPONENTS: tuple[tuple[str, float, float, str], ...] = (
     ("var_99", 0.35, 0.05, "historical VaR 99% per period, full at 5% of equity"),
-    ("tail", 0.10, 2.0, "4 - Hill tail index: 0 at alpha >= 4, full at alpha <= 2 (infinite variance)"),
+    ("tail", 0.10, 2.0, "4 - Hill tail index: 0 at alpha >= 4 or undefined, full at alpha <= 2 (infinite variance)"),
     ("drawdown", 0.10, 0.10, "current drawdown from the curve's peak, full at 10%"),
     ("exposure", 0.30, 2.0, "open notional / equity, full at the 200% hard limit"),
     ("concentration", 0.15, 0.5, "largest symbol's notional / equity, full at the 50% hard limit"),
