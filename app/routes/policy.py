@@ -10,6 +10,7 @@ from app.core.context import current_trace_id
 from app.core.validation import Label
 from app.domains.policy.schemas import (
     ActiveProfileOut,
+    EffectiveLimitsOut,
     PolicyChangeOut,
     PolicyHistoryPage,
     ProfileOut,
@@ -115,4 +116,28 @@ async def history(
         total=total,
         limit=limit,
         offset=offset,
+    )
+
+
+@router.get("/effective", response_model=EffectiveLimitsOut)
+async def effective_limits(container: ContainerDep) -> EffectiveLimitsOut:
+    """The limit stack in force: each limit's value and source layer, and the stack's inputs."""
+    state, account = await container.trading.safety()
+    view = container.governor.view(state, container.trading.clock())
+    snapshot = container.policy_store.snapshot
+    limits = container.guard.limits(snapshot.profile, view)
+    return EffectiveLimitsOut(
+        **limits.as_dict(),
+        inputs={
+            "profile": snapshot.profile.name.value,
+            "policy_version": snapshot.state.version,
+            "safety_state": view.state,
+            "safety_halted": view.halted,
+            "leverage_multiplier": str(view.leverage_multiplier),
+            "equity": str(account["equity"]),
+            "open_positions": account["open_positions"],
+            "open_notional": str(account["open_notional"]),
+            "used_margin": str(account["used_margin"]),
+            "assumed_stop_distance_pct": str(container.guard.config.assumed_stop_distance_pct),
+        },
     )

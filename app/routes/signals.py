@@ -33,16 +33,21 @@ async def signal(body: SignalRequest, container: AuthorizedContainer) -> SignalO
     """
     as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
     made = await container.signals.signal(body.symbol, as_of)
-    account = await container.trading.account()
+    safety, account = await container.trading.safety()
     pnl = await container.trading.recent_pnl()
+    equity = account["equity"]
     sizing = container.signals.size(
         made,
-        equity=account.equity,
-        used_margin=account.used_margin,
-        pnl_trend=float(pnl / account.equity) if account.equity > 0 else 0.0,
-        profile=container.policy_store.snapshot.profile,
+        equity=equity,
+        used_margin=account["used_margin"],
+        open_notional=account["open_notional"],
+        pnl_trend=float(pnl / equity) if equity > 0 else 0.0,
+        limits=container.guard.limits(
+            container.policy_store.snapshot.profile, container.governor.view(safety, container.trading.clock())
+        ),
         leverage=body.leverage,
         stop_distance_pct=body.stop_loss_pct,
+        assumed_stop_pct=container.guard.config.assumed_stop_distance_pct,
     )
     out = SignalOut.model_validate(made)
     out.sizing = SizingOut.model_validate(sizing)

@@ -125,7 +125,7 @@ async def test_losing_streak_halves_leverage_and_wins_restore_it(
     )
     denied = await client.post("/trades", json={**ETH_LONG, "leverage": "3"})
     assert denied.json()["reasons"][0]["detail"] == (
-        "MAX_LEVERAGE: requested=3 max=2.5 (streak multiplier 0.5) profile=NORMAL"
+        "MAX_LEVERAGE: requested=3 max=2.5 (streak multiplier 0.5 safety=REDUCING) profile=NORMAL"
     )
     await trade_and_close(client, "3100")
     assert (await status(client))["leverage_multiplier"] == "0.5"

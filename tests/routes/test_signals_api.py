@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from app.bootstrap import bootstrap
 from app.core.settings import Settings
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
+from app.domains.risk.stack import profile_layer, stack
 from app.domains.signals.fallback import momentum_signal
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.pipeline import TrainPlan, train_and_promote
@@ -292,10 +293,12 @@ async def test_a_proposed_size_is_never_refused_for_its_size(make_settings: Call
                 signal,
                 equity=equity,
                 used_margin=Decimal(0),
+                open_notional=Decimal(0),
                 pnl_trend=0.0,
-                profile=profile,
+                limits=stack(profile_layer(profile)),
                 leverage=leverage,
                 stop_distance_pct=None,
+                assumed_stop_pct=container.guard.config.assumed_stop_distance_pct,
             )
             if decision.notional is None:
                 below += decision.skipped_reason is not None and decision.skipped_reason.startswith("BELOW_EXCHANGE")

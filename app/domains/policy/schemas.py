@@ -92,3 +92,18 @@ class PolicyHistoryPage(BaseModel):
 class BlocklistOut(BaseModel):
     blocked: dict[str, str]
     kill_switch: str | None
+
+
+class BoundOut(BaseModel):
+    value: Any = Field(description="The limit in force (numbers as decimal strings)")
+    layer: str = Field(description="The layer that set it: hard, profile, governance, mode, safety, or stack")
+    source: str = Field(description="Which profile, policy, mode or state of that layer")
+
+
+class EffectiveLimitsOut(BaseModel):
+    """Every limit RiskGuard applies now, with the layer that set it (the strictest layer wins)."""
+
+    limits: dict[str, BoundOut]
+    hard: dict[str, str]
+    layers: list[dict[str, Any]] = Field(description="What each layer says, in stack order")
+    inputs: dict[str, Any] = Field(description="The account state and governor state the stack was read with")

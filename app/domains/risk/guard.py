@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from app.domains.policy.profiles import RiskProfile
 from app.domains.risk.limits import HARD_LIMITS, HardLimits
+from app.domains.risk.stack import EffectiveLimits, notional_limits, profile_layer, safety_layer, stack
 
 HUNDRED = Decimal(100)
 FALLBACK_SOURCE = "fallback_momentum"  # the source the momentum fallback rule puts on its signals
@@ -129,6 +130,18 @@ class RiskGuard:
     def __init__(self, config: RiskGuardConfig | None = None) -> None:
         self.config = config or RiskGuardConfig()
 
+    def limits(self, profile: RiskProfile, safety: SafetyView) -> EffectiveLimits:
+        """The limit stack in force: hard limits, the profile, the governor's multiplier; strictest wins."""
+        return stack(
+            profile_layer(profile), safety_layer(safety.state, safety.leverage_multiplier), hard=self.config.hard
+        )
+
+    def stop_distance_pct(self, intent: "TradeIntent") -> Decimal:
+        """The stop distance a size is checked against: the given stop's, else the assumed one."""
+        if intent.stop_loss is None:
+            return self.config.assumed_stop_distance_pct
+        return abs(intent.price - intent.stop_loss) * HUNDRED / intent.price
+
     def check(
         self,
         intent: TradeIntent,
@@ -147,6 +160,7 @@ class RiskGuard:
         reasons: list[Reason] = []
         assumptions: list[str] = []
         deny = reasons.append
+        limits = self.limits(profile, safety)
 
         if kill_switch is not None:
             deny(
@@ -155,11 +169,11 @@ class RiskGuard:
                     f"KILL_SWITCH: trading halted by operator: {kill_switch}",
                 )
             )
-        if not profile.allow_new_positions:
+        if not limits.new_positions_allowed.value:
             deny(
                 Reason(
                     DenialCode.NEW_POSITIONS_DISABLED,
-                    f"NEW_POSITIONS_DISABLED: profile={name}",
+                    f"NEW_POSITIONS_DISABLED: {limits.new_positions_allowed.by}",
                 )
             )
         if safety.halted:
@@ -189,13 +203,14 @@ class RiskGuard:
         if equity <= 0:
             deny(Reason(DenialCode.NO_EQUITY, f"NO_EQUITY: equity={equity}"))
 
-        max_leverage = profile.max_leverage * safety.leverage_multiplier
+        max_leverage = limits.leverage_cap
         if intent.leverage > max_leverage:
-            scaled = f" (streak multiplier {safety.leverage_multiplier})" if safety.leverage_multiplier != 1 else ""
+            multiplier = limits.leverage_multiplier
+            scaled = f" (streak multiplier {multiplier.value} {multiplier.by})" if multiplier.value != 1 else ""
             deny(
                 Reason(
                     DenialCode.MAX_LEVERAGE,
-                    f"MAX_LEVERAGE: requested={intent.leverage} max={max_leverage}{scaled} profile={name}",
+                    f"MAX_LEVERAGE: requested={intent.leverage} max={max_leverage}{scaled} {limits.max_leverage.by}",
                 )
             )
         if intent.leverage > hard.max_leverage:
@@ -207,46 +222,61 @@ class RiskGuard:
             )
 
         notional = intent.notional
-        if intent.stop_loss is not None:
-            loss_at_stop = notional * abs(intent.price - intent.stop_loss) / intent.price
-        else:
-            loss_at_stop = notional * cfg.assumed_stop_distance_pct / HUNDRED
+        stop_pct = self.stop_distance_pct(intent)
+        if intent.stop_loss is None:
             assumptions.append(f"no stop_loss given: assumed a {cfg.assumed_stop_distance_pct}% stop distance")
+        loss_at_stop = notional * stop_pct / HUNDRED
         risk_pct = loss_at_stop * HUNDRED / equity if equity > 0 else Decimal(0)
-        if equity > 0 and risk_pct > profile.max_risk_pct_per_trade:
+        size_limits = (
+            {
+                limit.code: limit
+                for limit in notional_limits(
+                    limits,
+                    equity=equity,
+                    used_margin=account.used_margin,
+                    open_notional=account.open_notional,
+                    leverage=intent.leverage,
+                    stop_distance_pct=stop_pct,
+                )
+            }
+            if equity > 0
+            else {}
+        )
+        if equity > 0 and notional > size_limits["MAX_RISK_PER_TRADE"].value:
             deny(
                 Reason(
                     DenialCode.MAX_RISK_PER_TRADE,
-                    f"MAX_RISK_PER_TRADE: risk_pct={_up(risk_pct)} max={profile.max_risk_pct_per_trade} "
-                    f"loss_at_stop={_up(loss_at_stop)} equity={equity} profile={name}",
+                    f"MAX_RISK_PER_TRADE: risk_pct={_up(risk_pct)} max={limits.max_risk_pct_per_trade.value} "
+                    f"loss_at_stop={_up(loss_at_stop)} equity={equity} {limits.max_risk_pct_per_trade.by}",
                 )
             )
 
-        if notional > profile.position_size_cap_usd:
+        if notional > limits.position_size_cap_usd.value:
             deny(
                 Reason(
                     DenialCode.POSITION_SIZE_CAP,
-                    f"POSITION_SIZE_CAP: notional={notional} cap={profile.position_size_cap_usd} profile={name}",
+                    f"POSITION_SIZE_CAP: notional={notional} cap={limits.position_size_cap_usd.value} "
+                    f"{limits.position_size_cap_usd.by}",
                 )
             )
-        if account.open_positions >= profile.max_open_positions:
+        if account.open_positions >= limits.max_open_positions.value:
             deny(
                 Reason(
                     DenialCode.MAX_OPEN_POSITIONS,
-                    f"MAX_OPEN_POSITIONS: open={account.open_positions} max={profile.max_open_positions} "
-                    f"profile={name}",
+                    f"MAX_OPEN_POSITIONS: open={account.open_positions} max={limits.max_open_positions.value} "
+                    f"{limits.max_open_positions.by}",
                 )
             )
 
         day_start = account.day_start_equity
         if day_start > 0:
             daily_dd = (day_start - equity) * HUNDRED / day_start
-            if daily_dd >= profile.max_daily_drawdown_pct:
+            if daily_dd >= limits.max_daily_drawdown_pct.value:
                 deny(
                     Reason(
                         DenialCode.DAILY_DRAWDOWN,
-                        f"DAILY_DRAWDOWN: drawdown_pct={_down(daily_dd)} max={profile.max_daily_drawdown_pct} "
-                        f"profile={name}",
+                        f"DAILY_DRAWDOWN: drawdown_pct={_down(daily_dd)} max={limits.max_daily_drawdown_pct.value} "
+                        f"{limits.max_daily_drawdown_pct.by}",
                     )
                 )
 
@@ -257,12 +287,12 @@ class RiskGuard:
                     f"CONFIDENCE_MISSING: profile={name} requires a confidence",
                 )
             )
-        elif intent.confidence < profile.global_min_confidence:
+        elif intent.confidence < limits.min_confidence.value:
             deny(
                 Reason(
                     DenialCode.MIN_CONFIDENCE,
-                    f"MIN_CONFIDENCE: confidence={intent.confidence} min={profile.global_min_confidence} "
-                    f"profile={name}",
+                    f"MIN_CONFIDENCE: confidence={intent.confidence} min={limits.min_confidence.value} "
+                    f"{limits.min_confidence.by}",
                 )
             )
 
@@ -287,9 +317,9 @@ class RiskGuard:
                 )
 
         if equity > 0:
-            margin_after = account.used_margin + notional / intent.leverage
-            margin_ratio = (equity - margin_after) * HUNDRED / equity
-            if margin_ratio < hard.min_margin_ratio_pct:
+            if notional > size_limits["HARD_MARGIN_RATIO"].value:
+                margin_after = account.used_margin + notional / intent.leverage
+                margin_ratio = (equity - margin_after) * HUNDRED / equity
                 deny(
                     Reason(
                         DenialCode.HARD_MARGIN_RATIO,
@@ -297,16 +327,16 @@ class RiskGuard:
                         f"min={hard.min_margin_ratio_pct}",
                     )
                 )
-            position_pct = notional * HUNDRED / equity
-            if position_pct > hard.max_position_equity_pct:
+            if notional > size_limits["HARD_POSITION_EQUITY"].value:
+                position_pct = notional * HUNDRED / equity
                 deny(
                     Reason(
                         DenialCode.HARD_POSITION_EQUITY,
                         f"HARD_POSITION_EQUITY: position_pct={_up(position_pct)} max={hard.max_position_equity_pct}",
                     )
                 )
-            exposure_pct = (account.open_notional + notional) * HUNDRED / equity
-            if exposure_pct > hard.max_total_exposure_pct:
+            if notional > size_limits["HARD_TOTAL_EXPOSURE"].value:
+                exposure_pct = (account.open_notional + notional) * HUNDRED / equity
                 deny(
                     Reason(
                         DenialCode.HARD_TOTAL_EXPOSURE,

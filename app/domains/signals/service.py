@@ -24,7 +24,7 @@ from app.core.bus import Event
 from app.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
 from app.domains.markets.catalog import MarketCatalog
-from app.domains.policy.profiles import RiskProfile
+from app.domains.risk.stack import EffectiveLimits
 from app.domains.signals.artifacts import load_ensemble
 from app.domains.signals.candles import Candles, FloatArray, Funding
 from app.domains.signals.fallback import SOURCE as FALLBACK_SOURCE
@@ -174,13 +174,16 @@ class SignalService:
         *,
         equity: Decimal,
         used_margin: Decimal,
+        open_notional: Decimal,
         pnl_trend: float,
-        profile: RiskProfile,
+        limits: EffectiveLimits,
         leverage: Decimal | None,
         stop_distance_pct: Decimal | None,
+        assumed_stop_pct: Decimal,
     ) -> SizeDecision:
-        """A position size for `signal` on the live account: clipped by the RiskGuard limits, then fitted to the
-        market's amount step and minimums, so POST /trades at the signal's price takes it."""
+        """A position size for `signal` on the live account: at most the largest notional the limit stack
+        allows (the same function RiskGuard checks with), then fitted to the market's amount step and
+        minimums, so POST /trades at the signal's price takes it."""
         if signal.side == "HOLD":
             return SizeDecision(None, None, None, "none", "HOLD: no position to size")
         inputs = SizingInputs(
@@ -194,11 +197,14 @@ class SignalService:
             equity,
             price,
             inputs,
-            profile,
+            limits,
             self.sizing_policy,
             self.sizing_config,
             leverage,
             stop_distance_pct,
+            open_notional=open_notional,
+            used_margin=used_margin,
+            assumed_stop_pct=assumed_stop_pct,
         )
         return fit_to_market(clipped, self.markets.resolve(signal.symbol), price)
 

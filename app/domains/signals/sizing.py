@@ -30,9 +30,8 @@ import torch
 from torch import nn
 
 from app.domains.markets.catalog import BelowExchangeMinimum, Market, OutOfRange
-from app.domains.policy.profiles import RiskProfile
 from app.domains.risk.guard import RiskGuardConfig
-from app.domains.risk.limits import HARD_LIMITS
+from app.domains.risk.stack import EffectiveLimits, max_notional
 from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, IntArray
 from app.domains.signals.fallback import THRESHOLD_PCT
 from app.domains.signals.features import compute_features
@@ -488,7 +487,7 @@ def _invalid_request(
     equity: Decimal,
     price: Decimal,
     inputs: SizingInputs,
-    profile: RiskProfile,
+    limits: EffectiveLimits,
     leverage: Decimal | None,
     stop_distance_pct: Decimal | None,
 ) -> str | None:
@@ -504,8 +503,12 @@ def _invalid_request(
         return "LEVERAGE_MISSING: the signal carries no leverage (there is no default)"
     if not _finite_positive(leverage):
         return f"LEVERAGE_INVALID: leverage={leverage} must be a finite number > 0"
-    if leverage > profile.max_leverage:
-        return f"LEVERAGE_ABOVE_MAX: leverage={leverage} max={profile.max_leverage} profile={profile.name.value}"
+    if leverage > limits.leverage_cap:
+        return f"LEVERAGE_ABOVE_MAX: leverage={leverage} max={limits.leverage_cap} {limits.max_leverage.by}" + (
+            f" × multiplier {limits.leverage_multiplier.value} {limits.leverage_multiplier.by}"
+            if limits.leverage_multiplier.value != 1
+            else ""
+        )
     if stop_distance_pct is not None and not (stop_distance_pct.is_finite() and 0 < stop_distance_pct <= HUNDRED):
         return f"STOP_INVALID: stop_distance_pct={stop_distance_pct} must be in (0, 100]"
     return None
@@ -515,23 +518,25 @@ def size_position(
     equity: Decimal,
     price: Decimal,
     inputs: SizingInputs,
-    profile: RiskProfile,
+    limits: EffectiveLimits,
     policy: SizingPolicy | None,
     config: SizingConfig,
     leverage: Decimal | None,
     stop_distance_pct: Decimal | None,
+    *,
+    open_notional: Decimal = Decimal(0),
+    used_margin: Decimal | None = None,
+    assumed_stop_pct: Decimal = ASSUMED_STOP_DISTANCE_PCT,
 ) -> SizeDecision:
-    """Notional = equity × base_fraction × multiplier, clipped by every size limit RiskGuard checks.
-
-    The multiplier is the trained policy's, else half Kelly's on the confidence (`source` says which).
-    Limits, in USDT: the profile's `position_size_cap_usd`; risk per trade, notional × stop % ≤ equity ×
-    `max_risk_pct_per_trade` (stop 2 % when none is given, as RiskGuard assumes); the hard 50 % of equity
-    per position; and the hard free-margin floor, used margin + notional / leverage ≤ 90 % of equity (used
-    margin = margin_use × equity). The result is rounded down to 0.01 USDT. The leverage is the caller's and
-    must be within the profile: it is never defaulted.
+    """Notional = equity × base_fraction × multiplier, clipped to `max_notional`: the largest size every
+    RiskGuard size check allows for this account, leverage and stop (one function for both, so a proposal
+    is never denied for its size). The stop is the given distance, else RiskGuard's assumed one
+    (`assumed_stop_pct`, its configuration). Used margin defaults to margin_use × equity. The result is
+    rounded down to 0.01 USDT. The leverage is the caller's and must be within the stack's leverage cap
+    (the multiplier included): it is never defaulted.
     """
     source = "policy" if policy is not None and policy.trained else "kelly"
-    invalid = _invalid_request(equity, price, inputs, profile, leverage, stop_distance_pct)
+    invalid = _invalid_request(equity, price, inputs, limits, leverage, stop_distance_pct)
     if invalid is not None or leverage is None:
         return _skip(source, invalid or "LEVERAGE_MISSING")
 
@@ -549,20 +554,18 @@ def size_position(
 
     # Six decimals are far below any limit's granularity and keep float noise (0.8749999…) out of the money.
     multiplier = round(multiplier, 6)
-    stop_pct = stop_distance_pct if stop_distance_pct is not None else ASSUMED_STOP_DISTANCE_PCT
-    hard = HARD_LIMITS
-    used_margin = Decimal(repr(inputs.margin_use)) * equity
-    limits = {
-        "position_size_cap": profile.position_size_cap_usd,
-        "max_risk_per_trade": equity * profile.max_risk_pct_per_trade / stop_pct,
-        "hard_position_equity": equity * hard.max_position_equity_pct / HUNDRED,
-        "hard_margin_ratio": (equity * (1 - hard.min_margin_ratio_pct / HUNDRED) - used_margin) * leverage,
-    }
+    largest = max_notional(
+        limits,
+        equity=equity,
+        used_margin=used_margin if used_margin is not None else Decimal(repr(inputs.margin_use)) * equity,
+        open_notional=open_notional,
+        leverage=leverage,
+        stop_distance_pct=stop_distance_pct if stop_distance_pct is not None else assumed_stop_pct,
+    )
     notional = equity * Decimal(repr(config.base_fraction)) * Decimal(repr(multiplier))
     limited_by = None
-    for name, limit in limits.items():
-        if notional > limit:
-            notional, limited_by = limit, name
+    if notional > largest.value:
+        notional, limited_by = largest.value, f"{largest.code} {largest.by}"
     notional = notional.quantize(CENT, rounding=ROUND_DOWN)
     if notional <= 0:
         return _skip(

@@ -181,7 +181,7 @@ def test_streak_multiplier_halves_max_leverage(mode: RiskMode) -> None:
         check(mode, intent(leverage=requested), safety=REDUCING),
         (
             DenialCode.MAX_LEVERAGE,
-            f"MAX_LEVERAGE: requested={requested} max={halved} (streak multiplier 0.5) profile={mode}",
+            f"MAX_LEVERAGE: requested={requested} max={halved} (streak multiplier 0.5 safety=REDUCING) profile={mode}",
         ),
     )
     # The profile's own maximum is no longer enough.

@@ -17,6 +17,7 @@ import torch
 from app.domains.markets.catalog import BelowExchangeMinimum, MarketCatalog
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode, RiskProfile
 from app.domains.risk.guard import AccountState, DenialCode, RiskGuard, SafetyView, Side, TradeIntent
+from app.domains.risk.stack import profile_layer, stack
 from app.domains.signals.candles import Candles
 from app.domains.signals.fallback import momentum_signal
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root
@@ -82,7 +83,7 @@ def size(
     stop: Decimal | None = None,
     price: Decimal = PRICE,
 ) -> SizeDecision:
-    return size_position(equity, price, inputs, risk_profile, policy, config, leverage, stop)
+    return size_position(equity, price, inputs, stack(profile_layer(risk_profile)), policy, config, leverage, stop)
 
 
 # --- Kelly ------------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def test_position_size_cap_at_its_boundary() -> None:
     at = size(risk_profile=roomy(position_size_cap_usd=Decimal(300)))
     assert (at.notional, at.limited_by) == (Decimal("300.00"), None)
     below = size(risk_profile=roomy(position_size_cap_usd=Decimal("299.99")))
-    assert (below.notional, below.limited_by) == (Decimal("299.99"), "position_size_cap")
+    assert (below.notional, below.limited_by) == (Decimal("299.99"), "POSITION_SIZE_CAP profile=NORMAL")
 
 
 def test_risk_per_trade_assumes_a_two_percent_stop_when_none_is_given() -> None:
@@ -179,7 +180,7 @@ def test_risk_per_trade_assumes_a_two_percent_stop_when_none_is_given() -> None:
     at = size(risk_profile=roomy(max_risk_pct_per_trade=Decimal("0.06")))
     assert (at.notional, at.limited_by) == (Decimal("300.00"), None)
     below = size(risk_profile=roomy(max_risk_pct_per_trade=Decimal("0.05")))
-    assert (below.notional, below.limited_by) == (Decimal("250.00"), "max_risk_per_trade")
+    assert (below.notional, below.limited_by) == (Decimal("250.00"), "MAX_RISK_PER_TRADE profile=NORMAL")
 
 
 def test_risk_per_trade_uses_the_given_stop() -> None:
@@ -187,7 +188,7 @@ def test_risk_per_trade_uses_the_given_stop() -> None:
     tight = roomy(max_risk_pct_per_trade=Decimal("0.015"))
     assert size(risk_profile=tight, stop=Decimal("0.5")).notional == Decimal("300.00")
     wide = size(risk_profile=tight, stop=Decimal("0.6"))
-    assert (wide.notional, wide.limited_by) == (Decimal("250.00"), "max_risk_per_trade")
+    assert (wide.notional, wide.limited_by) == (Decimal("250.00"), "MAX_RISK_PER_TRADE profile=NORMAL")
     odd = size(risk_profile=tight, stop=Decimal(7))  # 10 000 × 0.015 / 7 = 21.428… rounded down
     assert odd.notional == Decimal("21.42")
 
@@ -199,14 +200,14 @@ def test_one_position_is_at_most_half_of_equity() -> None:
     above = size(
         config=SizingConfig(base_fraction=0.41, max_multiplier=1.25), risk_profile=roomy(), leverage=Decimal(5)
     )
-    assert (above.notional, above.limited_by) == (Decimal("5000.00"), "hard_position_equity")
+    assert (above.notional, above.limited_by) == (Decimal("5000.00"), "HARD_POSITION_EQUITY hard")
 
 
 def test_free_margin_floor() -> None:
     # margin in use 0.8999 × equity leaves 0.0001 × 10 000 = 1 USDT of margin: 3 USDT notional at 3x
     crowded = SizingInputs(0.9, 0.005, 0.0, 0.8999)
     decision = size(crowded, risk_profile=roomy())
-    assert (decision.notional, decision.limited_by) == (Decimal("3.00"), "hard_margin_ratio")
+    assert (decision.notional, decision.limited_by) == (Decimal("3.00"), "HARD_MARGIN_RATIO hard")
     full = size(SizingInputs(0.9, 0.005, 0.0, 0.95), risk_profile=roomy())
     assert full.skipped_reason is not None and full.skipped_reason.startswith("NO_SIZE")
 
