@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.bus import EventBus, HandlerTable
 from app.core.db import create_engine, create_sessionmaker, database_failure
 from app.core.settings import Settings
+from app.domains.governance.policy import PolicyConfig
+from app.domains.governance.service import GovernanceConfig, GovernanceService
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.policy.backends import (
     InProcessPolicyBackend,
@@ -55,6 +57,7 @@ class Container:
     signals: SignalService
     clm: ContinuousLearning
     riskbrain: RiskBrain
+    governance: GovernanceService
     _deferred: "asyncio.Task[None] | None" = None
 
     async def start(self) -> None:
@@ -66,6 +69,7 @@ class Container:
         await self.signals.load_sizing_policy()
         await self.clm.start()
         self.riskbrain.start()
+        self.governance.start()
 
     async def _load_from_database(self) -> bool:
         try:
@@ -93,10 +97,27 @@ class Container:
             await asyncio.gather(self._deferred, return_exceptions=True)
         await self.clm.stop()
         await self.riskbrain.stop()
+        await self.governance.stop()
         await self.trading.close()
         await self.bus.drain()
         await self.policy_store.stop()
         await self.engine.dispose()
+
+
+def governance_settings(settings: Settings) -> GovernanceConfig:
+    """The governance config from settings: streams only with a Redis URL and GOVERNANCE_STREAMS_ENABLED."""
+    return GovernanceConfig(
+        window=settings.governance_window,
+        policy=PolicyConfig(
+            min_samples=settings.min_samples,
+            conservative_threshold=settings.conservative_threshold,
+            aggressive_threshold=settings.aggressive_threshold,
+            hysteresis=settings.governance_hysteresis,
+        ),
+        update_interval=settings.policy_update_interval,
+        redis_url=settings.redis_url if settings.governance_streams_enabled else None,
+        redis_timeout=settings.redis_timeout_seconds,
+    )
 
 
 def bootstrap(
@@ -110,6 +131,7 @@ def bootstrap(
     clm_config: ClmConfig | None = None,
     clock: Callable[[], datetime] = utcnow,
     riskbrain_config: RiskBrainConfig | None = None,
+    governance_config: GovernanceConfig | None = None,
 ) -> Container:
     engine = engine or create_engine(settings.database_url, settings.db_pool_size, **settings.db_engine_options())
     sessions = create_sessionmaker(engine)
@@ -182,6 +204,10 @@ def bootstrap(
     clm = ContinuousLearning(settings, clm_config, market_data, clock=clock, registry=registry, bus=bus)
     riskbrain = RiskBrain(sessions, settings.account_id, riskbrain_config or RiskBrainConfig(), clock, market_data)
     bus.subscribe(TradeClosed, riskbrain.on_trade_closed)
+    governance = GovernanceService(
+        sessions, settings.account_id, governance_config or governance_settings(settings), clock
+    )
+    bus.subscribe(TradeClosed, governance.on_trade_closed)
     return Container(
         settings=settings,
         engine=engine,
@@ -198,4 +224,5 @@ def bootstrap(
         signals=signals,
         clm=clm,
         riskbrain=riskbrain,
+        governance=governance,
     )

@@ -23,7 +23,19 @@ from app.core.middleware import TraceMiddleware
 from app.core.openapi import install_openapi
 from app.core.security import BodySizeLimitMiddleware
 from app.core.settings import Settings, get_settings
-from app.routes import account, clm, health, policy, risk, riskbrain, safety, signals, strategy, trades
+from app.routes import (
+    account,
+    clm,
+    governance,
+    health,
+    policy,
+    risk,
+    riskbrain,
+    safety,
+    signals,
+    strategy,
+    trades,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +178,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             status_code=422,
         )
 
-    for module in (policy, trades, risk, safety, account, signals, clm, strategy, riskbrain, health):
+    for module in (policy, trades, risk, safety, account, signals, clm, strategy, riskbrain, governance, health):
         app.include_router(module.router)
     install_openapi(app)  # the error bodies and statuses the app really returns
     install_docs(app)  # after the API routes: requests match those first

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
 
     strategy_min_trades: int = Field(default=30, ge=2)  # Strategy Brain: closed trades before a source counts
 
+    # Portfolio governance (exposure memory and policy)
+    policy_update_interval: float = Field(default=30.0, gt=0)
+    min_samples: int = Field(default=50, ge=0)
+    conservative_threshold: float = Field(default=0.3, allow_inf_nan=False)
+    aggressive_threshold: float = Field(default=0.7, allow_inf_nan=False)
+    governance_window: int = Field(default=500, ge=1)
+    governance_hysteresis: float = Field(default=0.05, ge=0, allow_inf_nan=False)
+    governance_streams_enabled: bool = True  # consume and publish the Redis streams/keys when REDIS_URL is set
+
     def db_engine_options(self) -> "EngineOptions":
         """The database timeouts as `create_engine` keywords: the one place every engine gets them
         (the API, the CLI, the training child process)."""

@@ -23,6 +23,7 @@ def test_the_mutating_routes_are_known() -> None:
         ("PATCH", "/api/v2/policy/risk-profile"),
         ("POST", "/api/ai/signal"),
         ("POST", "/api/clm/retrain"),
+        ("POST", "/api/governance/evaluate"),
         ("POST", "/api/v2/policy/risk-mode"),
         ("POST", "/api/v2/policy/risk-profile/reset"),
         ("POST", "/api/v2/risk/kill-switch"),

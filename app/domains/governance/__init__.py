@@ -1,0 +1,1 @@
+"""Portfolio governance: exposure memory of closed trades and the portfolio policy derived from it."""

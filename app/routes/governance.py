@@ -1,0 +1,125 @@
+"""/api/governance: the portfolio policy decided from the exposure memory, and re-deciding it now."""
+
+from dataclasses import asdict
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from app.domains.governance.service import GovernanceService
+from app.routes.deps import AuthorizedContainer, ContainerDep
+
+router = APIRouter(prefix="/api/governance", tags=["governance"])
+
+
+class LimitsOut(BaseModel):
+    max_leverage: int
+    min_confidence: float
+    max_positions: int
+
+
+class ScoreInputsOut(BaseModel):
+    count: int = Field(description="Events in the window")
+    avg_pnl: float | None = Field(description="Mean return per trade, percent (0.32 = +0.32 %)")
+    avg_confidence: float | None
+    avg_volatility: float | None
+    avg_leverage: float | None
+    win_rate: float | None = Field(description="Share of events with pnl > 0")
+    confidence_samples: int = Field(description="Events with a confidence; the others are left out of its average")
+    volatility_samples: int = Field(description="Events with a volatility; the others are left out of its average")
+    previous: str | None
+
+
+class HealthOut(BaseModel):
+    samples: int
+    window: int
+    oldest: datetime | None = Field(description="Timestamp of the oldest event in the window (record order)")
+    newest: datetime | None
+    rejected: int = Field(description="Malformed stream entries skipped since start")
+    recorded_total: int
+    rebuilt: bool = Field(description="The window was rebuilt from the trades table on start")
+
+
+class SymbolOut(BaseModel):
+    count: int
+    avg_pnl: float
+    win_rate: float
+
+
+class ChangeOut(BaseModel):
+    previous: str
+    policy: str
+    score: float | None
+    reason: str
+    at: datetime
+    trigger: str
+
+
+class ConsumerOut(BaseModel):
+    enabled: bool = Field(description="False without REDIS_URL or with GOVERNANCE_STREAMS_ENABLED=false")
+    stream: str
+    group: str
+    consumer: str
+    state: str = Field(description="disabled, starting, running, unreachable or stopped")
+    last_id: str | None
+    recorded: int
+    duplicates_skipped: int
+    rejected: int
+    acked: int
+    retries: int
+    last_error: str | None
+    published_at: datetime | None
+    publish_error: str | None
+
+
+class GovernanceStatusOut(BaseModel):
+    policy: str
+    limits: LimitsOut
+    score: float | None = Field(description="(avg_pnl × avg_confidence × win_rate) / max(avg_volatility, 0.01)")
+    reason: str | None
+    decided_at: datetime | None
+    inputs: ScoreInputsOut | None
+    thresholds: dict[str, float] = Field(description="conservative, aggressive, hysteresis, min_samples")
+    memory: HealthOut
+    symbols: dict[str, SymbolOut]
+    changes: list[ChangeOut] = Field(description="Policy changes of this process, newest first")
+    consumer: ConsumerOut
+
+
+def to_out(service: GovernanceService) -> GovernanceStatusOut:
+    decision, config = service.decision, service.config.policy
+    limits = service.current_limits()
+    return GovernanceStatusOut.model_validate(
+        {
+            "policy": limits.policy,
+            "limits": {k: v for k, v in asdict(limits).items() if k != "policy"},
+            "score": decision.score if decision else None,
+            "reason": decision.reason if decision else None,
+            "decided_at": service.decided_at,
+            "inputs": decision.inputs if decision else None,
+            "thresholds": {
+                "conservative": config.conservative_threshold,
+                "aggressive": config.aggressive_threshold,
+                "hysteresis": config.hysteresis,
+                "min_samples": config.min_samples,
+            },
+            "memory": {**asdict(service.memory.health()), "rebuilt": service.rebuilt},
+            "symbols": {k: asdict(v) for k, v in service.memory.per_symbol().items()},
+            "changes": [asdict(c) for c in service.changes()],
+            "consumer": asdict(service.consumer),
+        }
+    )
+
+
+@router.get("/status", response_model=GovernanceStatusOut)
+async def status(container: ContainerDep) -> GovernanceStatusOut:
+    """The portfolio policy, its score and inputs, the exposure memory's health, per-symbol statistics,
+    the last policy changes and the stream consumer's state."""
+    return to_out(container.governance)
+
+
+@router.post("/evaluate", response_model=GovernanceStatusOut)
+async def evaluate(container: AuthorizedContainer) -> GovernanceStatusOut:
+    """Re-decide the policy from the memory now (and publish it when Redis is configured)."""
+    await container.governance.evaluate("request")
+    return to_out(container.governance)
