@@ -6,6 +6,7 @@ It never does I/O, so it can run under the account lock in microseconds.
 """
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -13,7 +14,14 @@ from enum import StrEnum
 
 from app.domains.policy.profiles import RiskProfile
 from app.domains.risk.limits import HARD_LIMITS, HardLimits
-from app.domains.risk.stack import EffectiveLimits, notional_limits, profile_layer, safety_layer, stack
+from app.domains.risk.stack import (
+    EffectiveLimits,
+    LayerLimits,
+    notional_limits,
+    profile_layer,
+    safety_layer,
+    stack,
+)
 
 HUNDRED = Decimal(100)
 FALLBACK_SOURCE = "fallback_momentum"  # the source the momentum fallback rule puts on its signals
@@ -126,14 +134,28 @@ class RiskGuardConfig:
     hard: HardLimits = HARD_LIMITS
 
 
+LayerSource = Callable[[], LayerLimits | None]
+
+
 class RiskGuard:
-    def __init__(self, config: RiskGuardConfig | None = None) -> None:
+    def __init__(self, config: RiskGuardConfig | None = None, layers: Sequence[LayerSource] = ()) -> None:
         self.config = config or RiskGuardConfig()
+        self._layers = list(layers)
+
+    def add_layer(self, source: LayerSource) -> None:
+        """Another layer of the stack (portfolio governance, operating mode): `source()` returns what
+        it allows now, from memory (no I/O: a check runs under the account lock), or None."""
+        self._layers.append(source)
 
     def limits(self, profile: RiskProfile, safety: SafetyView) -> EffectiveLimits:
-        """The limit stack in force: hard limits, the profile, the governor's multiplier; strictest wins."""
+        """The limit stack in force: hard limits, the profile, the added layers, the governor's
+        multiplier; the strictest value of each limit wins."""
+        added = [layer for source in self._layers if (layer := source()) is not None]
         return stack(
-            profile_layer(profile), safety_layer(safety.state, safety.leverage_multiplier), hard=self.config.hard
+            profile_layer(profile),
+            *added,
+            safety_layer(safety.state, safety.leverage_multiplier),
+            hard=self.config.hard,
         )
 
     def stop_distance_pct(self, intent: "TradeIntent") -> Decimal:

@@ -156,3 +156,18 @@ def test_sizing_refuses_a_leverage_the_streak_multiplier_forbids() -> None:
     )
     assert decision.skipped_reason is not None and decision.skipped_reason.startswith("LEVERAGE_ABOVE_MAX")
     assert "safety=REDUCING" in decision.skipped_reason
+
+
+def test_an_added_layer_binds_in_risk_guard_and_is_named() -> None:
+    """A governance-like layer plugged into RiskGuard: its stricter confidence and position count win."""
+    strict = LayerLimits(Layer.GOVERNANCE, "CONSERVATIVE", min_confidence=Decimal("0.75"), max_open_positions=3)
+    guard = RiskGuard(layers=[lambda: strict])
+    intent = TradeIntent("BTC/USDT:USDT", Side.LONG, Decimal(100), Decimal(2), PRICE, confidence=Decimal("0.70"))
+    account = AccountState(Decimal(10000), 3, Decimal(300), Decimal(150), Decimal(10000))
+    profile = DEFAULT_PROFILES[RiskMode.NORMAL]
+    decision = guard.check(intent, account, profile, SafetyView(False, "ACTIVE", ""), now=NOW, trace_id="t")
+    assert [r.detail for r in decision.reasons] == [
+        "MAX_OPEN_POSITIONS: open=3 max=3 governance=CONSERVATIVE",
+        "MIN_CONFIDENCE: confidence=0.70 min=0.75 governance=CONSERVATIVE",
+    ]
+    assert guard.limits(profile, SafetyView(False, "ACTIVE", "")).max_leverage.by == "profile=NORMAL"
