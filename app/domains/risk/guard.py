@@ -141,6 +141,7 @@ class RiskGuard:
     def __init__(self, config: RiskGuardConfig | None = None, layers: Sequence[LayerSource] = ()) -> None:
         self.config = config or RiskGuardConfig()
         self._layers = list(layers)
+        self._cached: tuple[tuple[object, ...], EffectiveLimits] | None = None
 
     def add_layer(self, source: LayerSource) -> None:
         """Another layer of the stack (portfolio governance, operating mode): `source()` returns what
@@ -150,13 +151,21 @@ class RiskGuard:
     def limits(self, profile: RiskProfile, safety: SafetyView) -> EffectiveLimits:
         """The limit stack in force: hard limits, the profile, the added layers, the governor's
         multiplier; the strictest value of each limit wins."""
-        added = [layer for source in self._layers if (layer := source()) is not None]
-        return stack(
+        added = tuple(layer for source in self._layers if (layer := source()) is not None)
+        # The stack changes only with the policy snapshot, a layer or the governor's state: build it
+        # once per change (tuple equality checks identity first, so a hit costs a few comparisons).
+        key = (profile, safety.state, safety.leverage_multiplier, added)
+        cached = self._cached
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        limits = stack(
             profile_layer(profile),
             *added,
             safety_layer(safety.state, safety.leverage_multiplier),
             hard=self.config.hard,
         )
+        self._cached = (key, limits)
+        return limits
 
     def stop_distance_pct(self, intent: "TradeIntent") -> Decimal:
         """The stop distance a size is checked against: the given stop's, else the assumed one."""
