@@ -185,82 +185,20 @@ class RiskGuard:
         kill_switch: str | None = None,
         blocked_symbols: dict[str, str] | None = None,
     ) -> RiskDecision:
+        """Every check of `CHECKS`, in order; the decision lists every reason, not the first."""
         cfg = self.config
-        hard = cfg.hard
-        name = profile.name.value
-        reasons: list[Reason] = []
-        assumptions: list[str] = []
-        deny = reasons.append
         limits = self.limits(profile, safety)
-
-        if kill_switch is not None:
-            deny(
-                Reason(
-                    DenialCode.KILL_SWITCH,
-                    f"KILL_SWITCH: trading halted by operator: {kill_switch}",
-                )
-            )
-        if not limits.new_positions_allowed.value:
-            deny(
-                Reason(
-                    DenialCode.NEW_POSITIONS_DISABLED,
-                    f"NEW_POSITIONS_DISABLED: {limits.new_positions_allowed.by}",
-                )
-            )
-        if safety.halted:
-            deny(
-                Reason(
-                    DenialCode.SAFETY_HALTED,
-                    f"SAFETY_HALTED: state={safety.state} {safety.reason}",
-                )
-            )
-        if blocked_symbols and intent.symbol in blocked_symbols:
-            deny(
-                Reason(
-                    DenialCode.SYMBOL_BLOCKED,
-                    f"SYMBOL_BLOCKED: symbol={intent.symbol} reason={blocked_symbols[intent.symbol]}",
-                )
-            )
-
-        if intent.source == FALLBACK_SOURCE and not cfg.accept_fallback_signals:
-            deny(
-                Reason(
-                    DenialCode.FALLBACK_SIGNAL,
-                    f"FALLBACK_SIGNAL: source={FALLBACK_SOURCE} is not accepted (ACCEPT_FALLBACK_SIGNALS=false)",
-                )
-            )
-
         equity = account.equity
-        if equity <= 0:
-            deny(Reason(DenialCode.NO_EQUITY, f"NO_EQUITY: equity={equity}"))
-
-        max_leverage = limits.leverage_cap
-        if intent.leverage > max_leverage:
-            multiplier = limits.leverage_multiplier
-            scaled = f" (streak multiplier {multiplier.value} {multiplier.by})" if multiplier.value != 1 else ""
-            deny(
-                Reason(
-                    DenialCode.MAX_LEVERAGE,
-                    f"MAX_LEVERAGE: requested={intent.leverage} max={max_leverage}{scaled} {limits.max_leverage.by}",
-                )
-            )
-        if intent.leverage > hard.max_leverage:
-            deny(
-                Reason(
-                    DenialCode.HARD_MAX_LEVERAGE,
-                    f"HARD_MAX_LEVERAGE: requested={intent.leverage} hard_max={hard.max_leverage}",
-                )
-            )
-
-        notional = intent.notional
         stop_pct = self.stop_distance_pct(intent)
+        assumptions: list[str] = []
         if intent.stop_loss is None:
             assumptions.append(f"no stop_loss given: assumed a {cfg.assumed_stop_distance_pct}% stop distance")
-        loss_at_stop = notional * stop_pct / HUNDRED
-        risk_pct = loss_at_stop * HUNDRED / equity if equity > 0 else Decimal(0)
+        if intent.price_as_of is None:
+            assumptions.append("no price_as_of given: the price is taken as of the request time")
+        loss_at_stop = intent.notional * stop_pct / HUNDRED
         size_limits = (
             {
-                limit.code: limit
+                limit.code: limit.value
                 for limit in notional_limits(
                     limits,
                     equity=equity,
@@ -273,115 +211,228 @@ class RiskGuard:
             if equity > 0
             else {}
         )
-        if equity > 0 and notional > size_limits["MAX_RISK_PER_TRADE"].value:
-            deny(
-                Reason(
-                    DenialCode.MAX_RISK_PER_TRADE,
-                    f"MAX_RISK_PER_TRADE: risk_pct={_up(risk_pct)} max={limits.max_risk_pct_per_trade.value} "
-                    f"loss_at_stop={_up(loss_at_stop)} equity={equity} {limits.max_risk_pct_per_trade.by}",
-                )
-            )
-
-        if notional > limits.position_size_cap_usd.value:
-            deny(
-                Reason(
-                    DenialCode.POSITION_SIZE_CAP,
-                    f"POSITION_SIZE_CAP: notional={notional} cap={limits.position_size_cap_usd.value} "
-                    f"{limits.position_size_cap_usd.by}",
-                )
-            )
-        if account.open_positions >= limits.max_open_positions.value:
-            deny(
-                Reason(
-                    DenialCode.MAX_OPEN_POSITIONS,
-                    f"MAX_OPEN_POSITIONS: open={account.open_positions} max={limits.max_open_positions.value} "
-                    f"{limits.max_open_positions.by}",
-                )
-            )
-
-        day_start = account.day_start_equity
-        if day_start > 0:
-            daily_dd = (day_start - equity) * HUNDRED / day_start
-            if daily_dd >= limits.max_daily_drawdown_pct.value:
-                deny(
-                    Reason(
-                        DenialCode.DAILY_DRAWDOWN,
-                        f"DAILY_DRAWDOWN: drawdown_pct={_down(daily_dd)} max={limits.max_daily_drawdown_pct.value} "
-                        f"{limits.max_daily_drawdown_pct.by}",
-                    )
-                )
-
-        if intent.confidence is None:
-            deny(
-                Reason(
-                    DenialCode.CONFIDENCE_MISSING,
-                    f"CONFIDENCE_MISSING: profile={name} requires a confidence",
-                )
-            )
-        elif intent.confidence < limits.min_confidence.value:
-            deny(
-                Reason(
-                    DenialCode.MIN_CONFIDENCE,
-                    f"MIN_CONFIDENCE: confidence={intent.confidence} min={limits.min_confidence.value} "
-                    f"{limits.min_confidence.by}",
-                )
-            )
-
-        if intent.price_as_of is None:
-            assumptions.append("no price_as_of given: the price is taken as of the request time")
-        else:
-            age = (now - intent.price_as_of).total_seconds()
-            if age > cfg.max_price_age_seconds:
-                deny(
-                    Reason(
-                        DenialCode.STALE_PRICE,
-                        f"STALE_PRICE: age_s={_seconds_up(age)} max_s={cfg.max_price_age_seconds}",
-                    )
-                )
-            elif -age > cfg.max_price_future_skew_seconds:
-                deny(
-                    Reason(
-                        DenialCode.PRICE_FROM_FUTURE,
-                        f"PRICE_FROM_FUTURE: ahead_s={_seconds_up(-age)} "
-                        f"max_skew_s={cfg.max_price_future_skew_seconds}",
-                    )
-                )
-
-        if equity > 0:
-            if notional > size_limits["HARD_MARGIN_RATIO"].value:
-                margin_after = account.used_margin + notional / intent.leverage
-                margin_ratio = (equity - margin_after) * HUNDRED / equity
-                deny(
-                    Reason(
-                        DenialCode.HARD_MARGIN_RATIO,
-                        f"HARD_MARGIN_RATIO: free_margin_pct_after={_down(margin_ratio)} "
-                        f"min={hard.min_margin_ratio_pct}",
-                    )
-                )
-            if notional > size_limits["HARD_POSITION_EQUITY"].value:
-                position_pct = notional * HUNDRED / equity
-                deny(
-                    Reason(
-                        DenialCode.HARD_POSITION_EQUITY,
-                        f"HARD_POSITION_EQUITY: position_pct={_up(position_pct)} max={hard.max_position_equity_pct}",
-                    )
-                )
-            if notional > size_limits["HARD_TOTAL_EXPOSURE"].value:
-                exposure_pct = (account.open_notional + notional) * HUNDRED / equity
-                deny(
-                    Reason(
-                        DenialCode.HARD_TOTAL_EXPOSURE,
-                        f"HARD_TOTAL_EXPOSURE: exposure_pct_after={_up(exposure_pct)} "
-                        f"max={hard.max_total_exposure_pct}",
-                    )
-                )
-
+        ctx = CheckContext(
+            intent,
+            account,
+            safety,
+            limits,
+            cfg,
+            now,
+            kill_switch,
+            blocked_symbols or {},
+            loss_at_stop,
+            loss_at_stop * HUNDRED / equity if equity > 0 else Decimal(0),
+            size_limits,
+        )
+        reasons = tuple(reason for check in CHECKS if (reason := check(ctx)) is not None)
         return RiskDecision(
             allowed=not reasons,
-            reasons=tuple(reasons),
-            profile_name=name,
+            reasons=reasons,
+            profile_name=profile.name.value,
             trace_id=trace_id,
-            risk_pct=risk_pct,
-            max_leverage=max_leverage,
+            risk_pct=ctx.risk_pct,
+            max_leverage=limits.leverage_cap,
             assumptions=tuple(assumptions),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """What every check reads: the intent, the account, the stack, and what is computed once for all."""
+
+    intent: TradeIntent
+    account: AccountState
+    safety: SafetyView
+    limits: EffectiveLimits
+    config: RiskGuardConfig
+    now: datetime
+    kill_switch: str | None
+    blocked_symbols: dict[str, str]
+    loss_at_stop: Decimal
+    risk_pct: Decimal
+    size_limits: dict[str, Decimal]  # the largest notional each size check allows (empty without equity)
+
+
+Check = Callable[[CheckContext], Reason | None]
+
+
+def _kill_switch(c: CheckContext) -> Reason | None:
+    if c.kill_switch is None:
+        return None
+    return Reason(DenialCode.KILL_SWITCH, f"KILL_SWITCH: trading halted by operator: {c.kill_switch}")
+
+
+def _new_positions(c: CheckContext) -> Reason | None:
+    allowed = c.limits.new_positions_allowed
+    return None if allowed.value else Reason(DenialCode.NEW_POSITIONS_DISABLED, f"NEW_POSITIONS_DISABLED: {allowed.by}")
+
+
+def _safety_halted(c: CheckContext) -> Reason | None:
+    if not c.safety.halted:
+        return None
+    return Reason(DenialCode.SAFETY_HALTED, f"SAFETY_HALTED: state={c.safety.state} {c.safety.reason}")
+
+
+def _symbol_blocked(c: CheckContext) -> Reason | None:
+    why = c.blocked_symbols.get(c.intent.symbol)
+    if why is None:
+        return None
+    return Reason(DenialCode.SYMBOL_BLOCKED, f"SYMBOL_BLOCKED: symbol={c.intent.symbol} reason={why}")
+
+
+def _fallback_signal(c: CheckContext) -> Reason | None:
+    if c.intent.source != FALLBACK_SOURCE or c.config.accept_fallback_signals:
+        return None
+    return Reason(
+        DenialCode.FALLBACK_SIGNAL,
+        f"FALLBACK_SIGNAL: source={FALLBACK_SOURCE} is not accepted (ACCEPT_FALLBACK_SIGNALS=false)",
+    )
+
+
+def _no_equity(c: CheckContext) -> Reason | None:
+    equity = c.account.equity
+    return Reason(DenialCode.NO_EQUITY, f"NO_EQUITY: equity={equity}") if equity <= 0 else None
+
+
+def _max_leverage(c: CheckContext) -> Reason | None:
+    cap = c.limits.leverage_cap
+    if c.intent.leverage <= cap:
+        return None
+    multiplier = c.limits.leverage_multiplier
+    scaled = f" (streak multiplier {multiplier.value} {multiplier.by})" if multiplier.value != 1 else ""
+    return Reason(
+        DenialCode.MAX_LEVERAGE,
+        f"MAX_LEVERAGE: requested={c.intent.leverage} max={cap}{scaled} {c.limits.max_leverage.by}",
+    )
+
+
+def _hard_max_leverage(c: CheckContext) -> Reason | None:
+    hard_max = c.config.hard.max_leverage
+    if c.intent.leverage <= hard_max:
+        return None
+    return Reason(DenialCode.HARD_MAX_LEVERAGE, f"HARD_MAX_LEVERAGE: requested={c.intent.leverage} hard_max={hard_max}")
+
+
+def _max_risk_per_trade(c: CheckContext) -> Reason | None:
+    if not c.size_limits or c.intent.notional <= c.size_limits["MAX_RISK_PER_TRADE"]:
+        return None
+    bound = c.limits.max_risk_pct_per_trade
+    return Reason(
+        DenialCode.MAX_RISK_PER_TRADE,
+        f"MAX_RISK_PER_TRADE: risk_pct={_up(c.risk_pct)} max={bound.value} "
+        f"loss_at_stop={_up(c.loss_at_stop)} equity={c.account.equity} {bound.by}",
+    )
+
+
+def _position_size_cap(c: CheckContext) -> Reason | None:
+    cap = c.limits.position_size_cap_usd
+    if c.intent.notional <= cap.value:
+        return None
+    return Reason(
+        DenialCode.POSITION_SIZE_CAP, f"POSITION_SIZE_CAP: notional={c.intent.notional} cap={cap.value} {cap.by}"
+    )
+
+
+def _max_open_positions(c: CheckContext) -> Reason | None:
+    bound = c.limits.max_open_positions
+    if c.account.open_positions < bound.value:
+        return None
+    return Reason(
+        DenialCode.MAX_OPEN_POSITIONS,
+        f"MAX_OPEN_POSITIONS: open={c.account.open_positions} max={bound.value} {bound.by}",
+    )
+
+
+def _daily_drawdown(c: CheckContext) -> Reason | None:
+    day_start = c.account.day_start_equity
+    if day_start <= 0:
+        return None
+    drawdown = (day_start - c.account.equity) * HUNDRED / day_start
+    bound = c.limits.max_daily_drawdown_pct
+    if drawdown < bound.value:
+        return None
+    return Reason(
+        DenialCode.DAILY_DRAWDOWN, f"DAILY_DRAWDOWN: drawdown_pct={_down(drawdown)} max={bound.value} {bound.by}"
+    )
+
+
+def _confidence(c: CheckContext) -> Reason | None:
+    bound = c.limits.min_confidence
+    if c.intent.confidence is None:
+        return Reason(DenialCode.CONFIDENCE_MISSING, f"CONFIDENCE_MISSING: {bound.by} requires a confidence")
+    if c.intent.confidence >= bound.value:
+        return None
+    return Reason(
+        DenialCode.MIN_CONFIDENCE, f"MIN_CONFIDENCE: confidence={c.intent.confidence} min={bound.value} {bound.by}"
+    )
+
+
+def _price_age(c: CheckContext) -> Reason | None:
+    if c.intent.price_as_of is None:
+        return None
+    age = (c.now - c.intent.price_as_of).total_seconds()
+    if age > c.config.max_price_age_seconds:
+        return Reason(
+            DenialCode.STALE_PRICE, f"STALE_PRICE: age_s={_seconds_up(age)} max_s={c.config.max_price_age_seconds}"
+        )
+    if -age > c.config.max_price_future_skew_seconds:
+        return Reason(
+            DenialCode.PRICE_FROM_FUTURE,
+            f"PRICE_FROM_FUTURE: ahead_s={_seconds_up(-age)} max_skew_s={c.config.max_price_future_skew_seconds}",
+        )
+    return None
+
+
+def _hard_margin_ratio(c: CheckContext) -> Reason | None:
+    if not c.size_limits or c.intent.notional <= c.size_limits["HARD_MARGIN_RATIO"]:
+        return None
+    equity = c.account.equity
+    margin_after = c.account.used_margin + c.intent.notional / c.intent.leverage
+    ratio = (equity - margin_after) * HUNDRED / equity
+    return Reason(
+        DenialCode.HARD_MARGIN_RATIO,
+        f"HARD_MARGIN_RATIO: free_margin_pct_after={_down(ratio)} min={c.config.hard.min_margin_ratio_pct}",
+    )
+
+
+def _hard_position_equity(c: CheckContext) -> Reason | None:
+    if not c.size_limits or c.intent.notional <= c.size_limits["HARD_POSITION_EQUITY"]:
+        return None
+    position_pct = c.intent.notional * HUNDRED / c.account.equity
+    return Reason(
+        DenialCode.HARD_POSITION_EQUITY,
+        f"HARD_POSITION_EQUITY: position_pct={_up(position_pct)} max={c.config.hard.max_position_equity_pct}",
+    )
+
+
+def _hard_total_exposure(c: CheckContext) -> Reason | None:
+    if not c.size_limits or c.intent.notional <= c.size_limits["HARD_TOTAL_EXPOSURE"]:
+        return None
+    exposure_pct = (c.account.open_notional + c.intent.notional) * HUNDRED / c.account.equity
+    return Reason(
+        DenialCode.HARD_TOTAL_EXPOSURE,
+        f"HARD_TOTAL_EXPOSURE: exposure_pct_after={_up(exposure_pct)} max={c.config.hard.max_total_exposure_pct}",
+    )
+
+
+CHECKS: tuple[Check, ...] = (
+    _kill_switch,
+    _new_positions,
+    _safety_halted,
+    _symbol_blocked,
+    _fallback_signal,
+    _no_equity,
+    _max_leverage,
+    _hard_max_leverage,
+    _max_risk_per_trade,
+    _position_size_cap,
+    _max_open_positions,
+    _daily_drawdown,
+    _confidence,
+    _price_age,
+    _hard_margin_ratio,
+    _hard_position_equity,
+    _hard_total_exposure,
+)
+"""RiskGuard's checks, in the order a decision lists their reasons. Each reads the limit stack and
+the context and returns a reason or nothing."""
