@@ -200,3 +200,22 @@ async def test_a_malformed_entry_is_skipped_counted_and_acknowledged(
         assert body["consumer"]["state"] == "running"
         await redis.xadd(STREAM, entry(4, 0.5))
         await recorded(container, 3)  # the consumer kept going
+
+
+async def test_a_restart_restores_the_published_policy_without_a_change_event(
+    redis: Redis, make_container: Callable[..., Container]
+) -> None:
+    for i in range(60):
+        await redis.xadd(STREAM, entry(i, -1.0))
+    first = make_container()
+    async with running(first):
+        await recorded(first, 60)
+        assert (await first.governance.evaluate()).policy.value == "CONSERVATIVE"
+    assert (await redis.get(KEY_POLICY)) == b"CONSERVATIVE"
+    second = make_container()
+    async with running(second) as client:
+        await recorded(second, 60)
+        body = (await client.post("/api/governance/evaluate")).json()
+        assert body["policy"] == "CONSERVATIVE" and body["inputs"]["previous"] == "CONSERVATIVE"
+        assert body["changes"] == []
+    assert [c[1][b"to"] for c in await redis.xrange(EVENTS_STREAM)] == [b"CONSERVATIVE"]

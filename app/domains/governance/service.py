@@ -112,6 +112,11 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
     return list(response[0][1])
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _stream_id(raw: bytes | str) -> tuple[int, int]:
     text = raw.decode() if isinstance(raw, bytes) else raw
     ms, _, seq = text.partition("-")
@@ -143,6 +148,7 @@ class GovernanceService:
         self._redis: Redis | None = None
         self._restored = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.consumer = ConsumerState(enabled=config.redis_url is not None)
         if config.redis_url is not None:
             self.consumer.group, self.consumer.consumer = config.group, config.consumer
@@ -179,10 +185,16 @@ class GovernanceService:
             self._tasks.append(asyncio.create_task(self._run(), name="governance"))
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel the tasks and wait for them; the loops also check `_stopping`, because a client
+        library may turn a cancellation into a timeout error that a retry loop would swallow."""
+        self._stopping = True
+        tasks = list(self._tasks)
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            tasks = list(pending)
+        self._tasks = []
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -190,6 +202,15 @@ class GovernanceService:
             self.consumer.state = "stopped"
 
     async def _run(self) -> None:
+        try:
+            await self._start_then_consume()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("governance_stopped_by_error")
+            self.consumer.state = "stopped" if self.consumer.enabled else "disabled"
+
+    async def _start_then_consume(self) -> None:
         await self._rebuild_from_trades()
         synced = False
         if self.config.redis_url is not None:
@@ -201,7 +222,7 @@ class GovernanceService:
             await self._consume(synced)
 
     async def _timer(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.config.update_interval)
             try:
                 await self.evaluate("timer")
@@ -217,7 +238,7 @@ class GovernanceService:
                     rows = await repository.newest_closed(session, self._account_id, self.config.window)
                 break
             except Exception as exc:
-                if database_failure(exc) is None:
+                if database_failure(exc) is None or self._stopping:
                     raise
                 logger.error("governance_rebuild_waiting_for_database", extra={"error_class": type(exc).__name__})
                 await asyncio.sleep(delay)
@@ -297,7 +318,7 @@ class GovernanceService:
 
     async def _consume(self, synced: bool) -> None:
         delay = self.config.backoff_initial
-        while True:
+        while not self._stopping:
             try:
                 if not synced:
                     await self._sync()
@@ -314,8 +335,19 @@ class GovernanceService:
                 if entries:
                     await self._handle(entries)
             except (RedisError, OSError) as exc:
+                if self._stopping or _cancelling():
+                    raise asyncio.CancelledError from exc
                 synced = False
                 self._unreachable(exc)
+                self.consumer.retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max)
+            except Exception as exc:  # a bug must not stop the consumer for good: logged, retried
+                if self._stopping or _cancelling():
+                    raise asyncio.CancelledError from exc
+                synced = False
+                logger.exception("governance_consumer_failed")
+                self.consumer.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 self.consumer.retries += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max)
