@@ -218,7 +218,10 @@ async def test_a_lock_left_by_a_cut_transaction_is_released_by_the_server(outage
         if response.status_code == 201:
             break
         assert_unavailable(response)
-        assert "(statement_timeout)" in response.json()["detail"]
+        # The server cancels the statement at STATEMENT s; on a loaded machine the client's own limit
+        # (0.5 s later) can fire first. Either way: a 503 within the bound.
+        detail = response.json()["detail"]
+        assert "(statement_timeout)" in detail or "(timeout)" in detail, detail
         assert elapsed < STATEMENT + 1.0
     released_after = time.perf_counter() - cut
     assert statuses[-1] == 201, statuses
