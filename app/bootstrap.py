@@ -208,6 +208,8 @@ def bootstrap(
         sessions, settings.account_id, governance_config or governance_settings(settings), clock
     )
     bus.subscribe(TradeClosed, governance.on_trade_closed)
+    if settings.governance_limits_enabled:
+        guard.add_layer(governance.limit_layer)
     return Container(
         settings=settings,
         engine=engine,

@@ -135,7 +135,14 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
         ours = Server(
             "ours",
             "app.main:app",
-            clean_env(DATABASE_URL=url, API_KEY=API_KEY, LOG_LEVEL="WARNING", PAPER_STARTING_BALANCE="1000000000"),
+            clean_env(
+                DATABASE_URL=url,
+                API_KEY=API_KEY,
+                LOG_LEVEL="WARNING",
+                PAPER_STARTING_BALANCE="1000000000",
+                # Many open positions on purpose: the governance policy (5 below MIN_SAMPLES) would cap them.
+                GOVERNANCE_LIMITS_ENABLED="false",
+            ),
             tmp,
         )
         minimal = Server(

@@ -74,6 +74,8 @@ def make_settings(sqlite_url: str) -> Callable[..., Settings]:
             "redis_url": None,
             "log_level": "WARNING",
             "policy_poll_interval_seconds": 0.2,
+            # Tests isolate one feature at a time; governance tests turn its limit layer on.
+            "governance_limits_enabled": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     governance_window: int = Field(default=500, ge=1)
     governance_hysteresis: float = Field(default=0.05, ge=0, allow_inf_nan=False)
     governance_streams_enabled: bool = True  # consume and publish the Redis streams/keys when REDIS_URL is set
+    governance_limits_enabled: bool = True  # the portfolio policy is a layer of RiskGuard's limit stack
 
     def db_engine_options(self) -> "EngineOptions":
         """The database timeouts as `create_engine` keywords: the one place every engine gets them

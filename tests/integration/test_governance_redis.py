@@ -28,7 +28,7 @@ from app.domains.governance.service import (
     GovernanceConfig,
 )
 from tests.conftest import TEST_REDIS_URL, _reachable, service_unavailable
-from tests.support import running, wait_until
+from tests.support import running, trade_body, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -64,7 +64,7 @@ def make_container(make_settings: Callable[..., Settings], redis_prefix: str) ->
     consumer = f"c-{uuid.uuid4().hex[:8]}"
 
     def make(**policy: float) -> Container:
-        settings = make_settings(redis_url=TEST_REDIS_URL, redis_prefix=redis_prefix)
+        settings = make_settings(redis_url=TEST_REDIS_URL, redis_prefix=redis_prefix, governance_limits_enabled=True)
         config = GovernanceConfig(
             window=500,
             policy=PolicyConfig(**policy),  # type: ignore[arg-type]
@@ -144,6 +144,15 @@ async def test_60_events_publish_the_expected_policy_score_and_params(
         assert (await redis.get(KEY_POLICY)) == b"CONSERVATIVE"
         assert await redis.get(KEY_PARAM + "max_leverage") == b"10"
         assert [c[1][b"to"] for c in await redis.xrange(EVENTS_STREAM)] == [b"AGGRESSIVE", b"CONSERVATIVE"]
+        # The new policy is a layer of RiskGuard's stack: a trade NORMAL allows is denied, naming it.
+        denied = await client.post("/trades", json=trade_body(confidence="0.70"))
+        assert denied.status_code == 403
+        assert [r["detail"] for r in denied.json()["reasons"]] == [
+            "MIN_CONFIDENCE: confidence=0.70 min=0.75 governance=CONSERVATIVE"
+        ]
+        effective = (await client.get("/api/v2/policy/effective")).json()["limits"]
+        assert effective["max_open_positions"] == {"value": 3, "layer": "governance", "source": "CONSERVATIVE"}
+        assert effective["max_leverage"] == {"value": "5", "layer": "profile", "source": "NORMAL"}
 
 
 async def test_a_restart_mid_stream_neither_double_counts_nor_skips(

@@ -2,6 +2,10 @@
 
 from typing import Any
 
+from app.bootstrap import bootstrap
+from app.core.settings import Settings
+from tests.support import running, trade_body
+
 API = tuple[Any, Any]
 
 
@@ -23,3 +27,21 @@ async def test_effective_limits_name_their_layer_and_follow_overrides(api: API) 
     limits = (await client.get("/api/v2/policy/effective")).json()["limits"]
     assert limits["max_leverage"] == {"value": "3", "layer": "profile", "source": "DEFENSIVE"}
     assert limits["min_confidence"]["value"] == "0.75"  # the override was NORMAL's
+
+
+async def test_the_governance_policy_is_a_layer_by_default(make_settings: Any) -> None:
+    """With the default settings the portfolio policy binds: BALANCED (below MIN_SAMPLES) allows 5 positions."""
+    container = bootstrap(make_settings(governance_limits_enabled=True))
+    async with running(container) as client:
+        body = (await client.get("/api/v2/policy/effective")).json()
+        assert [layer["layer"] for layer in body["layers"]] == ["hard", "profile", "governance", "safety"]
+        assert body["limits"]["max_open_positions"] == {"value": 5, "layer": "governance", "source": "BALANCED"}
+        assert body["limits"]["max_leverage"]["layer"] == "profile"  # NORMAL's 5x is stricter than 20x
+        for i in range(5):
+            assert (await client.post("/trades", json=trade_body(client_order_id=f"g{i}"))).status_code == 201
+        sixth = await client.post("/trades", json=trade_body(client_order_id="g5"))
+        assert sixth.status_code == 403
+        assert [r["detail"] for r in sixth.json()["reasons"]] == [
+            "MAX_OPEN_POSITIONS: open=5 max=5 governance=BALANCED"
+        ]
+    assert Settings(_env_file=None).governance_limits_enabled is True  # type: ignore[call-arg]

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,6 +36,7 @@ from app.core.db import database_failure
 from app.domains.governance import repository
 from app.domains.governance.memory import ExposureMemory, MalformedEntry, parse_stream_entry
 from app.domains.governance.policy import LIMITS, PolicyConfig, PolicyDecision, PortfolioPolicy, decide
+from app.domains.risk.stack import Layer, LayerLimits
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ class GovernanceService:
         self._redis: Redis | None = None
         self._restored = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._layers: dict[str, LayerLimits] = {}
         self._stopping = False
         self.consumer = ConsumerState(enabled=config.redis_url is not None)
         if config.redis_url is not None:
@@ -173,6 +176,21 @@ class GovernanceService:
     def changes(self) -> list[PolicyChange]:
         """Policy changes of this process, newest first."""
         return list(self._changes)
+
+    def limit_layer(self) -> LayerLimits:
+        """The active policy as a layer of RiskGuard's limit stack; the same object while the policy
+        is unchanged, so RiskGuard rebuilds the stack only when it changes."""
+        active = self.current_limits()
+        layer = self._layers.get(active.policy)
+        if layer is None:
+            layer = self._layers[active.policy] = LayerLimits(
+                Layer.GOVERNANCE,
+                active.policy,
+                max_leverage=Decimal(active.max_leverage),
+                min_confidence=Decimal(str(active.min_confidence)),
+                max_open_positions=active.max_positions,
+            )
+        return layer
 
     def current_limits(self) -> ActiveLimits:
         """The active policy's limits, for the limit stack."""
