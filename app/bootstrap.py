@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,6 +16,9 @@ from app.core.settings import Settings
 from app.domains.governance.policy import PolicyConfig
 from app.domains.governance.service import GovernanceConfig, GovernanceService
 from app.domains.markets.catalog import MarketCatalog
+from app.domains.modes.inputs import InputSources
+from app.domains.modes.rules import ModeConfig
+from app.domains.modes.service import ModesConfig, OperatingModes
 from app.domains.policy.backends import (
     InProcessPolicyBackend,
     PolicyBackend,
@@ -36,6 +40,7 @@ from app.domains.signals.service import SignalService
 from app.domains.trading.events import TradeClosed
 from app.domains.trading.service import TradingService, utcnow
 from app.handlers import default_handlers
+from app.readiness import readiness
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ class Container:
     clm: ContinuousLearning
     riskbrain: RiskBrain
     governance: GovernanceService
+    modes: OperatingModes
     _deferred: "asyncio.Task[None] | None" = None
 
     async def start(self) -> None:
@@ -70,6 +76,8 @@ class Container:
         await self.clm.start()
         self.riskbrain.start()
         self.governance.start()
+        if self.settings.modes_enabled:
+            await self.modes.start()
 
     async def _load_from_database(self) -> bool:
         try:
@@ -96,6 +104,7 @@ class Container:
             self._deferred.cancel()
             await asyncio.gather(self._deferred, return_exceptions=True)
         await self.clm.stop()
+        await self.modes.stop()
         await self.riskbrain.stop()
         await self.governance.stop()
         await self.trading.close()
@@ -120,6 +129,30 @@ def governance_settings(settings: Settings) -> GovernanceConfig:
     )
 
 
+def riskbrain_settings(settings: Settings) -> RiskBrainConfig:
+    return RiskBrainConfig(
+        min_samples=settings.riskbrain_min_samples,
+        window=settings.riskbrain_window,
+        mc_paths=settings.riskbrain_mc_paths,
+        interval_seconds=settings.riskbrain_interval_seconds,
+    )
+
+
+def modes_settings(settings: Settings) -> ModesConfig:
+    return ModesConfig(
+        rules=ModeConfig(
+            emergency_drawdown_pct=settings.mode_emergency_drawdown_pct,
+            preservation_drawdown_pct=settings.mode_preservation_drawdown_pct,
+            expansion_drawdown_pct=settings.mode_expansion_drawdown_pct,
+            preservation_win_rate=settings.mode_preservation_win_rate,
+            expansion_win_rate=settings.mode_expansion_win_rate,
+            min_trades=settings.mode_min_trades,
+            min_dwell_seconds=settings.mode_min_dwell_seconds,
+        ),
+        interval_seconds=settings.mode_update_interval,
+    )
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -132,6 +165,7 @@ def bootstrap(
     clock: Callable[[], datetime] = utcnow,
     riskbrain_config: RiskBrainConfig | None = None,
     governance_config: GovernanceConfig | None = None,
+    modes_config: ModesConfig | None = None,
 ) -> Container:
     engine = engine or create_engine(settings.database_url, settings.db_pool_size, **settings.db_engine_options())
     sessions = create_sessionmaker(engine)
@@ -202,7 +236,9 @@ def bootstrap(
         enabled=settings.clm_enabled,
     )
     clm = ContinuousLearning(settings, clm_config, market_data, clock=clock, registry=registry, bus=bus)
-    riskbrain = RiskBrain(sessions, settings.account_id, riskbrain_config or RiskBrainConfig(), clock, market_data)
+    riskbrain = RiskBrain(
+        sessions, settings.account_id, riskbrain_config or riskbrain_settings(settings), clock, market_data
+    )
     bus.subscribe(TradeClosed, riskbrain.on_trade_closed)
     governance = GovernanceService(
         sessions, settings.account_id, governance_config or governance_settings(settings), clock
@@ -210,7 +246,19 @@ def bootstrap(
     bus.subscribe(TradeClosed, governance.on_trade_closed)
     if settings.governance_limits_enabled:
         guard.add_layer(governance.limit_layer)
-    return Container(
+    built: list[Container] = []  # readiness reads the whole container, which is built below
+
+    async def components() -> dict[str, Any]:
+        return (await readiness(built[0]))[2]
+
+    inputs = InputSources(
+        riskbrain, governance, trading, bus, components, timeout=settings.db_connect_timeout_seconds + 1
+    )
+    modes = OperatingModes(sessions, settings.account_id, modes_config or modes_settings(settings), clock, inputs)
+    bus.subscribe(TradeClosed, modes.on_trade_closed)
+    if settings.modes_enabled:
+        guard.add_layer(modes.limit_layer)
+    container = Container(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -227,4 +275,7 @@ def bootstrap(
         clm=clm,
         riskbrain=riskbrain,
         governance=governance,
+        modes=modes,
     )
+    built.append(container)
+    return container

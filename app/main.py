@@ -25,6 +25,7 @@ from app.core.security import BodySizeLimitMiddleware
 from app.core.settings import Settings, get_settings
 from app.routes import (
     account,
+    ceo,
     clm,
     governance,
     health,
@@ -178,7 +179,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             status_code=422,
         )
 
-    for module in (policy, trades, risk, safety, account, signals, clm, strategy, riskbrain, governance, health):
+    for module in (policy, trades, risk, safety, account, signals, clm, strategy, riskbrain, governance, ceo, health):
         app.include_router(module.router)
     install_openapi(app)  # the error bodies and statuses the app really returns
     install_docs(app)  # after the API routes: requests match those first

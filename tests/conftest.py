@@ -76,6 +76,7 @@ def make_settings(sqlite_url: str) -> Callable[..., Settings]:
             "policy_poll_interval_seconds": 0.2,
             # Tests isolate one feature at a time; governance tests turn its limit layer on.
             "governance_limits_enabled": False,
+            "modes_enabled": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -68,6 +68,7 @@ NO_IO = frozenset(
         "GET /api/v2/policy/risk-profile",
         "GET /api/v2/risk/blocklist",
         "GET /api/clm/status",
+        "GET /api/ceo/status",
     }
 )
 
@@ -92,6 +93,7 @@ CONFLICT: dict[str, str] = {
     "DELETE /api/v2/risk/blocklist/{symbol}": _POLICY_CONFLICT,
     "POST /api/v2/risk/kill-switch": _POLICY_CONFLICT,
     "POST /api/clm/retrain": "A training job is already running (here or in another process on this host)",
+    "POST /api/ceo/unpin": "No operating mode is pinned",
 }
 
 DENIAL_EXAMPLE: dict[str, Any] = {

@@ -78,6 +78,23 @@ class Settings(BaseSettings):
     governance_streams_enabled: bool = True  # consume and publish the Redis streams/keys when REDIS_URL is set
     governance_limits_enabled: bool = True  # the portfolio policy is a layer of RiskGuard's limit stack
 
+    # Risk Brain
+    riskbrain_min_samples: int = Field(default=30, ge=2)
+    riskbrain_window: int = Field(default=1000, ge=2)
+    riskbrain_mc_paths: int = Field(default=100_000, ge=100, le=10_000_000)
+    riskbrain_interval_seconds: float = Field(default=60.0, ge=0)
+
+    # Operating modes (the "CEO brain")
+    modes_enabled: bool = True  # decide the mode and apply it as a layer of RiskGuard's limit stack
+    mode_update_interval: float = Field(default=30.0, gt=0)
+    mode_min_dwell_seconds: float = Field(default=900.0, ge=0)
+    mode_emergency_drawdown_pct: float = Field(default=10.0, gt=0, le=100)
+    mode_preservation_drawdown_pct: float = Field(default=5.0, gt=0, le=100)
+    mode_expansion_drawdown_pct: float = Field(default=2.0, ge=0, le=100)
+    mode_preservation_win_rate: float = Field(default=0.40, ge=0, le=1)
+    mode_expansion_win_rate: float = Field(default=0.55, ge=0, le=1)
+    mode_min_trades: int = Field(default=20, ge=1)
+
     def db_engine_options(self) -> "EngineOptions":
         """The database timeouts as `create_engine` keywords: the one place every engine gets them
         (the API, the CLI, the training child process)."""

@@ -82,7 +82,11 @@ class GovernanceStatusOut(BaseModel):
     thresholds: dict[str, float] = Field(description="conservative, aggressive, hysteresis, min_samples")
     memory: HealthOut
     symbols: dict[str, SymbolOut]
-    changes: list[ChangeOut] = Field(description="Policy changes of this process, newest first")
+    changes: list[ChangeOut] = Field(
+        description="The last policy changes, newest first (stored: they survive a restart)"
+    )
+    restored: ChangeOut | None = Field(description="The stored decision the policy was restored from on start, if any")
+    persist_error: str | None = Field(description="Why the last change could not be stored yet (retried)")
     consumer: ConsumerOut
 
 
@@ -106,6 +110,8 @@ def to_out(service: GovernanceService) -> GovernanceStatusOut:
             "memory": {**asdict(service.memory.health()), "rebuilt": service.rebuilt},
             "symbols": {k: asdict(v) for k, v in service.memory.per_symbol().items()},
             "changes": [asdict(c) for c in service.changes()],
+            "restored": asdict(service.restored) if service.restored else None,
+            "persist_error": service.persist_error,
             "consumer": asdict(service.consumer),
         }
     )

@@ -82,25 +82,39 @@ def band(value: float, config: PolicyConfig) -> PortfolioPolicy:
     return PortfolioPolicy.BALANCED
 
 
+_STRICTNESS = {PortfolioPolicy.AGGRESSIVE: 0, PortfolioPolicy.BALANCED: 1, PortfolioPolicy.CONSERVATIVE: 2}
+
+
+def stricter(a: PortfolioPolicy, b: PortfolioPolicy | None) -> PortfolioPolicy:
+    return a if b is None or _STRICTNESS[a] >= _STRICTNESS[b] else b
+
+
 def decide(previous: PortfolioPolicy | None, summary: MemorySummary, config: PolicyConfig) -> PolicyDecision:
     """The policy for `summary`. Leaving the previous policy needs the score past that policy's
     threshold by `hysteresis` (CONSERVATIVE leaves at >= c + h, AGGRESSIVE at <= a - h, BALANCED
-    at < c - h or > a + h); with no previous policy the plain bands apply."""
+    at < c - h or > a + h); with no previous policy the plain bands apply.
+
+    Without evidence (fewer than MIN_SAMPLES events, or a score that cannot be computed) the policy
+    is BALANCED, except that a stricter previous policy is kept: a window that lost its events (a
+    restart with a trimmed stream) never loosens a CONSERVATIVE policy."""
     value = score(summary)
     inputs: dict[str, Any] = {**asdict(summary), "previous": previous.value if previous else None}
     c, a, h = config.conservative_threshold, config.aggressive_threshold, config.hysteresis
+    missing: str | None = None
     if summary.count < config.min_samples:
-        return PolicyDecision(
-            PortfolioPolicy.BALANCED,
-            value,
-            f"insufficient samples: {summary.count} < MIN_SAMPLES {config.min_samples}; BALANCED until then",
-            inputs,
+        missing = f"insufficient samples: {summary.count} < MIN_SAMPLES {config.min_samples}"
+    elif value is None:
+        lacking = "volatility" if summary.avg_volatility is None else "confidence"
+        missing = f"score undefined: no event in the window has a {lacking}"
+    if missing is not None:
+        policy = stricter(PortfolioPolicy.BALANCED, previous)
+        note = (
+            f"; {policy.value} is kept: it is never loosened without evidence"
+            if policy is not PortfolioPolicy.BALANCED
+            else "; BALANCED until then"
         )
-    if value is None:
-        missing = "volatility" if summary.avg_volatility is None else "confidence"
-        return PolicyDecision(
-            PortfolioPolicy.BALANCED, None, f"score undefined: no event in the window has a {missing}", inputs
-        )
+        return PolicyDecision(policy, value, missing + note, inputs)
+    assert value is not None  # a summary with every factor known has a score
     plain = band(value, config)
     held = False
     # The bounds are rounded so that 0.7 - 0.05 is 0.65, not 0.6499999999999999.

@@ -1,4 +1,4 @@
-"""The governance reads: closed trades of the account, as exposure-memory events (read-only SQL)."""
+"""The governance reads (closed trades of the account, as exposure-memory events) and its decisions."""
 
 import uuid
 from datetime import datetime
@@ -9,6 +9,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domains.governance.memory import MemoryEvent, compact_symbol
+from app.domains.governance.models import GovernanceDecision
 from app.domains.trading.models import Trade
 
 trades = cast(Table, Trade.__table__)
@@ -65,3 +66,28 @@ async def closed_trade(session: AsyncSession, trade_id: str) -> MemoryEvent | No
         )
     ).first()
     return to_event(row) if row is not None else None
+
+
+async def latest_decision(session: AsyncSession, account_id: str) -> GovernanceDecision | None:
+    """The newest stored policy decision of the account: the policy in force at the last stop."""
+    return (
+        await session.execute(
+            select(GovernanceDecision)
+            .where(GovernanceDecision.account_id == account_id)
+            .order_by(GovernanceDecision.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def recent_decisions(session: AsyncSession, account_id: str, limit: int) -> list[GovernanceDecision]:
+    return list(
+        (
+            await session.execute(
+                select(GovernanceDecision)
+                .where(GovernanceDecision.account_id == account_id)
+                .order_by(GovernanceDecision.id.desc())
+                .limit(limit)
+            )
+        ).scalars()
+    )

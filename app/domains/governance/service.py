@@ -13,11 +13,17 @@ Sources, and how nothing is counted twice or skipped:
   was recorded. Stream ids only grow, so one high-water mark (the newest id seen) decides: an entry
   at or below it was already counted (acked and skipped), one above it is recorded. A restart thus
   rebuilds the window from the stream and re-reads its unacknowledged entries without double counting.
+
+The policy in force is durable: every change is a row of `governance_decisions`, and on start the
+newest row is the policy again before the first evaluation, so hysteresis continues from it and a
+window that lost events cannot loosen it (`decide` keeps a stricter policy without evidence). A row
+that could not be written is retried on the next evaluation.
 """
 
 import asyncio
 import json
 import logging
+import math
 import os
 import socket
 from collections import deque
@@ -35,6 +41,7 @@ from app.core.bus import Event
 from app.core.db import database_failure
 from app.domains.governance import repository
 from app.domains.governance.memory import ExposureMemory, MalformedEntry, parse_stream_entry
+from app.domains.governance.models import GovernanceDecision
 from app.domains.governance.policy import LIMITS, PolicyConfig, PolicyDecision, PortfolioPolicy, decide
 from app.domains.risk.stack import Layer, LayerLimits
 
@@ -119,6 +126,19 @@ def _cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def _json_safe(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs as JSON (timestamps as ISO text; a non-finite float as null)."""
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+        else:
+            out[key] = value
+    return out
+
+
 def _stream_id(raw: bytes | str) -> tuple[int, int]:
     text = raw.decode() if isinstance(raw, bytes) else raw
     ms, _, seq = text.partition("-")
@@ -143,12 +163,14 @@ class GovernanceService:
         self._decided_at: datetime | None = None
         self._changes: deque[PolicyChange] = deque(maxlen=config.keep_changes)
         self._unpublished: list[PolicyChange] = []
+        self._unpersisted: list[tuple[PolicyChange, PolicyDecision]] = []
+        self.restored: PolicyChange | None = None  # the stored decision the policy was restored from
+        self.persist_error: str | None = None
         self._eval_lock = asyncio.Lock()
         self._rebuilt = False
         self._queued: list[str] = []  # TradeClosed trade ids that arrived before the rebuild
         self._high_water = (0, 0)
         self._redis: Redis | None = None
-        self._restored = False
         self._tasks: list[asyncio.Task[None]] = []
         self._layers: dict[str, LayerLimits] = {}
         self._stopping = False
@@ -254,6 +276,7 @@ class GovernanceService:
             try:
                 async with self._sessions() as session:
                     rows = await repository.newest_closed(session, self._account_id, self.config.window)
+                    stored = await repository.recent_decisions(session, self._account_id, self.config.keep_changes)
                 break
             except Exception as exc:
                 if database_failure(exc) is None or self._stopping:
@@ -261,12 +284,27 @@ class GovernanceService:
                 logger.error("governance_rebuild_waiting_for_database", extra={"error_class": type(exc).__name__})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max)
+        self._restore(stored)
         for key, event in rows:
             self.memory.record(key, event)
         self._rebuilt = True
         queued, self._queued = self._queued, []
         for trade_id in queued:
             await self._record_trade(trade_id)
+
+    def _restore(self, stored: list[GovernanceDecision]) -> None:
+        """The newest stored decision is the policy again; the rows are the last changes shown."""
+        changes = [
+            PolicyChange(r.previous or r.policy, r.policy, r.score, r.reason, r.decided_at, r.trigger)
+            for r in stored
+            if r.policy in PortfolioPolicy.__members__
+        ]
+        if not changes or self._decision is not None:
+            return
+        self._policy = PortfolioPolicy(changes[0].policy)
+        self.restored = changes[0]
+        self._changes.extend(changes)
+        logger.info("governance_policy_restored", extra={"policy": self._policy.value})
 
     async def on_trade_closed(self, event: Event) -> None:
         trade_id: str = getattr(event, "trade_id")  # noqa: B009 (any Event kind may be subscribed)
@@ -310,19 +348,13 @@ class GovernanceService:
         self.consumer.state, self.consumer.last_error = "unreachable", cause
 
     async def _sync(self) -> None:
-        """On (re)connection: group, restored policy, the newest window of the stream, our pending entries."""
+        """On (re)connection: the group, the newest window of the stream, our pending entries."""
         redis, group, consumer = self._client(), self.config.group, self.config.consumer
         try:
             await redis.xgroup_create(STREAM, group, id="$", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        if not self._restored:
-            stored = await redis.get(KEY_POLICY)
-            name = stored.decode() if isinstance(stored, bytes) else str(stored)
-            if name in PortfolioPolicy.__members__ and self._decision is None:
-                self._policy = PortfolioPolicy(name)
-            self._restored = True
         newest: list[tuple[Any, Any]] = list(await redis.xrevrange(STREAM, count=self.config.window) or [])
         for entry_id, fields in reversed(newest):
             self._ingest(entry_id, fields)
@@ -407,13 +439,45 @@ class GovernanceService:
                 )
                 self._changes.appendleft(change)
                 self._unpublished.append(change)
+                self._unpersisted.append((change, decision))
                 logger.info(
                     "governance_policy_changed",
                     extra={"from": previous.value, "to": decision.policy.value, "reason": decision.reason},
                 )
+            if self._unpersisted:
+                await self._persist()
             if self.config.redis_url is not None:
                 await self._publish(decision)
             return decision
+
+    async def _persist(self) -> None:
+        """Store the changes not stored yet; a failure is logged and retried on the next evaluation
+        (until then a restart restores the last stored policy)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                for change, decision in self._unpersisted:
+                    session.add(
+                        GovernanceDecision(
+                            account_id=self._account_id,
+                            decided_at=change.at,
+                            previous=change.previous,
+                            policy=change.policy,
+                            score=change.score,
+                            reason=change.reason,
+                            trigger=change.trigger,
+                            inputs=_json_safe(decision.inputs),
+                        )
+                    )
+        except Exception as exc:
+            if database_failure(exc) is None:
+                raise
+            error = f"{type(exc).__name__}"
+            if self.persist_error != error:
+                logger.error("governance_persist_failed", extra={"error_class": database_failure(exc)})
+            self.persist_error = error
+            return
+        self._unpersisted.clear()
+        self.persist_error = None
 
     async def _publish(self, decision: PolicyDecision) -> None:
         limits = asdict(decision.limits)

@@ -40,11 +40,24 @@ def test_policy_at_and_around_each_threshold_without_a_previous_policy(value: fl
 
 
 def test_below_min_samples_the_policy_is_balanced_and_says_why() -> None:
-    for previous in (None, C, A):
+    for previous in (None, B, A):
         decision = decide(previous, summary(5.0, count=49), CONFIG)
         assert decision.policy is B
         assert "insufficient samples: 49 < MIN_SAMPLES 50" in decision.reason
+        assert "BALANCED until then" in decision.reason
     assert decide(None, summary(5.0, count=50), CONFIG).policy is A
+
+
+def test_without_evidence_a_conservative_policy_is_never_loosened() -> None:
+    """A restart whose window lost its events (a trimmed stream) keeps CONSERVATIVE, saying why."""
+    decision = decide(C, summary(5.0, count=49), CONFIG)
+    assert decision.policy is C
+    assert "insufficient samples: 49 < MIN_SAMPLES 50" in decision.reason
+    assert "never loosened without evidence" in decision.reason
+    undefined = decide(C, MemorySummary(100, 1.0, 1.0, None, 5.0, 1.0, 100, 0), CONFIG)
+    assert undefined.policy is C and "volatility" in undefined.reason
+    # With evidence it leaves CONSERVATIVE as usual.
+    assert decide(C, summary(5.0, count=50), CONFIG).policy is A
 
 
 def test_unknown_volatility_keeps_balanced_with_the_reason() -> None:
