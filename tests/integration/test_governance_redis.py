@@ -226,5 +226,41 @@ async def test_a_restart_restores_the_published_policy_without_a_change_event(
         await recorded(second, 60)
         body = (await client.post("/api/governance/evaluate")).json()
         assert body["policy"] == "CONSERVATIVE" and body["inputs"]["previous"] == "CONSERVATIVE"
-        assert body["changes"] == []
+        # The stored change is shown again, and where the policy came from; no new change is made.
+        assert [(c["previous"], c["policy"]) for c in body["changes"]] == [("BALANCED", "CONSERVATIVE")]
+        assert body["restored"]["policy"] == "CONSERVATIVE" and body["persist_error"] is None
     assert [c[1][b"to"] for c in await redis.xrange(EVENTS_STREAM)] == [b"CONSERVATIVE"]
+
+
+async def test_a_restart_whose_stream_was_lost_keeps_the_stricter_policy(
+    redis: Redis, make_container: Callable[..., Container]
+) -> None:
+    """The policy is restored from the database, not from Redis: with the stream and every published
+    key gone (a Redis without persistence restarted), the restart keeps CONSERVATIVE and says why,
+    and a trade that CONSERVATIVE forbids (more than 3 open positions) stays denied."""
+    for i in range(60):
+        await redis.xadd(STREAM, entry(i, -1.0))
+    first = make_container()
+    async with running(first):
+        await recorded(first, 60)
+        assert (await first.governance.evaluate()).policy.value == "CONSERVATIVE"
+    await clean(redis)
+    second = make_container()
+    async with running(second) as client:
+        async def synced() -> bool:
+            return second.governance.consumer.state == "running"
+
+        await wait_until(synced, seconds=5)
+        body = (await client.post("/api/governance/evaluate")).json()
+        assert body["policy"] == "CONSERVATIVE"
+        assert "insufficient samples: 0 < MIN_SAMPLES 50" in body["reason"]
+        assert "never loosened without evidence" in body["reason"]
+        assert await redis.get(KEY_POLICY) == b"CONSERVATIVE"
+        for symbol, price in (("BTCUSDT", "60000"), ("ETHUSDT", "3000"), ("XRPUSDT", "2")):
+            body = trade_body(symbol=symbol, price=price, stop_loss=str(float(price) * 0.98), confidence="0.9")
+            opened = await client.post("/trades", json=body)
+            assert opened.status_code == 201, opened.text
+        body = trade_body(symbol="ADAUSDT", price="1", stop_loss="0.98", confidence="0.9")
+        denied = await client.post("/trades", json=body)
+        assert denied.status_code == 403, denied.text
+        assert any("governance=CONSERVATIVE" in r["detail"] for r in denied.json()["reasons"])

@@ -8,8 +8,10 @@ import pytest
 
 from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
+from app.domains.governance import repository
 from app.domains.governance.memory import MemoryEvent
 from app.domains.governance.service import GovernanceConfig
+from app.domains.risk.guard import SafetyView
 from tests.support import FakeClock, running, trade_body, wait_until
 
 Api = tuple[httpx.AsyncClient, Container]
@@ -130,3 +132,37 @@ async def test_an_unreachable_redis_is_retried_and_shown(
         body = (await client.post("/api/governance/evaluate")).json()
         assert body["consumer"]["state"] == "unreachable" and body["consumer"]["last_error"]
         assert body["consumer"]["publish_error"] and body["policy"] == "BALANCED"
+
+
+async def test_the_policy_is_stored_and_a_restart_without_the_events_keeps_it(
+    make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """Embedded default (SQLite, no Redis): a change is a stored row with its inputs; a restart whose
+    memory lost the events that decided it restores CONSERVATIVE and does not loosen it."""
+    settings = make_settings(min_samples=5, governance_limits_enabled=True)
+    first = bootstrap(settings, clock=clock)
+    async with running(first) as client:
+        await rebuilt(first)
+        for i in range(5):
+            first.governance.memory.record(
+                f"external:{i}", MemoryEvent(clock(), "BTCUSDT", "LONG", 10.0, -1.0, 0.8, 0.5, 1000.0, "sl")
+            )
+        body = (await client.post("/api/governance/evaluate")).json()
+        assert body["policy"] == "CONSERVATIVE" and body["persist_error"] is None
+    async with first.sessions() as session:
+        stored = await repository.latest_decision(session, settings.account_id)
+    assert stored is not None
+    assert (stored.previous, stored.policy, stored.trigger) == ("BALANCED", "CONSERVATIVE", "request")
+    assert stored.score == pytest.approx(-1.0 * 0.8 * 0.0 / 0.5)
+    assert stored.inputs["count"] == 5 and stored.inputs["previous"] == "BALANCED"
+
+    second = bootstrap(settings, clock=clock)
+    async with running(second) as client:
+        await rebuilt(second)
+        body = (await client.get("/api/governance/status")).json()
+        assert body["policy"] == "CONSERVATIVE" and body["memory"]["samples"] == 0
+        assert "never loosened without evidence" in body["reason"]
+        assert body["restored"]["policy"] == "CONSERVATIVE"
+        calm = SafetyView(halted=False, state="NORMAL", reason="")
+        limits = second.guard.limits(second.policy_store.snapshot.profile, calm)
+        assert limits.max_open_positions.by == "governance=CONSERVATIVE"
