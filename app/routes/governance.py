@@ -2,14 +2,19 @@
 
 from dataclasses import asdict
 from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from app.core.context import current_trace_id
 from app.domains.governance.service import GovernanceService
+from app.domains.trading.schemas import ReasonOut, TradeCreate
 from app.routes.deps import AuthorizedContainer, ContainerDep
 
 router = APIRouter(prefix="/api/governance", tags=["governance"])
+CENT = Decimal("0.01")
 
 
 class LimitsOut(BaseModel):
@@ -129,3 +134,41 @@ async def evaluate(container: AuthorizedContainer) -> GovernanceStatusOut:
     """Re-decide the policy from the memory now (and publish it when Redis is configured)."""
     await container.governance.evaluate("request")
     return to_out(container.governance)
+
+
+class BindingOut(BaseModel):
+    code: str = Field(description="The size check that binds, e.g. POSITION_SIZE_CAP or HARD_TOTAL_EXPOSURE")
+    by: str = Field(description="What sets it, e.g. `profile=NORMAL` or `hard`")
+
+
+class ShouldAllowOut(BaseModel):
+    allowed: bool = Field(description="What POST /trades would decide now for this intent")
+    reasons: list[ReasonOut] = Field(description="Every failing check, naming the binding layer")
+    assumptions: list[str]
+    recommended_notional: str = Field(
+        description="The largest notional (USDT, rounded down to 0.01) every size check allows for this account, "
+        "side, leverage and stop: max_notional of the limit stack"
+    )
+    binding: BindingOut
+    governance_policy: str
+    operating_mode: str | None
+    limits: dict[str, Any] = Field(description="The limit stack in force: value and source layer of each limit")
+
+
+@router.post("/should-allow-trade", response_model=ShouldAllowOut)
+async def should_allow_trade(body: TradeCreate, container: AuthorizedContainer) -> ShouldAllowOut:
+    """Would this trade be allowed now, and the recommended (largest allowed) size: both answered by
+    RiskGuard and the limit stack, exactly as POST /trades decides. Nothing is opened or stored."""
+    market = container.trading.market(body.symbol)
+    preview = await container.trading.preview(body.intent(market.symbol), current_trace_id())
+    decision = preview.decision
+    return ShouldAllowOut(
+        allowed=decision.allowed,
+        reasons=[ReasonOut(code=r.code.value, detail=r.detail) for r in decision.reasons],
+        assumptions=list(decision.assumptions),
+        recommended_notional=str(preview.largest.value.quantize(CENT, rounding=ROUND_FLOOR)),
+        binding=BindingOut(code=preview.largest.code, by=preview.largest.by),
+        governance_policy=container.governance.policy.value,
+        operating_mode=container.modes.mode.value if container.modes.mode else None,
+        limits=preview.limits.as_dict()["limits"],
+    )

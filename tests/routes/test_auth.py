@@ -27,6 +27,7 @@ def test_the_mutating_routes_are_known() -> None:
         ("POST", "/api/ceo/unpin"),
         ("POST", "/api/clm/retrain"),
         ("POST", "/api/governance/evaluate"),
+        ("POST", "/api/governance/should-allow-trade"),
         ("POST", "/api/v2/policy/risk-mode"),
         ("POST", "/api/v2/policy/risk-profile/reset"),
         ("POST", "/api/v2/risk/kill-switch"),

@@ -35,9 +35,10 @@ from app.domains.markets.catalog import (
 )
 from app.domains.policy.state import PolicySnapshot
 from app.domains.policy.store import PolicyStore
-from app.domains.risk.guard import AccountState, RiskGuard, Side, TradeIntent
+from app.domains.risk.guard import AccountState, RiskDecision, RiskGuard, Side, TradeIntent
 from app.domains.risk.limits import HARD_LIMITS
 from app.domains.risk.models import RiskDecisionRecord
+from app.domains.risk.stack import EffectiveLimits, NotionalLimit, max_notional
 from app.domains.safety.events import SafetyStateChanged
 from app.domains.safety.governor import SafetyGovernor, SafetyState
 from app.domains.trading.events import TradeClosed, TradeDenied, TradeOpened
@@ -51,6 +52,15 @@ logger = logging.getLogger(__name__)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What POST /trades would decide now, and the largest notional the stack allows (nothing stored)."""
+
+    decision: RiskDecision
+    largest: NotionalLimit
+    limits: EffectiveLimits
 
 
 @dataclass(frozen=True)
@@ -608,6 +618,46 @@ class TradingService:
     async def recent_pnl(self, trades_back: int = 20) -> Decimal:
         async with self._sessions() as session:
             return await TradingRepository(session).recent_realized_pnl(self.account_id, trades_back)
+
+    async def preview(self, intent: TradeIntent, trace_id: str) -> Preview:
+        """RiskGuard's answer to `intent` now, and the largest notional the limit stack allows for it,
+        without opening or storing anything (the account is read, not locked: a trade opened meanwhile
+        can change the answer; POST /trades decides under the lock)."""
+        state, account = await self.safety()
+        now = self.clock()
+        snapshot = self._policy.snapshot
+        view = self._governor.view(state, now)
+        account_state = AccountState(
+            equity=account["equity"],
+            open_positions=account["open_positions"],
+            open_notional=account["open_notional"],
+            used_margin=account["used_margin"],
+            day_start_equity=state.day_start_equity,
+        )
+        decision = self._guard.check(
+            intent,
+            account_state,
+            snapshot.profile,
+            view,
+            now=now,
+            trace_id=trace_id,
+            kill_switch=snapshot.state.kill_switch,
+            blocked_symbols=snapshot.state.blocked_symbols,
+        )
+        limits = self._guard.limits(snapshot.profile, view)
+        largest = (
+            max_notional(
+                limits,
+                equity=account_state.equity,
+                used_margin=account_state.used_margin,
+                open_notional=account_state.open_notional,
+                leverage=intent.leverage,
+                stop_distance_pct=self._guard.stop_distance_pct(intent),
+            )
+            if account_state.equity > 0
+            else NotionalLimit("NO_EQUITY", Decimal(0), "account")
+        )
+        return Preview(decision, largest, limits)
 
     async def safety(self) -> tuple[SafetyState, Row]:
         """The governor's state as of now (day rolled) and the account row."""
