@@ -247,6 +247,7 @@ async def test_a_restart_whose_stream_was_lost_keeps_the_stricter_policy(
     await clean(redis)
     second = make_container()
     async with running(second) as client:
+
         async def synced() -> bool:
             return second.governance.consumer.state == "running"
 
