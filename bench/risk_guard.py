@@ -1,4 +1,6 @@
-"""RiskGuard.check latency in-process, with the profile already cached.
+"""RiskGuard.check latency in-process, with the profile already cached and the full limit stack:
+hard limits, the NORMAL profile, the portfolio policy (BALANCED, from a GovernanceService) and the
+operating mode (OPTIMIZATION), then the SafetyGovernor's multiplier, as `bootstrap` wires them.
 
 The inputs are built the way TradingService._open builds them: the profile comes from a
 PolicySnapshot (the cached effective profiles), the safety view from the SafetyGovernor,
@@ -13,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from app.domains.governance.service import GovernanceConfig, GovernanceService
+from app.domains.modes.rules import OperatingMode, mode_layer
 from app.domains.policy.profiles import RiskMode
 from app.domains.policy.state import PolicySnapshot, PolicyState
 from app.domains.risk.guard import AccountState, DenialCode, RiskDecision, RiskGuard, Side, TradeIntent
@@ -113,6 +117,9 @@ def _time_batches(guard: RiskGuard, s: dict[str, Any], intent: TradeIntent, batc
 def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
     batches, size, warmup = (40, 1000, 5) if quick else (300, 1000, 30)
     guard = RiskGuard()
+    governance = GovernanceService(None, "bench", GovernanceConfig(), lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    guard.add_layer(governance.limit_layer)
+    guard.add_layer(lambda: mode_layer(OperatingMode.OPTIMIZATION))
     s = _scenario()
     allowed = _call(guard, s, s["intents"]["allowed"])
     denied = _call(guard, s, s["intents"]["denied"])
@@ -146,4 +153,8 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
             )
         )
     details["denial_codes"] = [r.code.value for r in denied.reasons]
+    details["denial_details"] = [r.detail for r in denied.reasons]
+    details["layers"] = [
+        f"{layer.layer.value}={layer.source}" for layer in guard.limits(s["snapshot"].profile, s["safety"]).layers
+    ]
     return figures, details

@@ -24,6 +24,7 @@ PRESERVATION applies the DEFENSIVE profile's limits, EMERGENCY allows no new pos
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
@@ -208,8 +209,10 @@ def decide_mode(
     return ModeDecision(step, rule_mode, f"loosens one step to {step.value}: {because}", inputs)
 
 
+@cache
 def mode_layer(mode: OperatingMode) -> LayerLimits:
-    """The mode as a layer of the limit stack: it never loosens a limit."""
+    """The mode as a layer of the limit stack: it never loosens a limit. One object per mode, so
+    RiskGuard's stack cache sees the same layer while the mode is unchanged."""
     if mode is OperatingMode.EMERGENCY:
         return LayerLimits(Layer.MODE, mode.value, new_positions_allowed=False)
     if mode is OperatingMode.PRESERVATION:
