@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.bus import EventBus, HandlerTable
 from app.core.db import create_engine, create_sessionmaker, database_failure
+from app.core.lease import Leadership
 from app.core.settings import Settings
 from app.domains.governance.policy import PolicyConfig
 from app.domains.governance.service import GovernanceConfig, GovernanceService
@@ -64,6 +65,7 @@ class Container:
     riskbrain: RiskBrain
     governance: GovernanceService
     modes: OperatingModes
+    leadership: Leadership
     _deferred: "asyncio.Task[None] | None" = None
 
     async def start(self) -> None:
@@ -74,6 +76,7 @@ class Container:
             self._deferred = asyncio.create_task(self._load_until_done(), name="deferred-startup")
         await self.signals.load_sizing_policy()
         await self.clm.start()
+        await self.leadership.start()
         self.riskbrain.start()
         self.governance.start()
         if self.settings.modes_enabled:
@@ -107,6 +110,7 @@ class Container:
         await self.modes.stop()
         await self.riskbrain.stop()
         await self.governance.stop()
+        await self.leadership.stop()
         await self.trading.close()
         await self.bus.drain()
         await self.policy_store.stop()
@@ -240,8 +244,13 @@ def bootstrap(
         sessions, settings.account_id, riskbrain_config or riskbrain_settings(settings), clock, market_data
     )
     bus.subscribe(TradeClosed, riskbrain.on_trade_closed)
+    leadership = Leadership(
+        settings.redis_url,
+        f"{settings.redis_prefix}:leader:{settings.account_id}",
+        timeout=settings.redis_timeout_seconds,
+    )
     governance = GovernanceService(
-        sessions, settings.account_id, governance_config or governance_settings(settings), clock
+        sessions, settings.account_id, governance_config or governance_settings(settings), clock, leadership
     )
     bus.subscribe(TradeClosed, governance.on_trade_closed)
     if settings.governance_limits_enabled:
@@ -254,7 +263,9 @@ def bootstrap(
     inputs = InputSources(
         riskbrain, governance, trading, bus, components, timeout=settings.db_connect_timeout_seconds + 1
     )
-    modes = OperatingModes(sessions, settings.account_id, modes_config or modes_settings(settings), clock, inputs)
+    modes = OperatingModes(
+        sessions, settings.account_id, modes_config or modes_settings(settings), clock, inputs, leadership
+    )
     bus.subscribe(TradeClosed, modes.on_trade_closed)
     if settings.modes_enabled:
         guard.add_layer(modes.limit_layer)
@@ -276,6 +287,7 @@ def bootstrap(
         riskbrain=riskbrain,
         governance=governance,
         modes=modes,
+        leadership=leadership,
     )
     built.append(container)
     return container

@@ -19,6 +19,7 @@ def status_of(container: Container) -> ModeStatusOut:
     last = modes.last
     return ModeStatusOut.model_validate(
         {
+            "role": "leader" if modes.leadership.is_leader else "follower",
             "enabled": container.settings.modes_enabled,
             "restored": modes.restored,
             "restore_error": modes.restore_error,

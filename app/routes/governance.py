@@ -92,6 +92,10 @@ class GovernanceStatusOut(BaseModel):
     )
     restored: ChangeOut | None = Field(description="The stored decision the policy was restored from on start, if any")
     persist_error: str | None = Field(description="Why the last change could not be stored yet (retried)")
+    role: str = Field(
+        description="leader: this process decides, consumes the stream and publishes; follower: it adopts the "
+        "leader's newest stored decision every second (several workers or instances share one lease in Redis)"
+    )
     consumer: ConsumerOut
 
 
@@ -117,6 +121,7 @@ def to_out(service: GovernanceService) -> GovernanceStatusOut:
             "changes": [asdict(c) for c in service.changes()],
             "restored": asdict(service.restored) if service.restored else None,
             "persist_error": service.persist_error,
+            "role": service.role,
             "consumer": asdict(service.consumer),
         }
     )

@@ -91,3 +91,22 @@ async def recent_decisions(session: AsyncSession, account_id: str, limit: int) -
             )
         ).scalars()
     )
+
+
+async def closed_since(
+    session: AsyncSession, account_id: str, since: datetime, limit: int
+) -> list[tuple[str, MemoryEvent, datetime]]:
+    """Closed trades with closed_at >= `since`, oldest first (other workers' closes reach the
+    deciding process this way, not through its in-process events)."""
+    rows = await session.execute(
+        select(*_COLUMNS)
+        .where(
+            trades.c.account_id == account_id,
+            trades.c.status == "CLOSED",
+            trades.c.realized_pnl.is_not(None),
+            trades.c.closed_at >= since,
+        )
+        .order_by(trades.c.closed_at, trades.c.id)
+        .limit(limit)
+    )
+    return [(f"trade:{row.id}", to_event(row), row.closed_at) for row in rows]

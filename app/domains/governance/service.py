@@ -14,6 +14,10 @@ Sources, and how nothing is counted twice or skipped:
   at or below it was already counted (acked and skipped), one above it is recorded. A restart thus
   rebuilds the window from the stream and re-reads its unacknowledged entries without double counting.
 
+One process decides (the leader of `Leadership`: with Redis, whoever holds the lease; without, this
+one): it consumes the stream, reads the closed trades of every worker from the trades table before
+each decision, stores and publishes. The others adopt the newest stored decision every second.
+
 The policy in force is durable: every change is a row of `governance_decisions`, and on start the
 newest row is the policy again before the first evaluation, so hysteresis continues from it and a
 window that lost events cannot loosen it (`decide` keeps a stricter policy without evidence). A row
@@ -39,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.bus import Event
 from app.core.db import database_failure
+from app.core.lease import Leadership
 from app.domains.governance import repository
 from app.domains.governance.memory import ExposureMemory, MalformedEntry, parse_stream_entry
 from app.domains.governance.models import GovernanceDecision
@@ -152,8 +157,12 @@ class GovernanceService:
         account_id: str,
         config: GovernanceConfig,
         clock: Callable[[], datetime],
+        leadership: Leadership | None = None,
     ) -> None:
         self._sessions = sessions
+        self.leadership = leadership or Leadership(None, "")
+        self._trades_seen: datetime | None = None  # closed_at of the newest closed trade read
+        self._adopted_at: datetime | None = None  # decided_at of the newest stored decision adopted
         self._account_id = account_id
         self.config = config
         self._clock = clock
@@ -287,6 +296,8 @@ class GovernanceService:
         self._restore(stored)
         for key, event in rows:
             self.memory.record(key, event)
+        if rows:
+            self._trades_seen = rows[-1][1].timestamp
         self._rebuilt = True
         queued, self._queued = self._queued, []
         for trade_id in queued:
@@ -303,6 +314,7 @@ class GovernanceService:
             return
         self._policy = PortfolioPolicy(changes[0].policy)
         self.restored = changes[0]
+        self._adopted_at = changes[0].at
         self._changes.extend(changes)
         logger.info("governance_policy_restored", extra={"policy": self._policy.value})
 
@@ -370,6 +382,10 @@ class GovernanceService:
         delay = self.config.backoff_initial
         while not self._stopping:
             try:
+                if not self.leadership.is_leader:
+                    await self._follow()
+                    synced = False
+                    continue
                 if not synced:
                     await self._sync()
                     synced = True
@@ -427,9 +443,64 @@ class GovernanceService:
         self.consumer.acked += int(acked)
 
     # --- policy ------------------------------------------------------------------------------------
+    @property
+    def role(self) -> str:
+        return "leader" if self.leadership.is_leader else "follower"
+
+    async def _follow(self) -> None:
+        """As a follower: adopt the newest stored decision every second until this process leads."""
+        while not self._stopping and not self.leadership.is_leader:
+            try:
+                await self._adopt_stored()
+            except Exception as exc:
+                if database_failure(exc) is None:
+                    raise
+            await asyncio.sleep(1.0)
+
+    async def _adopt_stored(self) -> PolicyDecision | None:
+        async with self._sessions() as session:
+            row = await repository.latest_decision(session, self._account_id)
+        if row is None or row.policy not in PortfolioPolicy.__members__:
+            return self._decision
+        if self._adopted_at is None or row.decided_at > self._adopted_at:
+            self._adopted_at = row.decided_at
+            change = PolicyChange(
+                row.previous or row.policy, row.policy, row.score, row.reason, row.decided_at, row.trigger
+            )
+            self._changes.appendleft(change)
+            self._policy = PortfolioPolicy(row.policy)
+            self._decision = PolicyDecision(
+                self._policy, row.score, f"adopted from the leader: {row.reason}", row.inputs
+            )
+            self._decided_at = row.decided_at
+        return self._decision
+
+    async def _catch_up_trades(self) -> None:
+        """Record the closed trades of every process since the newest one read (the leader decides
+        from all of them; its own TradeClosed events cover only its own closes)."""
+        if self._trades_seen is None:
+            return
+        async with self._sessions() as session:
+            rows = await repository.closed_since(session, self._account_id, self._trades_seen, self.config.window)
+        for key, event, closed_at in rows:
+            if key not in self.memory:
+                self.memory.record(key, event)
+            self._trades_seen = max(self._trades_seen, closed_at)
+
     async def evaluate(self, trigger: str = "request") -> PolicyDecision:
-        """Decide the policy from the memory now, and publish it (Redis errors are logged, never raised)."""
+        """Decide the policy from the memory now, store a change and publish (Redis errors are logged,
+        never raised). A process that does not lead adopts the leader's newest stored decision."""
+        if self._rebuilt and not self.leadership.is_leader:
+            adopted = await self._adopt_stored()
+            if adopted is not None:
+                return adopted
         async with self._eval_lock:
+            if self._rebuilt:
+                try:
+                    await self._catch_up_trades()
+                except Exception as exc:
+                    if database_failure(exc) is None:
+                        raise
             previous = self._policy
             decision = decide(previous, self.memory.summary(), self.config.policy)
             self._policy, self._decision, self._decided_at = decision.policy, decision, self._clock()
@@ -476,6 +547,8 @@ class GovernanceService:
                 logger.error("governance_persist_failed", extra={"error_class": database_failure(exc)})
             self.persist_error = error
             return
+        newest = max(change.at for change, _ in self._unpersisted)
+        self._adopted_at = newest if self._adopted_at is None else max(self._adopted_at, newest)
         self._unpersisted.clear()
         self.persist_error = None
 

@@ -56,6 +56,9 @@ class TrailEntryOut(BaseModel):
 
 
 class ModeStatusOut(BaseModel):
+    role: str = Field(
+        description="leader: this process decides the mode; follower: it adopts the newest stored row every second"
+    )
     enabled: bool = Field(description="MODES_ENABLED: the mode is decided on a timer and is a layer of the stack")
     restored: bool = Field(description="The stored trail was read on start; until then no new position is allowed")
     restore_error: str | None

@@ -1,11 +1,14 @@
-"""OperatingModes: decides the mode on a timer, on every closed trade and on demand; keeps operator
-pins; stores every change; restores the mode in force on start.
+"""OperatingModes: the mode in force, shared by every process through the stored trail.
 
-Durability: a mode change is applied at once and its row written in the same evaluation (a failed
-write is kept and retried: until it lands, a restart restores the previous, stricter-or-equal row only
-if the change loosened; a tightening that did not land is re-decided from the same inputs). A pin or
-unpin is written first and applied only once stored: audited or not made. Until the trail has been
-read on start the mode layer allows no new position (`NOT_RESTORED`), so a restart never loosens.
+The trail (`mode_decisions`) is the truth and each process's state a cache of its newest row:
+every process reads the newest row every `poll_seconds` (1 s) and adopts it, so a pin made through
+any worker applies in all of them within that time. One process decides (the leader, `Leadership`):
+on a timer, on a closed trade and on request. A row is written under the account row's lock from
+the newest row read under that lock, so a pin and a decision written at the same time never lose
+each other. A pin or unpin is stored first and applied once stored: audited or not made. A decision
+that cannot be stored (the database is down) applies in this process only if it tightens, and is
+decided again from the stored state once the database answers. Until the trail has been read the
+mode layer allows no new position (`NOT_RESTORED`), so a restart never loosens.
 """
 
 import asyncio
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.bus import Event
 from app.core.db import database_failure
 from app.core.errors import Conflict, ServiceUnavailable
+from app.core.lease import Leadership
 from app.domains.modes import repository
 from app.domains.modes.models import ModeDecisionRecord
 from app.domains.modes.rules import ModeConfig, ModeDecision, ModeInputs, OperatingMode, decide_mode, mode_layer
@@ -36,9 +40,9 @@ UNDECIDED = LayerLimits(Layer.MODE, "UNDECIDED")
 @dataclass(frozen=True)
 class ModesConfig:
     rules: ModeConfig = field(default_factory=ModeConfig)
-    interval_seconds: float = 30.0
+    interval_seconds: float = 30.0  # between decisions of the leader
+    poll_seconds: float = 1.0  # between reads of the newest stored row (every process)
     keep_decisions: int = 20
-    retry_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,25 +96,29 @@ class OperatingModes:
         config: ModesConfig,
         clock: Callable[[], datetime],
         inputs: Callable[[], Awaitable[ModeInputs]],
+        leadership: Leadership | None = None,
     ) -> None:
         self._sessions = sessions
         self._account_id = account_id
         self.config = config
         self._clock = clock
         self._inputs = inputs
+        self.leadership = leadership or Leadership(None, "")
         self._lock = asyncio.Lock()
         self._restored = False
         self.restore_error: str | None = None
         self.persist_error: str | None = None
+        self._seen_id = 0  # id of the newest stored row adopted
         self._decided: OperatingMode | None = None
         self._since: datetime | None = None
         self._pin: Pin | None = None
         self._last: ModeDecision | None = None
         self._evaluated_at: datetime | None = None
+        self._unstored: TrailEntry | None = None  # a tightening applied here that could not be stored
         self._trail: deque[TrailEntry] = deque(maxlen=config.keep_decisions)
-        self._pending: list[ModeDecisionRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._next_decision = 0.0  # loop time of the leader's next decision
         self.evaluations = 0
 
     # --- what is in force ----------------------------------------------------------------------------
@@ -137,6 +145,7 @@ class OperatingModes:
 
     @property
     def last(self) -> ModeDecision | None:
+        """This process's last evaluation (None in a process that does not decide)."""
         return self._last
 
     @property
@@ -144,8 +153,9 @@ class OperatingModes:
         return self._evaluated_at
 
     def trail(self) -> list[TrailEntry]:
-        """The last changes, pins and unpins, newest first; pending rows (not stored yet) have no id."""
-        return [_entry(row) for row in reversed(self._pending)] + list(self._trail)
+        """The last changes, pins and unpins, newest first; a decision applied here but not stored
+        yet comes first, without an id."""
+        return ([self._unstored] if self._unstored else []) + list(self._trail)
 
     def limit_layer(self) -> LayerLimits:
         """The mode in force as a layer of RiskGuard's limit stack (no I/O: read under the account lock)."""
@@ -156,9 +166,9 @@ class OperatingModes:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Restore the trail (a database that is down is retried in the background), then decide on
-        a timer; the first decision is taken at once."""
-        await self._try_restore()
+        """Read the trail (a database that is down is retried every poll), then follow it and, as the
+        leader, decide on the timer; the leader's first decision is taken at once."""
+        await self.sync()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="operating-modes")
 
@@ -169,192 +179,202 @@ class OperatingModes:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failing: str | None = None
         while True:
             try:
-                if not self._restored:
-                    await self._try_restore()
-                if self._restored:
+                await self.sync()
+                if self._restored and self.leadership.is_leader and loop.time() >= self._next_decision:
                     await self.evaluate("timer" if self.evaluations else "start")
-                    failing = None
+                failing = None
             except Exception as exc:
                 cause = database_failure(exc) or type(exc).__name__
                 if cause != failing:
-                    logger.warning("modes_evaluation_failed", extra={"error_class": cause}, exc_info=exc)
+                    logger.warning("modes_cycle_failed", extra={"error_class": cause}, exc_info=exc)
                 failing = cause
-            delay = self.config.interval_seconds if self._restored else self.config.retry_seconds
             self._wake.clear()
             try:
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(self.config.poll_seconds):
                     await self._wake.wait()
             except TimeoutError:
                 pass
 
     async def on_trade_closed(self, _: Event) -> None:
-        """A closed trade changes the win rate, the drawdown and the risk score: decide again soon."""
+        """A closed trade changes the win rate, the drawdown and the risk score: decide again now."""
+        self._next_decision = 0.0
         self._wake.set()
 
-    async def _try_restore(self) -> None:
+    # --- following the trail -------------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Adopt the newest stored row if it is newer than the one adopted; a database that does not
+        answer is recorded (`restore_error` until the first read) and retried on the next poll."""
         try:
             async with self._sessions() as session:
-                rows = await repository.recent(session, self._account_id, self.config.keep_decisions)
+                if not self._restored:
+                    rows = await repository.recent(session, self._account_id, self.config.keep_decisions)
+                else:
+                    newest = await repository.newest(session, self._account_id)
+                    rows = [newest] if newest is not None and newest.id > self._seen_id else []
         except Exception as exc:
             kind = database_failure(exc)
             if kind is None:
                 raise
-            if self.restore_error != kind:
+            if not self._restored and self.restore_error != kind:
                 logger.error("modes_restore_waiting_for_database", extra={"error_class": kind})
-            self.restore_error = kind
+            if not self._restored:
+                self.restore_error = kind
             return
-        self._restore(rows)
-
-    def _restore(self, rows: list[ModeDecisionRecord]) -> None:
         if rows:
-            newest = rows[0]
-            self._decided = _mode(newest.decided)
-            decisions = [r for r in rows if r.kind == "decision"]
-            self._since = decisions[0].decided_at if decisions else newest.decided_at
-            pinned = _mode(newest.pinned)
-            if pinned is not None:
-                pin_row = next((r for r in rows if r.kind == "pin"), newest)
-                self._pin = Pin(pinned, pin_row.reason, pin_row.actor, pin_row.decided_at)
-            self._trail.extend(_entry(r) for r in rows)
-            logger.info(
-                "modes_restored",
-                extra={"decided": newest.decided, "pinned": newest.pinned, "since": self._since.isoformat()},
-            )
-        self._restored, self.restore_error = True, None
+            self._adopt(rows[0], rows)
+            known = {e.id for e in self._trail}
+            self._trail.extendleft(_entry(r) for r in reversed(rows) if r.id not in known)
+        if not self._restored:
+            self._restored, self.restore_error = True, None
+            logger.info("modes_restored", extra={"mode": self.mode.value if self.mode else None})
+
+    def _adopt(self, row: ModeDecisionRecord, history: list[ModeDecisionRecord] | None = None) -> None:
+        """The stored state of `row` becomes the state here. A local decision that tightened but could
+        not be stored is kept while the stored one is looser. `history` (newest first, on restore)
+        supplies the time of the last decision and the pin's own row."""
+        if row.id <= self._seen_id:
+            return
+        self._seen_id = row.id
+        stored = _mode(row.decided)
+        local_stricter = (
+            self._unstored is not None
+            and self._decided is not None
+            and (stored is None or self._decided.rank > stored.rank)
+        )
+        if not local_stricter:
+            self._unstored = None
+            if row.kind == "decision" or self._since is None or stored is not self._decided:
+                decisions = [r for r in history or [row] if r.kind == "decision"]
+                self._since = decisions[0].decided_at if decisions else row.decided_at
+            self._decided = stored
+        pinned = _mode(row.pinned)
+        if pinned is None:
+            self._pin = None
+        elif row.kind == "pin" or self._pin is None or self._pin.mode is not pinned:
+            source = next((r for r in history or [row] if r.kind == "pin"), row)
+            self._pin = Pin(pinned, source.reason, source.actor, source.decided_at)
 
     # --- decisions ---------------------------------------------------------------------------------
     async def evaluate(self, trigger: str = "request") -> ModeDecision:
         """Decide the mode from fresh inputs now; a change is stored with its inputs and reason."""
         if not self._restored:
-            await self._try_restore()
+            await self.sync()
             if not self._restored:
                 raise ServiceUnavailable(f"the operating-mode trail could not be read ({self.restore_error})")
         async with self._lock:
             inputs = await self._inputs()
-            now = self._clock()
-            decision = decide_mode(self._decided, self._since, inputs, self.config.rules, now)
-            self._last, self._evaluated_at = decision, now
+            self._next_decision = asyncio.get_running_loop().time() + self.config.interval_seconds
             self.evaluations += 1
-            if decision.mode is not self._decided:
-                previous = self.mode
-                self._decided, self._since = decision.mode, now
-                self._record(
-                    "decision", previous, f"{decision.reason} [{trigger}]", inputs.as_dict(), SYSTEM_ACTOR, None, now
-                )
-                logger.info(
-                    "operating_mode_changed",
-                    extra={"from": previous.value if previous else None, "to": decision.mode.value},
-                )
-            if self._pending:
-                await self._flush()
+            try:
+                async with self._sessions() as session, session.begin():
+                    await repository.lock_account(session, self._account_id)
+                    newest = await repository.newest(session, self._account_id)
+                    if newest is not None:
+                        self._adopt(newest)
+                    now = self._clock()
+                    decision = decide_mode(self._decided, self._since, inputs, self.config.rules, now)
+                    row = None
+                    if decision.mode is not self._decided:
+                        row = self._row("decision", decision, f"{decision.reason} [{trigger}]", inputs, now)
+                        session.add(row)
+                        await session.flush()
+            except Exception as exc:
+                kind = database_failure(exc)
+                if kind is None:
+                    raise
+                return self._decided_without_database(inputs, trigger, kind)
+            self._last, self._evaluated_at = decision, now
+            self.persist_error = None
+            if row is not None:
+                self._unstored = None
+                self._adopt(row)
+                self._trail.appendleft(_entry(row))
+                logger.info("operating_mode_changed", extra={"to": decision.mode.value, "reason": decision.reason})
             return decision
 
-    def _record(
-        self,
-        kind: str,
-        previous: OperatingMode | None,
-        reason: str,
-        inputs: dict[str, Any],
-        actor: str,
-        trace_id: str | None,
-        now: datetime,
+    def _decided_without_database(self, inputs: ModeInputs, trigger: str, kind: str) -> ModeDecision:
+        """The database did not answer: decide from this process's state; apply only a tightening."""
+        now = self._clock()
+        decision = decide_mode(self._decided, self._since, inputs, self.config.rules, now)
+        self._last, self._evaluated_at = decision, now
+        if self.persist_error != kind:
+            logger.error("modes_persist_failed", extra={"error_class": kind})
+        self.persist_error = kind
+        if self._decided is None or decision.mode.rank > self._decided.rank:
+            row = self._row("decision", decision, f"{decision.reason} [{trigger}; not stored: {kind}]", inputs, now)
+            self._decided, self._since = decision.mode, now
+            self._unstored = _entry(row)
+            logger.info("operating_mode_changed_unstored", extra={"to": decision.mode.value})
+        return decision
+
+    def _row(
+        self, kind: str, decision: ModeDecision, reason: str, inputs: ModeInputs, now: datetime
     ) -> ModeDecisionRecord:
-        mode = self.mode
-        row = ModeDecisionRecord(
+        mode = self._pin.mode if self._pin is not None else decision.mode
+        previous = self.mode
+        return ModeDecisionRecord(
             account_id=self._account_id,
             decided_at=now,
             kind=kind,
             previous=previous.value if previous else None,
-            mode=mode.value if mode else None,
-            decided=self._decided.value if self._decided else None,
+            mode=mode.value,
+            decided=decision.mode.value,
             pinned=self._pin.mode.value if self._pin else None,
             reason=reason,
-            inputs=inputs,
-            actor=actor,
-            trace_id=trace_id,
+            inputs=inputs.as_dict(),
+            actor=SYSTEM_ACTOR,
+            trace_id=None,
         )
-        self._pending.append(row)
-        return row
-
-    async def _flush(self) -> None:
-        """Write the pending rows; a database failure keeps them for the next evaluation."""
-        rows = list(self._pending)
-        try:
-            async with self._sessions() as session, session.begin():
-                session.add_all(rows)
-        except Exception as exc:
-            kind = database_failure(exc)
-            if kind is None:
-                raise
-            if self.persist_error != kind:
-                logger.error("modes_persist_failed", extra={"error_class": kind})
-            self.persist_error = kind
-            for row in rows:  # fresh objects next time: a failed flush leaves these in an unknown state
-                self._pending[self._pending.index(row)] = _copy(row)
-            return
-        del self._pending[: len(rows)]
-        self.persist_error = None
-        self._trail.extendleft(_entry(row) for row in rows)
 
     # --- operator pins -----------------------------------------------------------------------------
     async def pin_mode(self, mode: OperatingMode, reason: str, actor: str, trace_id: str | None) -> Pin:
-        """Fix the mode until unpinned. Stored first, then applied: audited or not made."""
-        pin = await self._operator("pin", mode, reason, actor, trace_id)
-        assert pin is not None
-        return pin
+        """Hold `mode` until unpinned, in every process. Stored first, then applied: audited or not made."""
+        await self._operator("pin", mode, reason, actor, trace_id)
+        assert self._pin is not None
+        return self._pin
 
     async def unpin(self, reason: str, actor: str, trace_id: str | None) -> None:
         await self._operator("unpin", None, reason, actor, trace_id)
 
     async def _operator(
         self, kind: str, mode: OperatingMode | None, reason: str, actor: str, trace_id: str | None
-    ) -> Pin | None:
+    ) -> None:
         if not self._restored:
-            await self._try_restore()
+            await self.sync()
             if not self._restored:
                 raise ServiceUnavailable(f"the operating-mode trail could not be read ({self.restore_error})")
-        async with self._lock:
+        async with self._lock, self._sessions() as session, session.begin():
+            await repository.lock_account(session, self._account_id)
+            newest = await repository.newest(session, self._account_id)
+            if newest is not None:
+                self._adopt(newest)
             if kind == "unpin" and self._pin is None:
                 raise Conflict("no operating mode is pinned")
-            if self._pending:  # earlier decisions first, in order
-                await self._flush()
-                if self._pending:
-                    raise ServiceUnavailable(f"the operating-mode trail cannot be written ({self.persist_error})")
-            now = self._clock()
-            previous, old_pin = self.mode, self._pin
-            self._pin = Pin(mode, reason, actor, now) if mode is not None else None
-            row = self._record(kind, previous, reason, {}, actor, trace_id, now)
-            try:
-                async with self._sessions() as session, session.begin():
-                    session.add(row)
-            except BaseException:
-                self._pin = old_pin
-                self._pending.remove(row)
-                raise
-            self._pending.remove(row)
-            self._trail.appendleft(_entry(row))
-            logger.info("operating_mode_" + kind, extra={"mode": mode.value if mode else None, "actor": actor})
-            return self._pin
+            decided = newest.decided if newest is not None else None
+            in_force = mode.value if mode is not None else decided
+            row = ModeDecisionRecord(
+                account_id=self._account_id,
+                decided_at=self._clock(),
+                kind=kind,
+                previous=self.mode.value if self.mode else None,
+                mode=in_force,
+                decided=decided,
+                pinned=mode.value if mode is not None else None,
+                reason=reason,
+                inputs={},
+                actor=actor,
+                trace_id=trace_id,
+            )
+            session.add(row)
+            await session.flush()
+        self._adopt(row)
+        self._trail.appendleft(_entry(row))
+        logger.info("operating_mode_" + kind, extra={"mode": mode.value if mode else None, "actor": actor})
 
     async def history(self, limit: int, offset: int) -> list[TrailEntry]:
         async with self._sessions() as session:
             return [_entry(r) for r in await repository.page(session, self._account_id, limit, offset)]
-
-
-def _copy(row: ModeDecisionRecord) -> ModeDecisionRecord:
-    return ModeDecisionRecord(
-        account_id=row.account_id,
-        decided_at=row.decided_at,
-        kind=row.kind,
-        previous=row.previous,
-        mode=row.mode,
-        decided=row.decided,
-        pinned=row.pinned,
-        reason=row.reason,
-        inputs=row.inputs,
-        actor=row.actor,
-        trace_id=row.trace_id,
-    )
