@@ -269,6 +269,10 @@ class GovernanceService:
         self._tasks.append(asyncio.create_task(self._timer(), name="governance-timer"))
         if self.config.redis_url is not None:
             await self._consume(synced)
+        elif self.leadership.shared:  # no stream, several processes: followers still adopt every second
+            while not self._stopping:
+                await self._follow()
+                await asyncio.sleep(1.0)
 
     async def _timer(self) -> None:
         while not self._stopping:
@@ -462,16 +466,18 @@ class GovernanceService:
             row = await repository.latest_decision(session, self._account_id)
         if row is None or row.policy not in PortfolioPolicy.__members__:
             return self._decision
-        if self._adopted_at is None or row.decided_at > self._adopted_at:
+        newer = self._adopted_at is None or row.decided_at > self._adopted_at
+        if newer or self._decision is None:  # on start the restored row is adopted as the decision
+            if newer:
+                self._changes.appendleft(
+                    PolicyChange(
+                        row.previous or row.policy, row.policy, row.score, row.reason, row.decided_at, row.trigger
+                    )
+                )
             self._adopted_at = row.decided_at
-            change = PolicyChange(
-                row.previous or row.policy, row.policy, row.score, row.reason, row.decided_at, row.trigger
-            )
-            self._changes.appendleft(change)
             self._policy = PortfolioPolicy(row.policy)
-            self._decision = PolicyDecision(
-                self._policy, row.score, f"adopted from the leader: {row.reason}", row.inputs
-            )
+            reason = f"adopted from the leader: {row.reason}"
+            self._decision = PolicyDecision(self._policy, row.score, reason, row.inputs)
             self._decided_at = row.decided_at
         return self._decision
 
@@ -490,10 +496,12 @@ class GovernanceService:
     async def evaluate(self, trigger: str = "request") -> PolicyDecision:
         """Decide the policy from the memory now, store a change and publish (Redis errors are logged,
         never raised). A process that does not lead adopts the leader's newest stored decision."""
-        if self._rebuilt and not self.leadership.is_leader:
+        if not self.leadership.is_leader:
             adopted = await self._adopt_stored()
-            if adopted is not None:
-                return adopted
+            if adopted is None:  # nothing stored yet: the policy stays as it is until the leader decides
+                adopted = PolicyDecision(self._policy, None, "no stored decision yet: the leader decides", {})
+                self._decision, self._decided_at = adopted, self._clock()
+            return adopted
         async with self._eval_lock:
             if self._rebuilt:
                 try:
