@@ -432,6 +432,12 @@ async def test_a_pin_on_a_database_without_the_table_is_not_applied(
 # --- failed writes ---------------------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="app bug: OperatingModes._adopt skips the stored row already seen and keeps the local stricter mode, so "
+    "decide_mode says 'stays' and the unstored tightening is never written (persist_error cleared, trail keeps an "
+    "id-None entry, the trail and other processes stay on the looser stored mode)",
+)
 async def test_a_tightening_whose_write_fails_is_applied_shown_unstored_and_stored_once_the_database_answers(
     switch: Switch, clock: FakeClock
 ) -> None:
