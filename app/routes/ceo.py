@@ -41,7 +41,7 @@ def status_of(container: Container) -> ModeStatusOut:
             }
             if last is not None
             else None,
-            "rules": {k: float(v) for k, v in asdict(modes.config.rules).items()},
+            "rules": {k: float(v) for k, v in asdict(modes.config.rules).items() if k != "derived"},
             "persist_error": modes.persist_error,
             "decisions": [asdict(e) for e in modes.trail()],
         }

@@ -44,6 +44,17 @@ async def newest(session: AsyncSession, account_id: str) -> ModeDecisionRecord |
     return rows[0] if rows else None
 
 
+async def newest_pin(session: AsyncSession, account_id: str) -> ModeDecisionRecord | None:
+    return (
+        await session.execute(
+            select(ModeDecisionRecord)
+            .where(ModeDecisionRecord.account_id == account_id, ModeDecisionRecord.kind == "pin")
+            .order_by(ModeDecisionRecord.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
 async def lock_account(session: AsyncSession, account_id: str) -> None:
     """Serialize the trail's writers of every process: the account row, locked until commit (SQLite
     serializes writers itself). A row is written from the newest one read under this lock, so a pin

@@ -6,8 +6,8 @@ Modes, loosest to strictest: EXPANSION, OPTIMIZATION, PRESERVATION, EMERGENCY.
   at least `emergency_drawdown_pct`; a critical component (database, policy store) is down.
 - PRESERVATION when any of: risk score HIGH (>= 50); drawdown at least `preservation_drawdown_pct`;
   win rate below `preservation_win_rate` over at least `min_trades` closed trades; a component is
-  degraded (policy store serving its last known state, event-bus failures, signals not from the
-  champion ensemble).
+  degraded (policy store serving its last known state, Redis down, new event-handler failures; the
+  signal source is not a health input: RiskGuard judges each signal's source).
 - EXPANSION when all of: risk score known and below 25; win rate at least `expansion_win_rate` over at
   least `min_trades` trades; drawdown below `expansion_drawdown_pct`; every component healthy.
 - OPTIMIZATION otherwise.
@@ -21,7 +21,7 @@ Each mode is a layer of the limit stack that can only tighten: EXPANSION and OPT
 PRESERVATION applies the DEFENSIVE profile's limits, EMERGENCY allows no new position (closing still works).
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
@@ -68,8 +68,11 @@ class ModeConfig:
     drawdown_margin_pct: float = 1.0
     win_rate_margin: float = 0.05
     min_dwell_seconds: float = 900.0
+    derived: bool = field(default=False, repr=False)  # thresholds moved by the margins: not validated
 
     def __post_init__(self) -> None:
+        if self.derived:
+            return  # e.g. an expansion drawdown of 0 moved by its margin is -1: never met, as intended
         if not 0 <= self.low_risk_score < self.high_risk_score < self.critical_risk_score <= 100:
             raise ValueError("risk thresholds must satisfy 0 <= low < high < critical <= 100")
         if not 0 <= self.expansion_drawdown_pct < self.preservation_drawdown_pct < self.emergency_drawdown_pct:
@@ -78,6 +81,7 @@ class ModeConfig:
             raise ValueError("win-rate thresholds must satisfy 0 <= preservation < expansion <= 1")
         if min(self.risk_margin, self.drawdown_margin_pct, self.win_rate_margin, self.min_dwell_seconds) < 0:
             raise ValueError("margins and the dwell time must be >= 0")
+
         if self.min_trades < 1:
             raise ValueError("min_trades must be >= 1")
 
@@ -85,14 +89,16 @@ class ModeConfig:
         """Every threshold moved by its margin in the direction that makes a looser mode harder."""
         return replace(
             self,
-            critical_risk_score=self.critical_risk_score - self.risk_margin,
-            high_risk_score=self.high_risk_score - self.risk_margin,
-            low_risk_score=self.low_risk_score - self.risk_margin,
-            emergency_drawdown_pct=self.emergency_drawdown_pct - self.drawdown_margin_pct,
-            preservation_drawdown_pct=self.preservation_drawdown_pct - self.drawdown_margin_pct,
-            expansion_drawdown_pct=self.expansion_drawdown_pct - self.drawdown_margin_pct,
-            preservation_win_rate=self.preservation_win_rate + self.win_rate_margin,
-            expansion_win_rate=self.expansion_win_rate + self.win_rate_margin,
+            # rounded so that 0.55 + 0.05 is 0.6, not 0.6000000000000001
+            critical_risk_score=round(self.critical_risk_score - self.risk_margin, 12),
+            high_risk_score=round(self.high_risk_score - self.risk_margin, 12),
+            low_risk_score=round(self.low_risk_score - self.risk_margin, 12),
+            emergency_drawdown_pct=round(self.emergency_drawdown_pct - self.drawdown_margin_pct, 12),
+            preservation_drawdown_pct=round(self.preservation_drawdown_pct - self.drawdown_margin_pct, 12),
+            expansion_drawdown_pct=round(self.expansion_drawdown_pct - self.drawdown_margin_pct, 12),
+            preservation_win_rate=round(self.preservation_win_rate + self.win_rate_margin, 12),
+            expansion_win_rate=round(self.expansion_win_rate + self.win_rate_margin, 12),
+            derived=True,
         )
 
 

@@ -212,9 +212,21 @@ class OperatingModes:
             async with self._sessions() as session:
                 if not self._restored:
                     rows = await repository.recent(session, self._account_id, self.config.keep_decisions)
+                    if rows and rows[0].pinned is not None and not any(r.kind == "pin" for r in rows):
+                        pin_row = await repository.newest_pin(session, self._account_id)
+                        rows += [pin_row] if pin_row is not None else []  # for the pin's author and reason
                 else:
                     newest = await repository.newest(session, self._account_id)
                     rows = [newest] if newest is not None and newest.id > self._seen_id else []
+                    if (
+                        rows
+                        and newest is not None
+                        and newest.kind != "pin"
+                        and newest.pinned is not None
+                        and (self._pin is None or self._pin.mode.value != newest.pinned)
+                    ):  # a pin made between two polls: its author and reason are on its own row
+                        pin_row = await repository.newest_pin(session, self._account_id)
+                        rows += [pin_row] if pin_row is not None else []
         except Exception as exc:
             kind = database_failure(exc)
             if kind is None:
@@ -232,12 +244,16 @@ class OperatingModes:
             self._restored, self.restore_error = True, None
             logger.info("modes_restored", extra={"mode": self.mode.value if self.mode else None})
 
-    def _adopt(self, row: ModeDecisionRecord, history: list[ModeDecisionRecord] | None = None) -> None:
+    def _adopt(
+        self, row: ModeDecisionRecord, history: list[ModeDecisionRecord] | None = None, *, force: bool = False
+    ) -> None:
         """The stored state of `row` becomes the state here. A local decision that tightened but could
         not be stored is kept while the stored one is looser. `history` (newest first, on restore)
         supplies the time of the last decision and the pin's own row."""
-        if row.id <= self._seen_id:
+        if row.id <= self._seen_id and not force:
             return
+        if force:
+            self._unstored = None
         self._seen_id = row.id
         stored = _mode(row.decided)
         local_stricter = (
@@ -266,15 +282,19 @@ class OperatingModes:
             if not self._restored:
                 raise ServiceUnavailable(f"the operating-mode trail could not be read ({self.restore_error})")
         async with self._lock:
-            inputs = await self._inputs()
+            # Set before reading the inputs: a trade closing meanwhile resets it and is decided on at once.
             self._next_decision = asyncio.get_running_loop().time() + self.config.interval_seconds
+            inputs = await self._inputs()
             self.evaluations += 1
             try:
                 async with self._sessions() as session, session.begin():
                     await repository.lock_account(session, self._account_id)
                     newest = await repository.newest(session, self._account_id)
                     if newest is not None:
-                        self._adopt(newest)
+                        # A decision applied here but not stored is decided again from the stored state.
+                        self._adopt(newest, force=self._unstored is not None)
+                    elif self._unstored is not None:
+                        self._decided = self._since = self._unstored = None
                     now = self._clock()
                     decision = decide_mode(self._decided, self._since, inputs, self.config.rules, now)
                     row = None

@@ -310,6 +310,30 @@ async def test_the_trail_keeps_the_last_rows_and_a_restart_reads_as_many(
     assert (restarted.mode, restarted.pin) == (EMER, None)
 
 
+async def test_a_pin_older_than_the_rows_read_keeps_its_author_after_a_restart_and_in_a_follower(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """The pin's actor and reason come from its own row, even when later decisions pushed it out of
+    the `keep_decisions` rows a restart reads, or arrived before a follower's next poll."""
+    inputs = FakeInputs(OPTIMIZING)
+    modes = service(sessions, inputs, clock, keep_decisions=1)
+    follower = service(sessions, FakeInputs(OPTIMIZING), clock, keep_decisions=1)
+    await modes.evaluate()
+    await follower.sync()
+    await modes.pin_mode(PRES, "operator reason", "alice", None)
+    for value in (EMERGENCY, OPTIMIZING):
+        inputs.value = value
+        clock.advance(seconds=1000)
+        await modes.evaluate()
+    assert [r.kind for r in await stored(sessions)][-1] == "decision"
+    await follower.sync()  # the pin and two decisions landed since its last poll
+    restarted = service(sessions, inputs, clock, keep_decisions=1)
+    await restarted.sync()
+    for process in (follower, restarted):
+        assert process.pin is not None
+        assert (process.pin.mode, process.pin.actor, process.pin.reason) == (PRES, "alice", "operator reason")
+
+
 # --- pins ------------------------------------------------------------------------------------------
 
 
@@ -432,12 +456,6 @@ async def test_a_pin_on_a_database_without_the_table_is_not_applied(
 # --- failed writes ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: OperatingModes._adopt skips the stored row already seen and keeps the local stricter mode, so "
-    "decide_mode says 'stays' and the unstored tightening is never written (persist_error cleared, trail keeps an "
-    "id-None entry, the trail and other processes stay on the looser stored mode)",
-)
 async def test_a_tightening_whose_write_fails_is_applied_shown_unstored_and_stored_once_the_database_answers(
     switch: Switch, clock: FakeClock
 ) -> None:
