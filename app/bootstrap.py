@@ -195,6 +195,7 @@ def bootstrap(
             max_price_age_seconds=settings.max_price_age_seconds,
             max_price_future_skew_seconds=settings.max_price_future_skew_seconds,
             assumed_stop_distance_pct=settings.assumed_stop_distance_pct,
+            liquidation_buffer_pct=settings.liquidation_buffer_pct,
             accept_fallback_signals=settings.accept_fallback_signals,
         )
     )

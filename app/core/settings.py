@@ -7,6 +7,8 @@ from typing import Literal, TypedDict
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domains.execution.margin import DEFAULT_LIQUIDATION_BUFFER_PCT
+
 RiskModeName = Literal["AGGRESSIVE_SMALL_ACCOUNT", "NORMAL", "DEFENSIVE"]
 
 
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     max_price_age_seconds: float = Field(default=60.0, gt=0)
     max_price_future_skew_seconds: float = Field(default=5.0, ge=0)
     assumed_stop_distance_pct: Decimal = Field(default=Decimal(2), gt=0, allow_inf_nan=False)
+    liquidation_buffer_pct: Decimal = Field(default=DEFAULT_LIQUIDATION_BUFFER_PCT, ge=0, lt=50, allow_inf_nan=False)
 
     losing_streak_threshold: int = Field(default=3, ge=1)
     losing_streak_leverage_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)

@@ -29,6 +29,11 @@ OTHER_POSITION_KEYS = ("side", "amount", "open_price", "mark_price", "mm_ratio",
 Number = float | Decimal  # int is accepted as a float
 
 
+DEFAULT_LIQUIDATION_BUFFER_PCT = Decimal("0.5")
+"""How far (percent of the entry price) a stop must trigger before the liquidation price: RiskGuard's
+STOP_BEYOND_LIQUIDATION and the Exit Brain's plans both use it (LIQUIDATION_BUFFER_PCT)."""
+
+
 class UnknownSymbolError(KeyError):
     """A symbol with no data (no leverage tiers, no market). A KeyError whose str() is the plain message."""
 

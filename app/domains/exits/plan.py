@@ -43,7 +43,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Literal
 
-from app.domains.execution.margin import leverage_tier, liquidation_price
+from app.domains.execution.margin import DEFAULT_LIQUIDATION_BUFFER_PCT, leverage_tier, liquidation_price
 from app.domains.execution.precision import amount_to_precision, price_to_precision
 from app.domains.markets.catalog import Market, MarketCatalog, UnknownSymbol
 
@@ -92,7 +92,8 @@ class ExitConfig:
     atr_partial_tp_multiple: float = 3.0
     partial_fraction: float = 0.5
     # The stop must trigger strictly before liquidation +/- this buffer.
-    liquidation_buffer: float = 0.005
+    # the same buffer as RiskGuard's STOP_BEYOND_LIQUIDATION (one setting), as a fraction of the entry
+    liquidation_buffer: float = float(DEFAULT_LIQUIDATION_BUFFER_PCT) / 100
 
     def __post_init__(self) -> None:
         positive = {

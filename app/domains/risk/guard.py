@@ -12,6 +12,12 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 
+from app.domains.execution.margin import (
+    DEFAULT_LIQUIDATION_BUFFER_PCT,
+    LeverageTier,
+    leverage_tier,
+    liquidation_price,
+)
 from app.domains.policy.profiles import RiskProfile
 from app.domains.risk.limits import HARD_LIMITS, HardLimits
 from app.domains.risk.stack import (
@@ -69,6 +75,8 @@ class DenialCode(StrEnum):
     HARD_POSITION_EQUITY = "HARD_POSITION_EQUITY"
     HARD_TOTAL_EXPOSURE = "HARD_TOTAL_EXPOSURE"
     FALLBACK_SIGNAL = "FALLBACK_SIGNAL"
+    LEVERAGE_TIER = "LEVERAGE_TIER"
+    STOP_BEYOND_LIQUIDATION = "STOP_BEYOND_LIQUIDATION"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,7 @@ class RiskGuardConfig:
     max_price_future_skew_seconds: float = 5.0
     assumed_stop_distance_pct: Decimal = Decimal(2)
     accept_fallback_signals: bool = False
+    liquidation_buffer_pct: Decimal = DEFAULT_LIQUIDATION_BUFFER_PCT  # % of entry a stop keeps from liquidation
     hard: HardLimits = HARD_LIMITS
 
 
@@ -223,6 +232,7 @@ class RiskGuard:
             loss_at_stop,
             loss_at_stop * HUNDRED / equity if equity > 0 else Decimal(0),
             size_limits,
+            _tier(intent),
         )
         reasons = tuple(reason for check in CHECKS if (reason := check(ctx)) is not None)
         return RiskDecision(
@@ -251,6 +261,7 @@ class CheckContext:
     loss_at_stop: Decimal
     risk_pct: Decimal
     size_limits: dict[str, Decimal]  # the largest notional each size check allows (empty without equity)
+    tier: "LeverageTier | Reason"  # the position's leverage tier, or why there is none
 
 
 Check = Callable[[CheckContext], Reason | None]
@@ -415,6 +426,58 @@ def _hard_total_exposure(c: CheckContext) -> Reason | None:
     )
 
 
+def _tier(intent: TradeIntent) -> LeverageTier | Reason:
+    try:
+        return leverage_tier(symbol=intent.symbol, notional=intent.notional)
+    except (KeyError, ValueError) as exc:  # no tier data, or a notional beyond the last tier
+        return Reason(DenialCode.LEVERAGE_TIER, f"LEVERAGE_TIER: {exc.args[0] if exc.args else exc}")
+
+
+def _leverage_tier(c: CheckContext) -> Reason | None:
+    """Binance allows less leverage on bigger positions (its leverage-tier table)."""
+    tier = c.tier
+    if isinstance(tier, Reason):
+        return tier
+    if c.intent.leverage <= tier.max_leverage:
+        return None
+    return Reason(
+        DenialCode.LEVERAGE_TIER,
+        f"LEVERAGE_TIER: requested={c.intent.leverage} max={tier.max_leverage} for notional={c.intent.notional} "
+        f"(tier {tier.tier} of {tier.symbol})",
+    )
+
+
+def _stop_beyond_liquidation(c: CheckContext) -> Reason | None:
+    """The stop (given, or the assumed distance) must trigger before the isolated position's
+    liquidation price, with `liquidation_buffer_pct` of the entry to spare."""
+    tier = c.tier
+    if isinstance(tier, Reason):
+        return None  # LEVERAGE_TIER already says why
+    intent = c.intent
+    sign = 1 if intent.side is Side.LONG else -1
+    stop = intent.stop_loss
+    if stop is None:
+        stop = intent.price * (1 - sign * c.config.assumed_stop_distance_pct / HUNDRED)
+    lp = liquidation_price(
+        side=intent.side.value,
+        open_price=intent.price,
+        amount=intent.notional / intent.price,
+        wallet_balance=intent.notional / intent.leverage,
+        mm_ratio=tier.mm_ratio,
+        maintenance_amount=tier.maintenance_amount,
+    )
+    if lp is None:
+        return None
+    bound = lp + sign * intent.price * c.config.liquidation_buffer_pct / HUNDRED
+    if (stop > bound) if sign > 0 else (stop < bound):
+        return None
+    return Reason(
+        DenialCode.STOP_BEYOND_LIQUIDATION,
+        f"STOP_BEYOND_LIQUIDATION: stop={stop.quantize(_SHOWN)} liquidation={lp.quantize(_SHOWN)} "
+        f"buffer={c.config.liquidation_buffer_pct}% of entry at leverage={intent.leverage}",
+    )
+
+
 CHECKS: tuple[Check, ...] = (
     _kill_switch,
     _new_positions,
@@ -433,6 +496,8 @@ CHECKS: tuple[Check, ...] = (
     _hard_margin_ratio,
     _hard_position_equity,
     _hard_total_exposure,
+    _leverage_tier,
+    _stop_beyond_liquidation,
 )
 """RiskGuard's checks, in the order a decision lists their reasons. Each reads the limit stack and
 the context and returns a reason or nothing."""

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from app.domains.execution.margin import leverage_tier, liquidation_price
+from app.domains.execution.margin import DEFAULT_LIQUIDATION_BUFFER_PCT, leverage_tier, liquidation_price
 from app.domains.execution.precision import amount_to_precision, price_to_precision
 from app.domains.exits.plan import (
     ExitConfig,
@@ -32,6 +32,7 @@ from app.domains.markets.catalog import MarketCatalog
 
 CATALOG = MarketCatalog.load()
 BTC = "BTC/USDT:USDT"
+BUFFER = DEFAULT_LIQUIDATION_BUFFER_PCT / 100
 
 
 def ctx(**overrides: object) -> ExitContext:
@@ -563,7 +564,7 @@ def test_no_plan_has_a_bad_price_a_stop_beyond_liquidation_or_broken_quantities(
     if liquidation is not None:
         stop = plan.stop_loss.trigger_price
         assert s * (stop - liquidation) > 0
-        assert s * (stop - (liquidation + s * D("0.005") * entry)) > 0
+        assert s * (stop - (liquidation + s * BUFFER * entry)) > 0
     # Fractions add up to 1; quantities at precision, at least the minimum, adding up to the position.
     profit = plan.profit_legs
     assert sum(leg.fraction for leg in profit) == 1
@@ -585,7 +586,7 @@ def test_a_plan_is_refused_only_when_no_valid_stop_or_target_exists(context: Exi
     s = 1 if context.side == "LONG" else -1
     entry = D(str(context.entry_price))
     liquidation = _reference_liquidation(context)
-    room = liquidation is None or s * (entry * (1 - s * D("0.002")) - (liquidation + s * D("0.005") * entry)) > 0
+    room = liquidation is None or s * (entry * (1 - s * D("0.002")) - (liquidation + s * BUFFER * entry)) > 0
     vol = context.volatility if context.atr is None else float(D(str(context.atr)) / entry)
     sane = vol is None or vol * 5.2 * 1.25 < 0.9  # every target and the stop stay well above zero
     fine_tick = CATALOG.resolve(context.symbol).price_tick <= D("0.001") * entry  # 0.2 % is at least two ticks

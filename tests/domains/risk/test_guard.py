@@ -34,6 +34,7 @@ SYMBOL = "BTC/USDT:USDT"
 TRACE = "trace-test"
 
 GUARD = RiskGuard()
+NO_BUFFER = RiskGuard(RiskGuardConfig(liquidation_buffer_pct=Decimal(0)))
 ACTIVE = SafetyView(halted=False, state="ACTIVE", reason="ok")
 NO_STOP_ASSUMPTION = "no stop_loss given: assumed a 2% stop distance"
 
@@ -194,14 +195,25 @@ def test_streak_multiplier_halves_max_leverage(mode: RiskMode) -> None:
 @per_mode
 def test_hard_max_leverage_125(mode: RiskMode) -> None:
     profile = effective_profile(mode, {"max_leverage": Decimal(125)})
+    # At 125x an isolated long is liquidated 0.4 % below entry, inside the default 0.5 % buffer (so
+    # STOP_BEYOND_LIQUIDATION refuses every stop); without a buffer a 0.15 % stop is valid.
+    guard = RiskGuard(RiskGuardConfig(liquidation_buffer_pct=Decimal(0)))
+    tight = Decimal("99.85")
 
-    assert_allowed(check(profile, intent(leverage=Decimal(125))))
+    assert_allowed(check(profile, intent(leverage=Decimal(125), stop_loss=tight), guard=guard))
+    assert [r.code for r in check(profile, intent(leverage=Decimal(125), stop_loss=tight)).reasons] == [
+        DenialCode.STOP_BEYOND_LIQUIDATION
+    ]
 
     requested = Decimal(125) + STEP
     assert_denied(
-        check(profile, intent(leverage=requested)),
+        check(profile, intent(leverage=requested, stop_loss=tight), guard=guard),
         (DenialCode.MAX_LEVERAGE, f"MAX_LEVERAGE: requested={requested} max=125 profile={mode}"),
         (DenialCode.HARD_MAX_LEVERAGE, f"HARD_MAX_LEVERAGE: requested={requested} hard_max=125"),
+        (
+            DenialCode.LEVERAGE_TIER,
+            f"LEVERAGE_TIER: requested={requested} max=125 for notional=100 (tier 1 of BTC/USDT:USDT)",
+        ),
     )
 
 
@@ -215,8 +227,9 @@ def test_hard_max_leverage_holds_for_a_profile_that_skipped_validation() -> None
     rogue = DEFAULT_PROFILES[RiskMode.NORMAL].model_copy(update={"max_leverage": Decimal(1000)})
 
     assert_denied(
-        check(rogue, intent(leverage=Decimal(126))),
+        check(rogue, intent(leverage=Decimal(126), stop_loss=Decimal("99.85")), guard=NO_BUFFER),
         (DenialCode.HARD_MAX_LEVERAGE, "HARD_MAX_LEVERAGE: requested=126 hard_max=125"),
+        (DenialCode.LEVERAGE_TIER, "LEVERAGE_TIER: requested=126 max=125 for notional=100 (tier 1 of BTC/USDT:USDT)"),
     )
 
 
@@ -699,6 +712,8 @@ def test_every_failing_check_is_listed_in_order() -> None:
         DenialCode.HARD_MARGIN_RATIO,
         DenialCode.HARD_POSITION_EQUITY,
         DenialCode.HARD_TOTAL_EXPOSURE,
+        DenialCode.LEVERAGE_TIER,
+        DenialCode.STOP_BEYOND_LIQUIDATION,
     ]
     assert decision.assumptions == (NO_STOP_ASSUMPTION,)
 
@@ -744,3 +759,50 @@ def test_tightening_override_takes_effect(mode: RiskMode, case: str) -> None:
     decision = check(effective_profile(mode, override), trade, acct)
     assert [r.code for r in decision.reasons] == [code]
     assert decision.allowed is False
+
+
+# --- exchange-aware checks ------------------------------------------------------------------------
+
+
+def test_leverage_tier_caps_leverage_by_the_position_size() -> None:
+    """BTC/USDT:USDT tiers: [0, 50,000) up to 125x, [50,000, 600,000) up to 100x."""
+    roomy = effective_profile(
+        RiskMode.NORMAL, {"max_leverage": Decimal(125), "position_size_cap_usd": Decimal(100_000)}
+    )
+    big = intent(notional=Decimal(50_000), leverage=Decimal(101), stop_loss=Decimal("99.9"))
+    decision = check(roomy, big, guard=NO_BUFFER)
+    assert [r.detail for r in decision.reasons if r.code is DenialCode.LEVERAGE_TIER] == [
+        "LEVERAGE_TIER: requested=101 max=100 for notional=50000 (tier 2 of BTC/USDT:USDT)"
+    ]
+    below = check(roomy, replace(big, notional=Decimal("49999.99")), guard=NO_BUFFER)
+    assert DenialCode.LEVERAGE_TIER not in [r.code for r in below.reasons]
+    unknown = check(RiskMode.NORMAL, intent(symbol="SOL/USDT:USDT"))
+    assert [r.code for r in unknown.reasons] == [DenialCode.LEVERAGE_TIER]
+    assert "no leverage tiers for symbol 'SOL/USDT:USDT'" in unknown.reasons[0].detail
+
+
+@pytest.mark.parametrize(
+    ("side", "stop", "allowed"),
+    [
+        # 100 USDT at 50x, price 100: amount 1, margin 2, MMR 0.004, cum 0.
+        # Long: LP = (2 - 100) / (0.004 - 1) = 98.3936; with the 0.5 % buffer the stop must be above 98.8936.
+        (Side.LONG, "99", True),
+        (Side.LONG, "98.9", True),
+        (Side.LONG, "98.89", False),
+        (Side.LONG, None, False),  # the assumed 2 % stop (98) lies beyond
+        # Short: LP = (2 + 100) / (0.004 + 1) = 101.5936; the stop must be below 101.0936.
+        (Side.SHORT, "101", True),
+        (Side.SHORT, "101.09", True),
+        (Side.SHORT, "101.1", False),
+        (Side.SHORT, None, False),
+    ],
+)
+def test_a_stop_must_trigger_before_liquidation_with_the_buffer(side: Side, stop: str | None, allowed: bool) -> None:
+    roomy = effective_profile(RiskMode.NORMAL, {"max_leverage": Decimal(50), "max_risk_pct_per_trade": 100.0})
+    decision = check(roomy, intent(side=side, leverage=Decimal(50), stop_loss=Decimal(stop) if stop else None))
+    codes = [r.code for r in decision.reasons]
+    assert (DenialCode.STOP_BEYOND_LIQUIDATION not in codes) is allowed, decision.reasons
+    if not allowed:
+        detail = next(r.detail for r in decision.reasons if r.code is DenialCode.STOP_BEYOND_LIQUIDATION)
+        expected_lp = "98.3936" if side is Side.LONG else "101.5936"
+        assert f"liquidation={expected_lp}" in detail and "buffer=0.5% of entry at leverage=50" in detail
