@@ -26,18 +26,23 @@ class PrecisionError(ValueError):
     """ccxt refused to round: the value is below the market's smallest amount step or price tick."""
 
 
-@lru_cache(maxsize=1)
-def get_exchange() -> Any:
-    """The cached ccxt Binance USDⓈ-M client on the bundled markets (DECIMAL_PLACES; no network)."""
-    markets = json.loads(BUNDLED_MARKETS.read_text(encoding="utf-8"))
+def get_exchange(markets_file: Path | None = None) -> Any:
+    """The cached ccxt Binance USDⓈ-M client on `markets_file` (default the bundled markets;
+    DECIMAL_PLACES; no network)."""
+    return _exchange(Path(markets_file or BUNDLED_MARKETS).resolve())
+
+
+@lru_cache(maxsize=8)
+def _exchange(path: Path) -> Any:
+    markets = json.loads(path.read_text(encoding="utf-8"))
     client = ccxt.binanceusdm({"precisionMode": ccxt.DECIMAL_PLACES})
     client.set_markets(list(markets.values()))
     return client
 
 
-def resolve_symbol(symbol: str) -> str:
+def resolve_symbol(symbol: str, markets_file: Path | None = None) -> str:
     """The ccxt unified symbol for a Binance id (``BTCUSDT``) or a unified symbol (``BTC/USDT:USDT``)."""
-    client = get_exchange()
+    client = get_exchange(markets_file)
     key = symbol.strip().upper()
     if key in client.markets:
         return key
@@ -56,10 +61,10 @@ def _check(name: str, value: float | Decimal) -> None:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
-def _round(kind: str, symbol: str, value: float | Decimal) -> Decimal:
+def _round(kind: str, symbol: str, value: float | Decimal, markets_file: Path | None) -> Decimal:
     _check(kind, value)
-    unified = resolve_symbol(symbol)
-    client = get_exchange()
+    unified = resolve_symbol(symbol, markets_file)
+    client = get_exchange(markets_file)
     number = format(value, "f") if isinstance(value, Decimal) else value
     # ccxt's decimal_to_precision changes the thread's decimal context (traps, rounding): keep it local.
     with decimal.localcontext():
@@ -73,17 +78,17 @@ def _round(kind: str, symbol: str, value: float | Decimal) -> Decimal:
     return Decimal(text)
 
 
-def amount_to_precision(symbol: str, amount: float | Decimal) -> Decimal:
+def amount_to_precision(symbol: str, amount: float | Decimal, markets_file: Path | None = None) -> Decimal:
     """``amount`` (contracts) truncated to the market's amount step by ccxt: BTC 0.0123456 → 0.012.
 
     PrecisionError when it truncates to zero (below one step); UnknownSymbolError for an unknown symbol.
     """
-    return _round("amount", symbol, amount)
+    return _round("amount", symbol, amount, markets_file)
 
 
-def price_to_precision(symbol: str, price: float | Decimal) -> Decimal:
+def price_to_precision(symbol: str, price: float | Decimal, markets_file: Path | None = None) -> Decimal:
     """``price`` rounded (half up) to the market's tick by ccxt: BTC 43210.94 → 43210.9.
 
     PrecisionError when it rounds to zero (below half a tick); UnknownSymbolError for an unknown symbol.
     """
-    return _round("price", symbol, price)
+    return _round("price", symbol, price, markets_file)

@@ -1,13 +1,16 @@
 """Tradable markets and their exchange rules, read from ccxt market metadata (offline).
 
 The bundled file is a slice of ccxt's Binance market fixture: the USDT-margined linear
-perpetual swaps. Its precision is in decimal places (ccxt's DECIMAL_PLACES mode).
+perpetual swaps. Its precision is in decimal places (ccxt's DECIMAL_PLACES mode). Amounts and
+prices are rounded by ccxt itself (`app.domains.execution.precision`), never re-implemented here.
 """
 
 import json
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, DecimalException
+from decimal import Decimal, DecimalException
 from pathlib import Path
+
+from app.domains.execution.precision import PrecisionError, amount_to_precision, price_to_precision
 
 BUNDLED = Path(__file__).parent / "data" / "binance_usdm_swaps.json"
 
@@ -35,13 +38,23 @@ class Market:
     taker_fee: Decimal
     maker_fee: Decimal
 
+    markets_file: Path | None = None  # the ccxt markets file it came from (None: the bundled one)
+
     def quantity_for(self, notional: Decimal, price: Decimal) -> Decimal:
-        """Contracts for `notional` at `price`, truncated to the amount step (as the exchange does)."""
+        """Contracts for `notional` at `price`, truncated to the amount step by ccxt (as the exchange does)."""
         if self.round_price(price) <= 0:
             raise BelowExchangeMinimum(f"price {price} is below the price tick {self.price_tick} of {self.symbol}")
         try:
-            quantity = (notional / price).quantize(self.amount_step, rounding=ROUND_DOWN)
+            raw = notional / price
         except DecimalException as exc:
+            raise OutOfRange(
+                f"notional {notional} at price {price} gives a quantity out of range for {self.symbol}"
+            ) from exc
+        try:
+            quantity = amount_to_precision(self.symbol, raw, self.markets_file)
+        except PrecisionError:  # below one amount step: ccxt truncates to nothing
+            quantity = Decimal(0).quantize(self.amount_step)
+        except (DecimalException, ValueError) as exc:
             raise OutOfRange(
                 f"notional {notional} at price {price} gives a quantity out of range for {self.symbol}"
             ) from exc
@@ -57,7 +70,11 @@ class Market:
         return quantity
 
     def round_price(self, price: Decimal) -> Decimal:
-        return price.quantize(self.price_tick, rounding=ROUND_HALF_UP)
+        """`price` rounded to the tick by ccxt (half up); 0 when below half a tick."""
+        try:
+            return price_to_precision(self.symbol, price, self.markets_file)
+        except PrecisionError:
+            return Decimal(0)
 
 
 def _step(decimal_places: float) -> Decimal:
@@ -82,6 +99,7 @@ class MarketCatalog:
                 min_cost=Decimal(str((m["limits"].get("cost") or {}).get("min") or 0)),
                 taker_fee=Decimal(str(m["taker"])),
                 maker_fee=Decimal(str(m["maker"])),
+                markets_file=Path(path) if path else None,
             )
             for m in raw.values()
             if m.get("swap") and m.get("linear") and m.get("precision", {}).get("amount") is not None

@@ -120,9 +120,9 @@ def test_one_cached_exchange_in_decimal_places_mode() -> None:
 
 @pytest.fixture
 def fresh_exchange() -> Iterator[None]:
-    precision.get_exchange.cache_clear()
+    precision._exchange.cache_clear()
     yield
-    precision.get_exchange.cache_clear()
+    precision._exchange.cache_clear()
 
 
 def test_no_network_call_is_ever_attempted(monkeypatch: pytest.MonkeyPatch, fresh_exchange: None) -> None:
