@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from alembic import context
 from app.core.db import Base
 from app.core.settings import Settings
-from app.domains.governance import models as _governance_models  # noqa: F401 - registers tables
+from app.domains.execution import models as _execution_models  # noqa: F401 - registers tables
+from app.domains.governance import models as _governance_models  # noqa: F401
 from app.domains.modes import models as _mode_models  # noqa: F401
 from app.domains.policy import models as _policy_models  # noqa: F401
 from app.domains.risk import models as _risk_models  # noqa: F401

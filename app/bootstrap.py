@@ -14,6 +14,9 @@ from app.core.bus import EventBus, HandlerTable
 from app.core.db import create_engine, create_sessionmaker, database_failure
 from app.core.lease import Leadership
 from app.core.settings import Settings
+from app.domains.execution.feed import PriceFeed, ReplayPriceFeed
+from app.domains.execution.monitor import PositionMonitor
+from app.domains.execution.service import ExecutionConfig, PaperExecution
 from app.domains.governance.policy import PolicyConfig
 from app.domains.governance.service import GovernanceConfig, GovernanceService
 from app.domains.markets.catalog import MarketCatalog
@@ -66,6 +69,7 @@ class Container:
     governance: GovernanceService
     modes: OperatingModes
     leadership: Leadership
+    monitor: PositionMonitor
     _deferred: "asyncio.Task[None] | None" = None
 
     async def start(self) -> None:
@@ -75,6 +79,7 @@ class Container:
         if not await self._load_from_database():
             self._deferred = asyncio.create_task(self._load_until_done(), name="deferred-startup")
         await self.signals.load_sizing_policy()
+        self.monitor.start()
         await self.clm.start()
         await self.leadership.start()
         self.riskbrain.start()
@@ -106,6 +111,7 @@ class Container:
         if self._deferred is not None:
             self._deferred.cancel()
             await asyncio.gather(self._deferred, return_exceptions=True)
+        await self.monitor.stop()
         await self.clm.stop()
         await self.modes.stop()
         await self.riskbrain.stop()
@@ -170,6 +176,7 @@ def bootstrap(
     riskbrain_config: RiskBrainConfig | None = None,
     governance_config: GovernanceConfig | None = None,
     modes_config: ModesConfig | None = None,
+    price_feed: PriceFeed | None = None,
 ) -> Container:
     engine = engine or create_engine(settings.database_url, settings.db_pool_size, **settings.db_engine_options())
     sessions = create_sessionmaker(engine)
@@ -196,6 +203,7 @@ def bootstrap(
             max_price_future_skew_seconds=settings.max_price_future_skew_seconds,
             assumed_stop_distance_pct=settings.assumed_stop_distance_pct,
             liquidation_buffer_pct=settings.liquidation_buffer_pct,
+            max_price_deviation_pct=settings.max_price_deviation_pct,
             accept_fallback_signals=settings.accept_fallback_signals,
         )
     )
@@ -207,6 +215,18 @@ def bootstrap(
         )
     )
     markets = markets or MarketCatalog.load(settings.markets_file)
+    market_data = market_data or ReplayMarketData(
+        Path(settings.market_data_dir) if settings.market_data_dir else None, cache_size=64
+    )
+    feed = price_feed or ReplayPriceFeed(market_data, settings.price_feed_start, settings.price_feed_speed)
+    execution = PaperExecution(
+        feed,
+        markets,
+        ExecutionConfig(slippage_pct=settings.paper_slippage_pct, taker_fee=settings.taker_fee_rate),
+        settings.account_id,
+        clock,
+    )
+    policy_of: list[Callable[[], str | None]] = []  # the governance policy, built below
     trading = TradingService(
         sessions,
         store,
@@ -217,11 +237,10 @@ def bootstrap(
         account_id=settings.account_id,
         starting_balance=settings.paper_starting_balance,
         fee_rate=settings.taker_fee_rate,
+        execution=execution,
         clock=clock,
         max_batch=settings.sequencer_max_batch,
-    )
-    market_data = market_data or ReplayMarketData(
-        Path(settings.market_data_dir) if settings.market_data_dir else None, cache_size=64
+        exit_policy=lambda: policy_of[0]() if policy_of else None,
     )
     registry = ModelRegistry(
         sessions, bus, Path(settings.model_dir).resolve(), keep_candidates=settings.model_keep_candidates
@@ -254,6 +273,7 @@ def bootstrap(
         sessions, settings.account_id, governance_config or governance_settings(settings), clock, leadership
     )
     bus.subscribe(TradeClosed, governance.on_trade_closed)
+    policy_of.append(lambda: governance.policy.value)
     if settings.governance_limits_enabled:
         guard.add_layer(governance.limit_layer)
     built: list[Container] = []  # readiness reads the whole container, which is built below
@@ -289,6 +309,7 @@ def bootstrap(
         governance=governance,
         modes=modes,
         leadership=leadership,
+        monitor=PositionMonitor(execution.symbols, trading.apply_bars, settings.monitor_interval_seconds),
     )
     built.append(container)
     return container

@@ -30,6 +30,7 @@ from app.routes import (
     governance,
     health,
     policy,
+    positions,
     risk,
     riskbrain,
     safety,
@@ -179,7 +180,21 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             status_code=422,
         )
 
-    for module in (policy, trades, risk, safety, account, signals, clm, strategy, riskbrain, governance, ceo, health):
+    for module in (
+        policy,
+        trades,
+        positions,
+        risk,
+        safety,
+        account,
+        signals,
+        clm,
+        strategy,
+        riskbrain,
+        governance,
+        ceo,
+        health,
+    ):
         app.include_router(module.router)
     install_openapi(app)  # the error bodies and statuses the app really returns
     install_docs(app)  # after the API routes: requests match those first

@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from app import bootstrap as app_bootstrap
 from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
-from tests.support import API_KEY, EventRecorder, FakeClock, alembic_upgrade, running
+from tests.support import API_KEY, EventRecorder, FakeClock, QuoteFeed, alembic_upgrade, running
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -51,6 +52,14 @@ def _reachable(url: str, default_port: int) -> str | None:
         return str(exc)
 
 
+@pytest.fixture(autouse=True)
+def quoted_prices(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containers built by tests price trades with a QuoteFeed (tests/support.py), unless the test is
+    marked `replay_feed` (execution tests on the bundled candles)."""
+    if request.node.get_closest_marker("replay_feed") is None:
+        monkeypatch.setattr(app_bootstrap, "ReplayPriceFeed", lambda *args, **kwargs: QuoteFeed())
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
@@ -77,6 +86,8 @@ def make_settings(sqlite_url: str) -> Callable[..., Settings]:
             # Tests isolate one feature at a time; governance tests turn its limit layer on.
             "governance_limits_enabled": False,
             "modes_enabled": False,
+            # Fills at the quoted price (QuoteFeed) without slippage, so API tests keep their numbers.
+            "paper_slippage_pct": "0",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,15 +1,18 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,9 @@ from alembic.config import Config
 from alembic import command
 from app.bootstrap import Container
 from app.core.bus import Event, HandlerTable
+from app.domains.execution.feed import NoPrice
+from app.domains.execution.paper import Bar
+from app.domains.markets.catalog import UnknownSymbol
 from app.handlers import default_handlers
 from app.main import create_app
 
@@ -64,14 +70,91 @@ class EventRecorder:
         return table
 
 
+DEFAULT_QUOTES = {
+    "BTC/USDT:USDT": Decimal(60000),
+    "ETH/USDT:USDT": Decimal(3000),
+    "LTC/USDT:USDT": Decimal(80),
+    "ADA/USDT:USDT": Decimal("0.5"),
+    "XRP/USDT:USDT": Decimal("0.6"),
+    "DOGE/USDT:USDT": Decimal("0.1"),
+    "TRX/USDT:USDT": Decimal("0.1"),
+}
+"""The QuoteFeed's market before a test quotes anything (trades at the market fill here)."""
+
+
+class QuoteFeed:
+    """A test double of the price feed for tests that are not about execution: a symbol's price is the
+    last quote set for it (`quote`), and bars are whatever a test queues (`push`). `running` quotes the
+    price a request to POST /trades or /trades/{id}/close expects, so those tests keep their numbers
+    (with PAPER_SLIPPAGE_PCT=0 from `make_settings`). Execution tests use the real replay feed."""
+
+    name = "quotes"
+
+    def __init__(self) -> None:
+        self.quotes: dict[str, Decimal] = dict(DEFAULT_QUOTES)
+        self.bars: dict[str, list[Bar]] = {}
+        self.rates: dict[tuple[str, int], Decimal] = {}
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def quote(self, symbol: str, price: Decimal) -> None:
+        self.quotes[symbol] = price
+
+    def push(self, bar: Bar, funding_rate: Decimal | None = None) -> None:
+        self.bars.setdefault(bar.symbol, []).append(bar)
+        if funding_rate is not None:
+            self.rates[(bar.symbol, bar.open_ms)] = funding_rate
+
+    async def price(self, symbol: str) -> Decimal:
+        if symbol not in self.quotes:
+            raise NoPrice(f"no quote for {symbol}")
+        return self.quotes[symbol]
+
+    async def closed_bars(self, symbol: str, after_open_ms: int | None) -> list[Bar]:
+        return [b for b in self.bars.get(symbol, []) if after_open_ms is None or b.open_ms > after_open_ms]
+
+    async def funding_rate(self, symbol: str, open_ms: int) -> Decimal | None:
+        return self.rates.get((symbol, open_ms))
+
+
+async def _quote_expected_price(container: Container, request: httpx.Request) -> None:
+    """Quote, on a QuoteFeed, the price a trade request expects (see QuoteFeed)."""
+    feed = container.trading.execution.feed
+    if not isinstance(feed, QuoteFeed) or request.method != "POST":
+        return
+    path = request.url.path
+    if path != "/trades" and not (path.startswith("/trades/") and path.endswith("/close")):
+        return
+    try:
+        body = json.loads(request.content or b"{}")  # a streamed body raises RequestNotRead: not quoted
+        price = Decimal(str(body["price"]))
+        if not price.is_finite() or price <= 0:
+            return
+        if path == "/trades":
+            symbol = container.markets.resolve(str(body["symbol"])).symbol
+        else:
+            position = container.trading.execution.position_of(uuid.UUID(path.split("/")[2]))
+            if position is None:
+                return
+            symbol = position["symbol"]
+    except (ValueError, KeyError, TypeError, ArithmeticError, UnknownSymbol, httpx.RequestNotRead):
+        return
+    feed.quote(symbol, price)
+
+
 @asynccontextmanager
 async def running(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     """The app of `container` with its lifespan, behind an in-memory HTTP client."""
     app = create_app(container.settings, container)
+
+    async def hook(request: httpx.Request) -> None:
+        await _quote_expected_price(container, request)
+
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
+            transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}, event_hooks={"request": [hook]}
         ) as client:
             yield client
 

@@ -26,6 +26,12 @@ class Conflict(AppError):
     error = "conflict"
 
 
+class PriceDeviation(Conflict):
+    """The market is further from the price the caller expects than MAX_PRICE_DEVIATION_PCT."""
+
+    error = "price_deviation"
+
+
 class InvalidRequest(AppError):
     status_code = 422
     error = "invalid_request"

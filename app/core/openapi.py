@@ -59,8 +59,8 @@ def _error(error: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"error": error, "detail": detail, **extra, "trace_id": TRACE_EXAMPLE}
 
 
-# Operations that touch neither the database nor the policy backend (Redis) nor market data:
-# no 503. Every other operation documents one.
+# Operations that never answer 503: they touch neither the database nor the policy backend (Redis),
+# or report a missing dependency in their body (market prices). Every other operation documents one.
 NO_IO = frozenset(
     {
         "GET /health",
@@ -69,6 +69,7 @@ NO_IO = frozenset(
         "GET /api/v2/risk/blocklist",
         "GET /api/clm/status",
         "GET /api/ceo/status",
+        "GET /api/v2/market/prices",
     }
 )
 
@@ -81,10 +82,16 @@ NOT_FOUND: dict[str, str] = {
     "DELETE /api/v2/risk/blocklist/{symbol}": "The symbol is not blocked",
     "POST /api/ai/signal": "Unknown symbol, or no candles for it up to `as_of`",
     "GET /api/ai/models/{version_id}": "No model version has this id",
+    "GET /positions/{position_id}": "No position has this id",
+    "GET /positions/{position_id}/exit-plan": "No position has this id",
+    "POST /positions/{position_id}/close": "No position has this id",
 }
 CONFLICT: dict[str, str] = {
     "POST /trades": "`client_order_id` was used before with a different body (the same body replays the result)",
-    "POST /trades/{trade_id}/close": "The trade is already closed",
+    "POST /trades/{trade_id}/close": "The trade is already closed; or (price_deviation) the market is further "
+    "than MAX_PRICE_DEVIATION_PCT from `price`",
+    "POST /positions/{position_id}/close": "The position is already closed; or (price_deviation) the market is "
+    "further than MAX_PRICE_DEVIATION_PCT from `price`",
     "POST /api/v2/safety/reset": "There is no emergency halt to reset",
     "POST /api/v2/policy/risk-profile/reset": "The active profile has no overrides; or: " + _POLICY_CONFLICT,
     "POST /api/v2/policy/risk-mode": _POLICY_CONFLICT,

@@ -1,5 +1,6 @@
 """Configuration from the environment and `.env` (documented in `.env.example`)."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal, TypedDict
@@ -46,6 +47,13 @@ class Settings(BaseSettings):
     max_price_future_skew_seconds: float = Field(default=5.0, ge=0)
     assumed_stop_distance_pct: Decimal = Field(default=Decimal(2), gt=0, allow_inf_nan=False)
     liquidation_buffer_pct: Decimal = Field(default=DEFAULT_LIQUIDATION_BUFFER_PCT, ge=0, lt=50, allow_inf_nan=False)
+
+    # Execution: the paper exchange fills at the feed's prices
+    max_price_deviation_pct: Decimal = Field(default=Decimal(1), gt=0, le=100, allow_inf_nan=False)
+    paper_slippage_pct: Decimal = Field(default=Decimal("0.02"), ge=0, lt=10, allow_inf_nan=False)
+    price_feed_start: datetime = datetime(2025, 8, 1, tzinfo=UTC)  # within the bundled candles
+    price_feed_speed: float = Field(default=1.0, gt=0, le=1_000_000)  # simulated seconds per second
+    monitor_interval_seconds: float = Field(default=1.0, gt=0)
 
     losing_streak_threshold: int = Field(default=3, ge=1)
     losing_streak_leverage_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
@@ -107,6 +115,13 @@ class Settings(BaseSettings):
             pool_timeout=self.db_pool_timeout_seconds,
             idle_in_transaction_timeout=self.db_idle_in_transaction_timeout_seconds,
         )
+
+    @field_validator("price_feed_start")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("PRICE_FEED_START needs a timezone, e.g. 2025-08-01T00:00:00Z")
+        return value
 
     @field_validator("redis_url", "markets_file", "market_data_dir", mode="before")
     @classmethod

@@ -165,7 +165,8 @@ async def should_allow_trade(body: TradeCreate, container: AuthorizedContainer) 
     """Would this trade be allowed now, and the recommended (largest allowed) size: both answered by
     RiskGuard and the limit stack, exactly as POST /trades decides. Nothing is opened or stored."""
     market = container.trading.market(body.symbol)
-    preview = await container.trading.preview(body.intent(market.symbol), current_trace_id())
+    mark = await container.trading.market_price(market.symbol)
+    preview = await container.trading.preview(body.intent(market.symbol, mark), current_trace_id())
     decision = preview.decision
     return ShouldAllowOut(
         allowed=decision.allowed,

@@ -34,13 +34,18 @@ router = APIRouter(prefix="/trades", tags=["trades"])
     },
 )
 async def open_trade(body: TradeCreate, container: AuthorizedContainer) -> Response:
-    """Check the intent with RiskGuard and open a paper position if allowed.
+    """Check the intent with RiskGuard and, if allowed, open the position on the exchange: the entry
+    fills at the market (the feed's price plus slippage), then the exit plan's stop and take-profits
+    rest as reduce-only orders (GET /positions/{id}/exit-plan).
 
     Sending the same `client_order_id` again returns the original result (201 or 403)
     with header `Idempotent-Replayed: true`, never a second trade.
     """
     market = container.trading.market(body.symbol)
-    outcome = await container.trading.open_trade(body.intent(market.symbol), body.client_order_id, current_trace_id())
+    mark = await container.trading.market_price(market.symbol)
+    outcome = await container.trading.open_trade(
+        body.intent(market.symbol, mark), body.client_order_id, current_trace_id()
+    )
     decision = DecisionOut.model_validate(outcome.decision)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     if outcome.trade is None:
@@ -80,5 +85,7 @@ async def get_trade(trade_id: uuid.UUID, container: ContainerDep) -> TradeOut:
 
 @router.post("/{trade_id}/close", response_model=TradeOut)
 async def close_trade(trade_id: uuid.UUID, body: TradeClose, container: AuthorizedContainer) -> TradeOut:
-    """Close at `price`: realized PnL net of fees, equity update, SafetyGovernor update."""
+    """Close the trade's position at the market through the exit arbiter (an operator's close):
+    realized PnL net of fees and funding, equity and SafetyGovernor updates. With `price`, a market
+    further than MAX_PRICE_DEVIATION_PCT from it is refused (409 price_deviation)."""
     return TradeOut.model_validate(await container.trading.close_trade(trade_id, body.price, current_trace_id()))

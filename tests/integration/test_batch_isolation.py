@@ -23,7 +23,7 @@ from app.domains.risk.models import RiskDecisionRecord
 from app.domains.trading.models import Trade
 from app.domains.trading.repository import TradingRepository
 from app.domains.trading.service import OpenOutcome
-from tests.support import running
+from tests.support import QuoteFeed, running
 
 VALID = 40
 INTENT = TradeIntent(
@@ -51,6 +51,9 @@ async def container(database_url: str, make_settings: Callable[..., Settings]) -
             "/api/v2/policy/risk-profile", json={"max_open_positions": 1000, "reason": "room for the batch"}
         )
         assert response.status_code == 200, response.text
+        feed = built.trading.execution.feed
+        assert isinstance(feed, QuoteFeed)
+        feed.quote(INTENT.symbol, INTENT.price)  # the market is where the intents expect it
         yield built
 
 

@@ -48,7 +48,9 @@ async def test_kill_9_with_emergency_pinned_keeps_emergency(tmp_path: Path, pg_u
             before = (await client.get(f"{url}/api/ceo/status")).json()
             assert before["enabled"] is True and before["pinned"] is None
             # The trade the pin will deny is allowed first: the denial after the restart is the mode's.
-            allowed = await client.post(f"{url}/trades", json=trade_body(client_order_id="before-pin"))
+            allowed = await client.post(
+                f"{url}/trades", json=trade_body(price=None, stop_loss=None, client_order_id="before-pin")
+            )
             assert allowed.status_code == 201, allowed.text
             pinned = await client.post(
                 f"{url}/api/ceo/pin",
@@ -77,7 +79,9 @@ async def test_kill_9_with_emergency_pinned_keeps_emergency(tmp_path: Path, pg_u
                 "at": pinned_at,
             }
             assert status["layer"] == {"layer": "mode", "source": "EMERGENCY", "new_positions_allowed": False}
-            denied = await client.post(f"{url}/trades", json=trade_body(client_order_id="after-restart"))
+            denied = await client.post(
+                f"{url}/trades", json=trade_body(price=None, stop_loss=None, client_order_id="after-restart")
+            )
             assert denied.status_code == 403, denied.text
             details = [r["detail"] for r in denied.json()["reasons"]]
             assert "NEW_POSITIONS_DISABLED: mode=EMERGENCY" in details

@@ -126,19 +126,13 @@ async def test_hundred_concurrent_trades_on_two_uvicorn_instances(
             )
             assert patch.status_code == 200
             assert (await client.get(f"{url_b}/api/v2/policy/risk-profile")).json()["max_open_positions"] == 3
-            symbols = itertools.cycle(PRICES)
-            bodies = []
-            for i in range(100):
-                symbol = next(symbols)
-                price = Decimal(PRICES[symbol])
-                bodies.append(
-                    trade_body(
-                        symbol=symbol,
-                        price=str(price),
-                        stop_loss=str(price * Decimal("0.99")),
-                        client_order_id=f"race-{i}",
-                    )
-                )
+            # At the market of the bundled candles (the servers' replay feed): the symbols it has prices for.
+            market = (await client.get(f"{url_a}/api/v2/market/prices")).json()
+            symbols = itertools.cycle(sorted(p["symbol"] for p in market["prices"]))
+            bodies = [
+                trade_body(symbol=next(symbols), price=None, stop_loss=None, client_order_id=f"race-{i}")
+                for i in range(100)
+            ]
             responses = await asyncio.gather(
                 *(client.post(f"{(url_a, url_b)[i % 2]}/trades", json=body) for i, body in enumerate(bodies))
             )

@@ -32,6 +32,7 @@ def test_the_mutating_routes_are_known() -> None:
         ("POST", "/api/v2/policy/risk-profile/reset"),
         ("POST", "/api/v2/risk/kill-switch"),
         ("POST", "/api/v2/safety/reset"),
+        ("POST", "/positions/{position_id}/close"),
         ("POST", "/trades"),
         ("POST", "/trades/{trade_id}/close"),
         ("PUT", "/api/v2/risk/blocklist/{symbol}"),

@@ -47,6 +47,9 @@ class OrderRequest:
     price: Decimal | None = None  # LIMIT only
     stop_price: Decimal | None = None  # STOP_MARKET / TAKE_PROFIT_MARKET trigger
     reduce_only: bool = False
+    # The paper exchange keeps one isolated position per key (the app's position id); None: per symbol,
+    # as Binance does in one-way mode (the live adapter ignores it).
+    position_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

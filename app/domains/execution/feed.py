@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from app.domains.execution.paper import Bar
-from app.domains.signals.marketdata import MarketData
+from app.domains.signals.marketdata import MarketData, MarketDataError
 
 HOUR_MS = 3_600_000
 
@@ -68,7 +68,10 @@ class ReplayPriceFeed:
     async def price(self, symbol: str) -> Decimal:
         """The close of the last candle closed by now."""
         now_ms = self._now_ms()
-        candles = await self._data.candles(symbol, "1h", now_ms - 48 * HOUR_MS, now_ms - HOUR_MS + 1)
+        try:
+            candles = await self._data.candles(symbol, "1h", now_ms - 48 * HOUR_MS, now_ms - HOUR_MS + 1)
+        except MarketDataError as exc:
+            raise NoPrice(f"no candles of {symbol}: {exc}") from exc
         if len(candles) == 0:
             raise NoPrice(f"no closed 1h candle of {symbol} in the 48 h before {self.now().isoformat()}")
         return _decimal(candles.close[-1])
@@ -78,7 +81,10 @@ class ReplayPriceFeed:
         now_ms = self._now_ms()
         last_open_allowed = now_ms - HOUR_MS  # a candle opening then closes exactly now
         start = after_open_ms + 1 if after_open_ms is not None else last_open_allowed - HOUR_MS + 1
-        candles = await self._data.candles(symbol, "1h", start, last_open_allowed + 1)
+        try:
+            candles = await self._data.candles(symbol, "1h", start, last_open_allowed + 1)
+        except MarketDataError as exc:
+            raise NoPrice(f"no candles of {symbol}: {exc}") from exc
         return [
             Bar(
                 symbol,
@@ -93,5 +99,8 @@ class ReplayPriceFeed:
 
     async def funding_rate(self, symbol: str, open_ms: int) -> Decimal | None:
         """The rate settled during the hour opening at `open_ms` (Binance settles on the hour), or None."""
-        funding = await self._data.funding(symbol, open_ms, open_ms + HOUR_MS)
+        try:
+            funding = await self._data.funding(symbol, open_ms, open_ms + HOUR_MS)
+        except MarketDataError:
+            return None  # no funding data: none settled (said by the position's events having none)
         return _decimal(funding.rate[0]) if len(funding) else None

@@ -15,6 +15,9 @@ feed's bars, never from the caller.
   fills first and the take-profit then has nothing left to reduce.
 - Reduce-only orders never increase or flip a position: they are cut to the position's size, and
   expire when there is none.
+- Positions are kept per key: the order's `position_id` (one isolated position per trade of the app),
+  else the symbol (one-way mode, as Binance nets a symbol).
+- Fees and funding are rounded (half up) to 8 decimals of USDT.
 - Funding: at each settlement (every 8 h in the bundled rates) an open position receives
   `funding_fee(side, amount, mark, rate)` (negative: pays), the mark being the open of the bar that
   starts at the settlement.
@@ -29,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
 from app.domains.execution.exchange import (
@@ -50,6 +53,7 @@ from app.domains.execution.precision import price_to_precision
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+USDT = Decimal("0.00000001")  # fees and funding settle to the cent's millionth, as the exchange does
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +141,8 @@ class PaperBook:
     balance: Decimal
     config: PaperConfig = field(default_factory=PaperConfig)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
-    positions: dict[str, PaperPosition] = field(default_factory=dict)
-    leverage: dict[str, Decimal] = field(default_factory=dict)
+    positions: dict[str, PaperPosition] = field(default_factory=dict)  # by key: position id, else symbol
+    leverage: dict[str, Decimal] = field(default_factory=dict)  # by position key, else by symbol
     orders: dict[str, OrderState] = field(default_factory=dict)  # by client order id, every order ever
     _resting: dict[str, _Resting] = field(default_factory=dict)
     _seq: "itertools.count[int]" = field(default_factory=itertools.count)
@@ -208,6 +212,24 @@ class PaperBook:
             return self._fill(state, fill_price, maker=False)
         return self._fill(state, _slip(price, request.side, self.config.slippage_pct), maker=False)
 
+    def expected_fill(self, symbol: str, side: OrderSide, price: Decimal) -> Decimal:
+        """The price a market order of `side` fills at with the market at `price`."""
+        return price_to_precision(symbol, _slip(price, side, self.config.slippage_pct))
+
+    def restore(self, state: OrderState) -> None:
+        """Put back a resting order (rebuilding the book from stored orders)."""
+        self._rest(state)
+
+    def amend(self, client_order_id: str, amount: Decimal) -> OrderState:
+        """Change a resting order's amount (a stop resized after a partial close)."""
+        resting = self._resting.get(client_order_id)
+        if resting is None:
+            raise OrderNotFound(f"no resting order {client_order_id!r}")
+        state = replace(resting.state, request=replace(resting.state.request, amount=amount))
+        resting.state = state
+        self.orders[client_order_id] = state
+        return state
+
     def cancel(self, client_order_id: str) -> OrderState:
         state = self.orders.get(client_order_id)
         if state is None:
@@ -235,9 +257,9 @@ class PaperBook:
         """Everything `bar` causes, in the documented order. `funding_rate` is the rate settled at
         the bar's open, if one is."""
         events: list[BookEvent] = []
-        position = self.positions.get(bar.symbol)
-        if funding_rate is not None and position is not None:
-            events.append(self._fund(position, bar.open, funding_rate))
+        if funding_rate is not None:
+            for position in [p for p in self.positions.values() if p.symbol == bar.symbol]:
+                events.append(self._fund(position, bar.open, funding_rate))
         for trigger in self._triggers(bar):
             events.extend(trigger())
             events.extend(self._drain())
@@ -247,7 +269,6 @@ class PaperBook:
         """The bar's triggered actions in the conservative order (see the module docstring)."""
         adverse: list[tuple[Decimal, int, Callable[[], list[BookEvent]]]] = []
         favourable: list[tuple[Decimal, int, Callable[[], list[BookEvent]]]] = []
-        position = self.positions.get(bar.symbol)
         for client_id, resting in list(self._resting.items()):
             request = resting.state.request
             if request.symbol != bar.symbol:
@@ -255,14 +276,17 @@ class PaperBook:
             hit = self._hit(request, bar)
             if hit is None:
                 continue
+            position = self.positions.get(_key(request))
             against = position is not None and _closes(request.side, position.side)
             is_stop = request.type is OrderType.STOP_MARKET
             group = adverse if is_stop and against else favourable
             group.append((abs(hit - bar.open), resting.seq, self._trigger_fill(client_id, bar, hit)))
-        if position is not None:
+        for key, position in self.positions.items():
+            if position.symbol != bar.symbol:
+                continue
             lp = position.liquidation()
             if lp is not None and (bar.low <= lp if position.side == "LONG" else bar.high >= lp):
-                adverse.append((abs(lp - bar.open), -1, self._liquidate(position.id, bar, lp)))
+                adverse.append((abs(lp - bar.open), -1, self._liquidate(key, position.id, bar, lp)))
         return [action for _, _, action in sorted(adverse, key=lambda a: (a[0], a[1]))] + [
             action for _, _, action in sorted(favourable, key=lambda a: (a[0], a[1]))
         ]
@@ -313,19 +337,20 @@ class PaperBook:
         request = state.request
         now = self.clock()
         price = price_to_precision(request.symbol, raw_price)
-        position = self.positions.get(request.symbol)
+        position = self.positions.get(_key(request))
         amount = request.amount
         if request.reduce_only:
             if position is None or not _closes(request.side, position.side):
                 return self._expire(state, "reduce-only: no position to reduce", now), []
             amount = min(amount, position.amount)
         fee_rate = self.config.maker_fee if maker else self.config.taker_fee
-        fee = amount * price * fee_rate
+        fee = (amount * price * fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
         events: list[BookEvent] = []
         if position is not None and _closes(request.side, position.side):
             closing = min(amount, position.amount)
-            realized = self._reduce(position, closing, price, fee * closing / amount)
-            fill = Fill(price, closing, fee * closing / amount, maker, now)
+            closing_fee = (fee * closing / amount).quantize(USDT, rounding=ROUND_HALF_UP)
+            realized = self._reduce(_key(request), position, closing, price, closing_fee)
+            fill = Fill(price, closing, closing_fee, maker, now)
             events.append(BookEvent("fill", request.symbol, now, None, fill, position.id, realized, closing, "reduce"))
             amount -= closing
             fee -= fill.fee
@@ -349,18 +374,21 @@ class PaperBook:
         return expired
 
     def _open(self, request: OrderRequest, amount: Decimal, price: Decimal, fee: Decimal) -> PaperPosition:
-        leverage = self.leverage.get(request.symbol, ONE)
+        leverage = self.leverage.get(_key(request), self.leverage.get(request.symbol, ONE))
         margin = amount * price / leverage
         if margin + fee > self.available():
             raise InsufficientMargin(
                 f"margin {margin:.8f} + fee {fee:.8f} USDT exceeds the available {self.available():.8f}"
             )
         self.balance -= fee
-        position = self.positions.get(request.symbol)
+        key = _key(request)
+        position = self.positions.get(key)
         if position is None:
             side: Literal["LONG", "SHORT"] = "LONG" if request.side is OrderSide.BUY else "SHORT"
-            position = PaperPosition(uuid.uuid4().hex, request.symbol, side, ZERO, price, leverage, ZERO)
-            self.positions[request.symbol] = position
+            position = PaperPosition(
+                request.position_id or uuid.uuid4().hex, request.symbol, side, ZERO, price, leverage, ZERO
+            )
+            self.positions[key] = position
         total = position.amount + amount
         position.entry_price = (position.entry_price * position.amount + price * amount) / total
         position.amount = total
@@ -369,7 +397,7 @@ class PaperBook:
         position.realized_pnl -= fee
         return position
 
-    def _reduce(self, position: PaperPosition, amount: Decimal, price: Decimal, fee: Decimal) -> Decimal:
+    def _reduce(self, key: str, position: PaperPosition, amount: Decimal, price: Decimal, fee: Decimal) -> Decimal:
         gross = position.sign * amount * (price - position.entry_price)
         released = position.margin * amount / position.amount
         self.balance += gross - fee
@@ -378,14 +406,16 @@ class PaperBook:
         position.fees += fee
         position.realized_pnl += gross - fee
         if position.amount == 0:
-            del self.positions[position.symbol]
+            del self.positions[key]
             for resting in list(self._resting.values()):  # its reduce-only orders have nothing left
-                if resting.state.request.symbol == position.symbol and resting.state.request.reduce_only:
+                if _key(resting.state.request) == key and resting.state.request.reduce_only:
                     self._expire(resting.state, "position closed", self.clock())
         return gross - fee
 
     def _fund(self, position: PaperPosition, mark: Decimal, rate: Decimal) -> BookEvent:
-        amount: Decimal = funding_fee(side=position.side, amount=position.amount, mark_price=mark, funding_rate=rate)
+        amount: Decimal = funding_fee(
+            side=position.side, amount=position.amount, mark_price=mark, funding_rate=rate
+        ).quantize(USDT, rounding=ROUND_HALF_UP)
         self.balance += amount
         position.margin += amount  # isolated: funding settles into the position's wallet
         position.funding += amount
@@ -400,9 +430,9 @@ class PaperBook:
             detail=f"rate {rate} at mark {mark}",
         )
 
-    def _liquidate(self, position_id: str, bar: Bar, lp: Decimal) -> Callable[[], list[BookEvent]]:
+    def _liquidate(self, key: str, position_id: str, bar: Bar, lp: Decimal) -> Callable[[], list[BookEvent]]:
         def run() -> list[BookEvent]:
-            position = self.positions.get(bar.symbol)
+            position = self.positions.get(key)
             if position is None or position.id != position_id:
                 return []  # a stop closed it first
             lost = -position.margin
@@ -410,10 +440,10 @@ class PaperBook:
             position.realized_pnl += lost
             amount = position.amount
             position.amount = ZERO
-            del self.positions[bar.symbol]
+            del self.positions[key]
             now = self.clock()
             for resting in list(self._resting.values()):
-                if resting.state.request.symbol == bar.symbol and resting.state.request.reduce_only:
+                if _key(resting.state.request) == key and resting.state.request.reduce_only:
                     self._expire(resting.state, "position liquidated", now)
             return [
                 BookEvent(
@@ -428,6 +458,10 @@ class PaperBook:
             ]
 
         return run
+
+
+def _key(request: OrderRequest) -> str:
+    return request.position_id or request.symbol
 
 
 def _closes(side: OrderSide, position_side: str) -> bool:

@@ -29,7 +29,7 @@ class PrecisionError(ValueError):
 def get_exchange(markets_file: Path | None = None) -> Any:
     """The cached ccxt Binance USDⓈ-M client on `markets_file` (default the bundled markets;
     DECIMAL_PLACES; no network)."""
-    return _exchange(Path(markets_file or BUNDLED_MARKETS).resolve())
+    return _exchange(markets_file or BUNDLED_MARKETS)  # cached per path as given: no file-system lookup per call
 
 
 @lru_cache(maxsize=8)

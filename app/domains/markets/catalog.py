@@ -46,6 +46,8 @@ class Market:
             raise BelowExchangeMinimum(f"price {price} is below the price tick {self.price_tick} of {self.symbol}")
         try:
             raw = notional / price
+            if raw.adjusted() >= 20:  # more than the 20 integer digits a stored quantity holds
+                raise DecimalException(f"quantity {raw:.3E}")
         except DecimalException as exc:
             raise OutOfRange(
                 f"notional {notional} at price {price} gives a quantity out of range for {self.symbol}"

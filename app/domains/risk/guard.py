@@ -77,6 +77,8 @@ class DenialCode(StrEnum):
     FALLBACK_SIGNAL = "FALLBACK_SIGNAL"
     LEVERAGE_TIER = "LEVERAGE_TIER"
     STOP_BEYOND_LIQUIDATION = "STOP_BEYOND_LIQUIDATION"
+    PRICE_DEVIATION = "PRICE_DEVIATION"
+    EXIT_PLAN_REFUSED = "EXIT_PLAN_REFUSED"  # the Exit Brain found no valid plan (set after the checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class TradeIntent:
     confidence: Decimal | None = None
     stop_loss: Decimal | None = None
     source: str | None = None
+    market_price: Decimal | None = None  # the exchange's price now (the feed's), when known
+    at_market: bool = False  # the caller gave no price: `price` is the market's
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,7 @@ class RiskGuardConfig:
     assumed_stop_distance_pct: Decimal = Decimal(2)
     accept_fallback_signals: bool = False
     liquidation_buffer_pct: Decimal = DEFAULT_LIQUIDATION_BUFFER_PCT  # % of entry a stop keeps from liquidation
+    max_price_deviation_pct: Decimal = Decimal(1)  # the market may be this far from the price the caller expects
     hard: HardLimits = HARD_LIMITS
 
 
@@ -478,6 +483,26 @@ def _stop_beyond_liquidation(c: CheckContext) -> Reason | None:
     )
 
 
+def price_deviation_pct(market: Decimal, expected: Decimal) -> Decimal:
+    """How far the market is from the price the caller expects, in percent of the expected price."""
+    return abs(market - expected) * HUNDRED / expected
+
+
+def _price_deviation(c: CheckContext) -> Reason | None:
+    """The exchange fills at the market: refuse when it is too far from the price the caller expects."""
+    market = c.intent.market_price
+    if market is None:
+        return None
+    deviation = price_deviation_pct(market, c.intent.price)
+    if deviation <= c.config.max_price_deviation_pct:
+        return None
+    return Reason(
+        DenialCode.PRICE_DEVIATION,
+        f"PRICE_DEVIATION: market={market} expected={c.intent.price} deviation={_up(deviation)}% "
+        f"max={c.config.max_price_deviation_pct}%",
+    )
+
+
 CHECKS: tuple[Check, ...] = (
     _kill_switch,
     _new_positions,
@@ -498,6 +523,7 @@ CHECKS: tuple[Check, ...] = (
     _hard_total_exposure,
     _leverage_tier,
     _stop_beyond_liquidation,
+    _price_deviation,
 )
 """RiskGuard's checks, in the order a decision lists their reasons. Each reads the limit stack and
 the context and returns a reason or nothing."""

@@ -13,16 +13,15 @@ from app.domains.risk.guard import Side, TradeIntent
 
 Confidence = Annotated[Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)]
 
-# Allowed by every default profile whenever it is sent: no `price_as_of` (taken as the request
-# time, so never stale) and no `client_order_id` (a fixed one would replay or 409 the second time).
+# Allowed by every default profile whenever it is sent: at the market (no `price`, so never too far
+# from it; the exit plan's stop applies), no `price_as_of` and no `client_order_id` (a fixed one would
+# replay or 409 the second time).
 TRADE_EXAMPLE: dict[str, Any] = {
     "symbol": "BTCUSDT",
     "side": "LONG",
     "notional": "250",
     "leverage": 3,
-    "price": "64000.5",
     "confidence": 0.8,
-    "stop_loss": "63000",
     "source": "ensemble",
 }
 
@@ -34,7 +33,11 @@ class TradeCreate(BaseModel):
     side: Side
     notional: Usd = Field(description="Position value in USDT")
     leverage: TradeLeverage
-    price: Price = Field(description="Reference (paper fill) price")
+    price: Price | None = Field(
+        default=None,
+        description="The price you expect: refused (PRICE_DEVIATION) if the market is further than "
+        "MAX_PRICE_DEVIATION_PCT; the exchange sets the fill. Omitted: at the market",
+    )
     price_as_of: Timestamp | None = Field(default=None, description="When the price was observed (timezone required)")
     confidence: Confidence | None = None
     stop_loss: Price | None = None
@@ -43,20 +46,23 @@ class TradeCreate(BaseModel):
 
     @model_validator(mode="after")
     def _stop_on_loss_side(self) -> "TradeCreate":
-        if self.stop_loss is not None:
+        if self.stop_loss is not None and self.price is not None:
             if self.side is Side.LONG and self.stop_loss >= self.price:
                 raise ValueError(f"stop_loss {self.stop_loss} must be below the entry price {self.price} for a LONG")
             if self.side is Side.SHORT and self.stop_loss <= self.price:
                 raise ValueError(f"stop_loss {self.stop_loss} must be above the entry price {self.price} for a SHORT")
         return self
 
-    def intent(self, canonical_symbol: str) -> TradeIntent:
+    def intent(self, canonical_symbol: str, market_price: Decimal) -> TradeIntent:
+        """The intent, priced at `price` when given, else at the market (`market_price`)."""
         return TradeIntent(
             symbol=canonical_symbol,
             side=self.side,
             notional=self.notional,
             leverage=self.leverage,
-            price=self.price,
+            price=self.price if self.price is not None else market_price,
+            at_market=self.price is None,
+            market_price=market_price,
             price_as_of=self.price_as_of,
             confidence=self.confidence,
             stop_loss=self.stop_loss,
@@ -65,9 +71,13 @@ class TradeCreate(BaseModel):
 
 
 class TradeClose(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"price": "64500"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
 
-    price: Price
+    price: Price | None = Field(
+        default=None,
+        description="The price you expect: refused (409 price_deviation) if the market is further than "
+        "MAX_PRICE_DEVIATION_PCT; the exchange sets the fill. Omitted: at the market",
+    )
 
 
 class ReasonOut(BaseModel):

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
@@ -23,9 +23,17 @@ from app.core.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
+    PriceDeviation,
     ServiceUnavailable,
 )
 from app.core.sequencer import Sequencer
+from app.domains.execution.feed import NoPrice
+from app.domains.execution.models import ExitLegRecord, ExitPlanRecord, FillRecord, Order, Position, PositionEvent
+from app.domains.execution.paper import Bar
+from app.domains.execution.repository import ExecutionRepository
+from app.domains.execution.service import Closed, ExecRows, PaperExecution
+from app.domains.exits.arbiter import ExitSource
+from app.domains.exits.plan import ExitPlan, PlanRefused
 from app.domains.markets.catalog import (
     BelowExchangeMinimum,
     Market,
@@ -35,7 +43,15 @@ from app.domains.markets.catalog import (
 )
 from app.domains.policy.state import PolicySnapshot
 from app.domains.policy.store import PolicyStore
-from app.domains.risk.guard import AccountState, RiskDecision, RiskGuard, Side, TradeIntent
+from app.domains.risk.guard import (
+    AccountState,
+    DenialCode,
+    Reason,
+    RiskDecision,
+    RiskGuard,
+    TradeIntent,
+    price_deviation_pct,
+)
 from app.domains.risk.limits import HARD_LIMITS
 from app.domains.risk.models import RiskDecisionRecord
 from app.domains.risk.stack import EffectiveLimits, NotionalLimit, max_notional
@@ -65,7 +81,7 @@ class Preview:
 
 @dataclass(frozen=True)
 class OpenTrade:
-    intent: TradeIntent
+    intent: TradeIntent  # with the market price the feed gave (`market_price`)
     market: Market
     quantity: Decimal
     client_order_id: str | None
@@ -76,7 +92,19 @@ class OpenTrade:
 @dataclass(frozen=True)
 class CloseTrade:
     trade_id: uuid.UUID
-    price: Decimal
+    price: Decimal | None  # what the caller expects; None: at the market
+    trace_id: str
+    amount: Decimal | None = None  # contracts to close; None: all
+    source: ExitSource = ExitSource.OPERATOR
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyBars:
+    """The position monitor's command: closed bars of one symbol, applied in order."""
+
+    symbol: str
+    bars: tuple[tuple[Bar, Decimal | None], ...]
     trace_id: str
 
 
@@ -87,7 +115,7 @@ class ResetSafety:
     trace_id: str
 
 
-Command = OpenTrade | CloseTrade | ResetSafety
+Command = OpenTrade | CloseTrade | ResetSafety | ApplyBars
 
 
 @dataclass(frozen=True)
@@ -113,6 +141,7 @@ class _Batch:
     snapshots: list[Row] = field(default_factory=list)
     audit: list[Row] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    execution: ExecRows = field(default_factory=ExecRows)
 
 
 def request_hash(intent: TradeIntent) -> str:
@@ -122,7 +151,7 @@ def request_hash(intent: TradeIntent) -> str:
         intent.side.value,
         intent.notional,
         intent.leverage,
-        intent.price,
+        "market" if intent.at_market else intent.price,
         intent.price_as_of.isoformat() if intent.price_as_of else None,
         intent.confidence,
         intent.stop_loss,
@@ -218,10 +247,14 @@ class TradingService:
         account_id: str,
         starting_balance: Decimal,
         fee_rate: Decimal,
+        execution: PaperExecution,
         clock: Clock = utcnow,
         max_batch: int = 64,
+        exit_policy: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._sessions = sessions
+        self._execution = execution
+        self._exit_policy = exit_policy
         self._policy = policy
         self._guard = guard
         self._governor = governor
@@ -265,6 +298,17 @@ class TradingService:
                 raise ServiceUnavailable(f"account {self.account_id!r} could not be created")
             if safety is None:
                 await repo.insert_safety_if_absent(self.account_id, SafetyState.initial(account["equity"], now))
+        await self.load_execution()
+
+    async def load_execution(self) -> None:
+        """Rebuild the paper exchange's book and the open positions from the tables."""
+        async with self._sessions() as session:
+            account = await TradingRepository(session).get_account(self.account_id)
+            await self._execution.load(session, account.equity if account is not None else Decimal(0))
+
+    @property
+    def execution(self) -> PaperExecution:
+        return self._execution
 
     async def close(self) -> None:
         await self._sequencer.close()
@@ -279,19 +323,106 @@ class TradingService:
 
     async def open_trade(self, intent: TradeIntent, client_order_id: str | None, trace_id: str) -> OpenOutcome:
         market = self.market(intent.symbol)
+        mark = intent.market_price if intent.market_price is not None else await self._mark(market.symbol)
         try:
-            quantity = market.quantity_for(intent.notional, intent.price)
+            quantity = market.quantity_for(intent.notional, mark)
         except BelowExchangeMinimum as exc:
             raise InvalidRequest(str(exc)) from exc
         except OutOfRange as exc:
             raise InvalidRequest(str(exc), fields=["notional", "price"]) from exc
-        command = OpenTrade(intent, market, quantity, client_order_id, request_hash(intent), trace_id)
+        priced = replace(intent, market_price=mark)
+        command = OpenTrade(priced, market, quantity, client_order_id, request_hash(intent), trace_id)
         outcome: OpenOutcome = await self._sequencer.submit(command)
         return outcome
 
-    async def close_trade(self, trade_id: uuid.UUID, price: Decimal, trace_id: str) -> Row:
-        trade: Row = await self._sequencer.submit(CloseTrade(trade_id, price, trace_id))
+    async def market_price(self, symbol: str) -> Decimal:
+        """The feed's price of `symbol` now (503 when it has none)."""
+        return await self._mark(self.market(symbol).symbol)
+
+    async def _mark(self, symbol: str) -> Decimal:
+        """The feed's price now (also the mark the batch uses); no price is a 503, never a guess."""
+        if not self._execution.loaded:
+            raise ServiceUnavailable("the open positions are not loaded yet (waiting for the database)")
+        try:
+            return await self._execution.refresh_mark(symbol)
+        except NoPrice as exc:
+            raise ServiceUnavailable(f"no market price for {symbol}: {exc}") from exc
+
+    async def close_trade(
+        self,
+        trade_id: uuid.UUID,
+        price: Decimal | None,
+        trace_id: str,
+        *,
+        amount: Decimal | None = None,
+        reason: str | None = None,
+    ) -> Row:
+        """Close the trade's position (or `amount` contracts of it) at the market, through the exit
+        arbiter. `price` is what the caller expects: a market further than MAX_PRICE_DEVIATION_PCT is refused."""
+        position = self._execution.position_of(trade_id)
+        if position is not None:
+            await self._mark(position["symbol"])
+        command = CloseTrade(trade_id, price, trace_id, amount, ExitSource.OPERATOR, reason)
+        trade: Row = await self._sequencer.submit(command)
         return trade
+
+    async def close_position(
+        self,
+        position_id: uuid.UUID,
+        price: Decimal | None,
+        trace_id: str,
+        *,
+        amount: Decimal | None,
+        reason: str | None,
+    ) -> Position:
+        position = await self.position(position_id)
+        if position.status != "OPEN":
+            raise Conflict(f"position {position_id} is already {position.status}", position_id=str(position_id))
+        await self.close_trade(position.trade_id, price, trace_id, amount=amount, reason=reason)
+        return await self.position(position_id)
+
+    # Positions and orders (reads) ----------------------------------------------------
+
+    async def positions(self, status: str | None, limit: int, offset: int) -> tuple[list[Position], int]:
+        async with self._sessions() as session:
+            return await ExecutionRepository(session).list_positions(self.account_id, status, limit, offset)
+
+    async def position(self, position_id: uuid.UUID) -> Position:
+        async with self._sessions() as session:
+            found = await ExecutionRepository(session).position(self.account_id, position_id)
+        if found is None:
+            raise NotFound(f"position {position_id} not found")
+        return found
+
+    async def position_detail(self, position_id: uuid.UUID) -> tuple[Position, list[FillRecord], list[PositionEvent]]:
+        position = await self.position(position_id)
+        async with self._sessions() as session:
+            repo = ExecutionRepository(session)
+            return position, await repo.fills_of(position_id), await repo.position_events(position_id)
+
+    async def exit_plan(self, position_id: uuid.UUID) -> tuple[Position, ExitPlanRecord, list[ExitLegRecord]]:
+        position = await self.position(position_id)
+        async with self._sessions() as session:
+            plan, legs = await ExecutionRepository(session).plan(position_id)
+        if plan is None:
+            raise NotFound(f"position {position_id} has no exit plan")
+        return position, plan, legs
+
+    async def orders(
+        self, status: str | None, position_id: uuid.UUID | None, limit: int, offset: int
+    ) -> tuple[list[Order], int]:
+        async with self._sessions() as session:
+            return await ExecutionRepository(session).list_orders(self.account_id, status, position_id, limit, offset)
+
+    async def apply_bars(self, symbol: str, trace_id: str) -> int:
+        """Apply the feed's bars of `symbol` closed since the open positions last saw one (the monitor)."""
+        cursor = self._execution.cursor(symbol)
+        bars = await self._execution.feed.closed_bars(symbol, cursor)
+        if not bars:
+            return 0
+        with_rates = tuple([(bar, await self._execution.feed.funding_rate(symbol, bar.open_ms)) for bar in bars])
+        applied: int = await self._sequencer.submit(ApplyBars(symbol, with_rates, trace_id))
+        return applied
 
     async def reset_safety(self, reason: str, actor: str, trace_id: str) -> SafetyState:
         state: SafetyState = await self._sequencer.submit(ResetSafety(reason, actor, trace_id))
@@ -305,6 +436,7 @@ class TradingService:
         try:
             return await self._run_batch(commands)
         except Exception as exc:
+            await self._reload_after_failure()
             if not _isolatable(exc):
                 raise
             if len(commands) == 1:
@@ -312,12 +444,20 @@ class TradingService:
             logger.warning("batch_failed_isolating", extra={"commands": len(commands), "error": _describe(exc)})
         return await self._run_one_by_one(commands)
 
+    async def _reload_after_failure(self) -> None:
+        """The book and the open positions are what the database holds: a rolled-back batch is undone."""
+        try:
+            await self.load_execution()
+        except Exception:
+            logger.exception("execution_reload_failed")
+
     async def _run_one_by_one(self, commands: Sequence[Command]) -> list[Any]:
         results: list[Any] = []
         for index, command in enumerate(commands):
             try:
                 results.extend(await self._run_batch([command]))
             except Exception as exc:  # noqa: BLE001 - handed to this command's caller as its result
+                await self._reload_after_failure()
                 if not _isolatable(exc):
                     # The database failed, not this command: it and the rest fail (nothing stored).
                     results.extend([exc] * (len(commands) - index))
@@ -336,14 +476,17 @@ class TradingService:
                         results.append(self._open(batch, command))
                     elif isinstance(command, CloseTrade):
                         results.append(self._close(batch, command))
+                    elif isinstance(command, ApplyBars):
+                        results.append(self._apply_bars(batch, command))
                     else:
                         results.append(self._reset(batch, command))
                 except AppError as exc:
                     results.append(exc)
                 except Exception as exc:
                     raise _CommandFailed(exc) from exc
-            await repo.close_trades(batch.closed_trades)
             await repo.write_batch(batch.account, batch.new_decisions, batch.new_trades, batch.snapshots, batch.audit)
+            await repo.close_trades(batch.closed_trades)
+            await ExecutionRepository(session).write(batch.execution)
             if batch.safety != stored_safety:
                 await repo.save_safety(self.account_id, batch.safety, exists=stored_safety is not None)
         self._bus.publish_all(batch.events)
@@ -360,6 +503,9 @@ class TradingService:
         order_ids = [c.client_order_id for c in commands if isinstance(c, OpenTrade) and c.client_order_id]
         decisions = await repo.decisions_by_client_order_id(order_ids)
         trade_ids = [c.trade_id for c in commands if isinstance(c, CloseTrade)]
+        for c in commands:
+            if isinstance(c, ApplyBars):
+                trade_ids += self._execution.trade_ids(c.symbol)
         trade_ids += [d["trade_id"] for d in decisions.values() if d["trade_id"] is not None]
         trades = await repo.trades_by_id(trade_ids)
         return _Batch(account, safety, self._policy.snapshot, now, decisions, trades), stored
@@ -377,8 +523,9 @@ class TradingService:
             return OpenOutcome(original, replayed, replayed=True)
 
         account = b.account
+        execution = self._execution
         state = AccountState(
-            equity=account["equity"],
+            equity=account["equity"] + execution.unrealized(),  # marked to market
             open_positions=account["open_positions"],
             open_notional=account["open_notional"],
             used_margin=account["used_margin"],
@@ -397,10 +544,6 @@ class TradingService:
                 blocked_symbols=b.policy.state.blocked_symbols,
             )
             risk_pct = decision.risk_pct.quantize(USDT, rounding=ROUND_HALF_UP)
-            entry_price = cmd.market.round_price(intent.price)
-            notional = (cmd.quantity * entry_price).quantize(USDT, rounding=ROUND_HALF_UP)
-            margin = (notional / intent.leverage).quantize(USDT, rounding=ROUND_HALF_UP)
-            fee = (notional * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
         except DecimalException as exc:
             # Only reachable with extreme combinations (a stop far from a tiny price): no state changed yet.
             raise InvalidRequest(
@@ -408,6 +551,21 @@ class TradingService:
                 "put this trade's risk out of the computable range",
                 fields=["notional", "price", "stop_loss"],
             ) from exc
+        plan: ExitPlan | PlanRefused | None = None
+        if decision.allowed:
+            assert intent.market_price is not None
+            plan = execution.plan_for(
+                intent.symbol,
+                intent.side.value,
+                cmd.quantity,
+                intent.leverage,
+                intent.market_price,
+                intent.stop_loss,
+                self._exit_policy(),
+            )
+            if isinstance(plan, PlanRefused):
+                refused = Reason(DenialCode.EXIT_PLAN_REFUSED, f"EXIT_PLAN_REFUSED: {plan.reason}")
+                decision = replace(decision, allowed=False, reasons=(refused,))
         record: Row = {
             "id": uuid.uuid4(),
             "account_id": self.account_id,
@@ -426,6 +584,7 @@ class TradingService:
                 "open_positions": state.open_positions,
                 "open_notional": str(state.open_notional),
                 "policy_version": b.policy.state.version,
+                "market_price": str(intent.market_price),
             },
             "symbol": intent.symbol,
             "side": intent.side.value,
@@ -456,6 +615,7 @@ class TradingService:
             )
             return OpenOutcome(record, None, replayed=False)
 
+        assert isinstance(plan, ExitPlan) and intent.market_price is not None
         trade: Row = {
             "id": uuid.uuid4(),
             "account_id": self.account_id,
@@ -464,14 +624,10 @@ class TradingService:
             "side": intent.side.value,
             "leverage": intent.leverage,
             "requested_notional": intent.notional,
-            "notional": notional,
             "quantity": cmd.quantity,
-            "margin": margin,
-            "entry_price": entry_price,
             "stop_loss": intent.stop_loss,
             "status": "OPEN",
             "exit_price": None,
-            "entry_fee": fee,
             "exit_fee": None,
             "realized_pnl": None,
             "confidence": intent.confidence,
@@ -483,12 +639,19 @@ class TradingService:
             "closed_at": None,
             "close_trace_id": None,
         }
+        # The exchange sets the fill: the entry, then the plan's protective orders.
+        opened = execution.open(b.execution, trade, plan, intent.market_price, b.now, account["equity"])
+        notional = (opened.amount * opened.fill_price).quantize(USDT, rounding=ROUND_HALF_UP)
+        trade.update(
+            quantity=opened.amount,
+            entry_price=opened.fill_price,
+            notional=notional,
+            margin=(notional / intent.leverage).quantize(USDT, rounding=ROUND_HALF_UP),
+            entry_fee=opened.fee,
+        )
         record["trade_id"] = trade["id"]
-        account["equity"] -= fee
+        self._settle(b)
         account["open_positions"] += 1
-        account["open_notional"] += notional
-        account["used_margin"] += margin
-        account["updated_at"] = b.now
         b.trades[trade["id"]] = trade
         b.new_trades.append(trade)
         b.snapshots.append(equity_snapshot(self.account_id, account["equity"], "trade_opened", trade["id"], b.now))
@@ -505,33 +668,80 @@ class TradingService:
         )
         return OpenOutcome(record, trade, replayed=False)
 
+    def _settle(self, b: _Batch) -> None:
+        """Apply the exchange side's cash, exposure and margin changes to the account row."""
+        rows, account = b.execution, b.account
+        if rows.cash or rows.notional or rows.margin:
+            account["equity"] += rows.cash
+            account["open_notional"] += rows.notional
+            account["used_margin"] += rows.margin
+            rows.cash = rows.notional = rows.margin = Decimal(0)
+            account["updated_at"] = b.now
+
     def _close(self, b: _Batch, cmd: CloseTrade) -> Row:
         trade = b.trades.get(cmd.trade_id)
         if trade is None or trade["account_id"] != self.account_id:
             raise NotFound(f"trade {cmd.trade_id} not found")
         if trade["status"] != "OPEN":
             raise Conflict(f"trade {cmd.trade_id} is already {trade['status']}", trade_id=str(cmd.trade_id))
-        exit_price = self.markets.resolve(trade["symbol"]).round_price(cmd.price)
-        quantity = trade["quantity"]
-        sign = 1 if trade["side"] == Side.LONG.value else -1
-        gross = (exit_price - trade["entry_price"]) * quantity * sign
-        exit_fee = (quantity * exit_price * self._fee_rate).quantize(USDT, rounding=ROUND_HALF_UP)
-        pnl = gross - trade["entry_fee"] - exit_fee
+        position = self._execution.position_of(trade["id"])
+        if position is None:
+            raise Conflict(f"trade {cmd.trade_id} has no open position", trade_id=str(cmd.trade_id))
+        mark = self._execution.mark_for(trade["symbol"])
+        if cmd.price is not None:
+            self._check_deviation(trade["symbol"], cmd.price, mark)
+        reason = cmd.reason or ("close requested" if cmd.amount is None else f"partial close of {cmd.amount} requested")
+        closed = self._execution.close(
+            b.execution, str(position["id"]), mark, b.now, amount=cmd.amount, source=cmd.source, reason=reason
+        )
+        self._settle(b)
+        for done in closed:
+            self._finish_trade(b, done, cmd.trace_id)
+        return trade
+
+    def _check_deviation(self, symbol: str, expected: Decimal, mark: Decimal) -> None:
+        limit = self._guard.config.max_price_deviation_pct
+        deviation = price_deviation_pct(mark, expected)
+        if deviation > limit:
+            raise PriceDeviation(
+                f"PRICE_DEVIATION: the market for {symbol} is at {mark}, {deviation.quantize(Decimal('0.01'))}% from "
+                f"the expected {expected} (MAX_PRICE_DEVIATION_PCT {limit})",
+                market_price=str(mark),
+            )
+
+    def _apply_bars(self, b: _Batch, cmd: ApplyBars) -> int:
+        """The monitor's bars: fills, funding, liquidations and trailing stops, then the governor."""
+        applied = 0
+        for bar, rate in cmd.bars:
+            closed = self._execution.apply_bar(b.execution, bar, rate, b.now)
+            self._settle(b)
+            for done in closed:
+                self._finish_trade(b, done, cmd.trace_id)
+            applied += 1
+        marked = b.account["equity"] + self._execution.unrealized()
+        before = b.safety
+        b.safety = self._governor.evaluate(before, marked, b.policy.profile, b.now)
+        self._note_safety_change(b, before, cmd.trace_id)
+        return applied
+
+    def _finish_trade(self, b: _Batch, done: Closed, trace_id: str) -> None:
+        """A position closed (by a stop, a target, a liquidation, an operator): its trade is closed."""
+        position = done.position
+        trade = b.trades.get(position["trade_id"])
+        if trade is None:
+            raise ServiceUnavailable(f"the trade of position {position['id']} was not read with the batch")
+        pnl = position["realized_pnl"]
         trade.update(
             status="CLOSED",
-            exit_price=exit_price,
-            exit_fee=exit_fee,
+            exit_price=done.exit_price,
+            exit_fee=done.exit_fee,
             realized_pnl=pnl,
             closed_at=b.now,
-            close_trace_id=cmd.trace_id,
+            close_trace_id=trace_id,
         )
         b.closed_trades.append(trade)
-
         account = b.account
-        account["equity"] += gross - exit_fee
         account["open_positions"] -= 1
-        account["open_notional"] -= trade["notional"]
-        account["used_margin"] -= trade["margin"]
         account["updated_at"] = b.now
         b.snapshots.append(equity_snapshot(self.account_id, account["equity"], "trade_closed", trade["id"], b.now))
         b.events.append(
@@ -540,13 +750,12 @@ class TradingService:
                 symbol=trade["symbol"],
                 realized_pnl=pnl,
                 equity_after=account["equity"],
-                trace_id=cmd.trace_id,
+                trace_id=trace_id,
             )
         )
         before = b.safety
         b.safety = self._governor.on_trade_closed(before, pnl, account["equity"], b.policy.profile, b.now)
-        self._note_safety_change(b, before, cmd.trace_id)
-        return trade
+        self._note_safety_change(b, before, trace_id)
 
     def _reset(self, b: _Batch, cmd: ResetSafety) -> SafetyState:
         before = b.safety

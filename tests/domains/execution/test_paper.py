@@ -76,11 +76,11 @@ async def test_scripted_long_tp1_trailing_stop_and_funding_on_real_candles() -> 
         (14, "fill", D("61687.7")),  # the 14:00 low 61,585.1 reaches the trailed stop 61,700.0
     ]
     funding, tp1, stop = (e for _, e in events)
-    assert funding.realized_pnl == D("-1.99288099080")  # -0.05 x 61,485.9 x 0.00064824
+    assert funding.realized_pnl == D("-1.99288099")  # -0.05 x 61,485.9 x 0.00064824 = -1.99288099080
     assert tp1.realized_pnl == D("17.30397240")  # 0.015 x (62,254.6 - 61,076.1) - 0.015 x 62,254.6 x 0.0004
     assert stop.realized_pnl == D("20.54237220")  # 0.035 x (61,687.7 - 61,076.1) - 0.035 x 61,687.7 x 0.0004
     # Entry fee 0.05 x 61,076.1 x 0.0004 = 1.221522; the position's realized PnL is net of all of it.
-    assert book.balance == D(10000) - D("1.2215220") + D("17.30397240") + D("20.54237220") - D("1.99288099080")
+    assert book.balance == D(10000) - D("1.2215220") + D("17.30397240") + D("20.54237220") - D("1.99288099")
     assert book.orders["sl"].status is OrderStatus.CANCELED and not book.open_orders()
 
 

@@ -1,0 +1,751 @@
+"""PaperExecution: positions on the paper exchange, their exit plans and protective orders, and what
+every bar of the feed does to them — recorded as rows in the same transaction as the trade.
+
+TradingService calls it under the account lock (inside its batch): `open` when RiskGuard allowed a
+trade, `close` for an operator's close, `apply_bar` for the position monitor. Every close, partial
+or stop move goes through the exit arbiter (`exits.arbiter.arbitrate`), with its source and reason
+recorded as a position event. The book and the cached open state are rebuilt from the tables on
+start and after a failed batch, so they never hold what the database does not.
+"""
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domains.execution.exchange import OrderRequest, OrderSide, OrderState, OrderStatus, OrderType
+from app.domains.execution.feed import PriceFeed
+from app.domains.execution.models import ExitLegRecord, Order, Position
+from app.domains.execution.paper import Bar, BookEvent, PaperBook, PaperConfig, PaperPosition
+from app.domains.execution.precision import price_to_precision
+from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
+from app.domains.exits.plan import ExitConfig, ExitContext, ExitPlan, LegKind, PlanRefused, TrailingStop, build_plan
+from app.domains.markets.catalog import MarketCatalog
+
+Row = dict[str, Any]
+ZERO = Decimal(0)
+USDT = Decimal("0.00000001")
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    slippage_pct: Decimal = Decimal("0.02")
+    taker_fee: Decimal = Decimal("0.0004")
+    maker_fee: Decimal = Decimal("0.0002")
+    exit: ExitConfig = field(default_factory=ExitConfig)
+
+
+@dataclass
+class ExecRows:
+    """What one batch writes for the exchange side."""
+
+    new_positions: list[Row] = field(default_factory=list)
+    positions: dict[uuid.UUID, Row] = field(default_factory=dict)  # existing rows updated
+    new_orders: list[Row] = field(default_factory=list)
+    orders: dict[str, Row] = field(default_factory=dict)  # existing rows updated, by client id
+    fills: list[Row] = field(default_factory=list)
+    plans: list[Row] = field(default_factory=list)
+    new_legs: list[Row] = field(default_factory=list)
+    legs: dict[uuid.UUID, Row] = field(default_factory=dict)
+    events: list[Row] = field(default_factory=list)
+    # what the account row must take (TradingService applies and resets them)
+    cash: Decimal = ZERO  # realized PnL, fees and funding
+    notional: Decimal = ZERO  # open notional at entry prices
+    margin: Decimal = ZERO  # initial margin of the open amounts
+
+    def __bool__(self) -> bool:
+        return any(
+            (self.new_positions, self.positions, self.new_orders, self.orders, self.fills, self.plans, self.new_legs)
+        ) or bool(self.legs or self.events)
+
+
+@dataclass(frozen=True)
+class Opened:
+    position: Row
+    plan: ExitPlan
+    fill_price: Decimal
+    amount: Decimal
+    fee: Decimal
+
+
+@dataclass(frozen=True)
+class Closed:
+    """A position that closed in this batch: what the trade row and the account need."""
+
+    position: Row
+    exit_price: Decimal  # average of the closing fills (the liquidation price for a liquidation)
+    exit_fee: Decimal
+    reason: str
+
+
+@dataclass
+class _Open:
+    """The cached state of one open position: its row, its resting orders and legs."""
+
+    row: Row
+    orders: dict[str, Row] = field(default_factory=dict)  # resting orders by client id
+    legs: dict[str, Row] = field(default_factory=dict)  # by order client id
+    closing_value: Decimal = ZERO  # Σ price x amount of the closing fills
+    closing_fees: Decimal = ZERO
+
+
+def _side_of(position_side: str, closing: bool) -> OrderSide:
+    buy = (position_side == "LONG") != closing
+    return OrderSide.BUY if buy else OrderSide.SELL
+
+
+class PaperExecution:
+    name = "paper"
+
+    def __init__(
+        self,
+        feed: PriceFeed,
+        markets: MarketCatalog,
+        config: ExecutionConfig,
+        account_id: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.feed = feed
+        self.markets = markets
+        self.config = config
+        self.account_id = account_id
+        self.clock = clock
+        self.book = self._new_book(ZERO)
+        self._open: dict[str, _Open] = {}  # by position id (str)
+        self.marks: dict[str, Decimal] = {}
+        self.loaded = False  # the open positions were read from the tables
+
+    def _new_book(self, balance: Decimal) -> PaperBook:
+        cfg = self.config
+        return PaperBook(balance, PaperConfig(cfg.slippage_pct, cfg.taker_fee, cfg.maker_fee), self.clock)
+
+    # --- state -------------------------------------------------------------------------------------
+    async def load(self, session: AsyncSession, balance: Decimal) -> None:
+        """Rebuild the book and the cache from the tables (on start, and after a failed batch)."""
+        book = self._new_book(balance)
+        cache: dict[str, _Open] = {}
+        positions = (
+            await session.execute(
+                select(Position).where(Position.account_id == self.account_id, Position.status == "OPEN")
+            )
+        ).scalars()
+        for p in positions:
+            key = str(p.id)
+            book.positions[key] = PaperPosition(
+                key,
+                p.symbol,
+                "LONG" if p.side == "LONG" else "SHORT",
+                p.amount,
+                p.entry_price,
+                p.leverage,
+                p.margin,
+                p.realized_pnl,
+                p.fees,
+                p.funding,
+            )
+            book.leverage[key] = p.leverage
+            cache[key] = _Open(_row(p))
+        orders = (
+            await session.execute(select(Order).where(Order.account_id == self.account_id, Order.status == "NEW"))
+        ).scalars()
+        legs = {
+            leg.order_client_id: leg
+            for leg in (await session.execute(select(ExitLegRecord).where(ExitLegRecord.status == "ACTIVE"))).scalars()
+            if leg.order_client_id
+        }
+        for o in orders:
+            request = _request(o)
+            book.restore(OrderState(request, o.exchange_order_id, OrderStatus.NEW))
+            owner = cache.get(str(o.position_id))
+            if owner is not None:
+                owner.orders[o.client_order_id] = _row(o)
+                leg = legs.get(o.client_order_id)
+                if leg is not None:
+                    owner.legs[o.client_order_id] = _row(leg)
+        self.book, self._open, self.loaded = book, cache, True
+
+    async def refresh_mark(self, symbol: str) -> Decimal:
+        """The feed's price now, kept as the symbol's mark for the batch that follows."""
+        mark = await self.feed.price(symbol)
+        self.marks[symbol] = mark
+        return mark
+
+    def mark_for(self, symbol: str) -> Decimal:
+        mark = self.marks.get(symbol)
+        if mark is None:
+            raise ValueError(f"no mark for {symbol}: refresh_mark first")
+        return mark
+
+    def position_of(self, trade_id: uuid.UUID) -> Row | None:
+        """The open position a trade opened (None once it is closed)."""
+        return next((o.row for o in self._open.values() if o.row["trade_id"] == trade_id), None)
+
+    def trade_ids(self, symbol: str) -> list[uuid.UUID]:
+        return [o.row["trade_id"] for o in self._open.values() if o.row["symbol"] == symbol]
+
+    def open_rows(self) -> list[Row]:
+        return [o.row for o in self._open.values()]
+
+    def symbols(self) -> set[str]:
+        return {o.row["symbol"] for o in self._open.values()}
+
+    def unrealized(self) -> Decimal:
+        """Σ unrealized PnL of the open positions at the latest marks (entry where no mark is known)."""
+        total = ZERO
+        for o in self._open.values():
+            row = o.row
+            mark = self.marks.get(row["symbol"], row["entry_price"])
+            sign = 1 if row["side"] == "LONG" else -1
+            total += sign * row["amount"] * (mark - row["entry_price"])
+        return total
+
+    def cursor(self, symbol: str) -> int | None:
+        """The open time of the last bar applied to `symbol`'s open positions."""
+        cursors = [o.row["last_bar_ms"] for o in self._open.values() if o.row["symbol"] == symbol]
+        known = [c for c in cursors if c is not None]
+        return min(known) if known else None
+
+    # --- open --------------------------------------------------------------------------------------
+    def plan_for(
+        self,
+        symbol: str,
+        side: str,
+        amount: Decimal,
+        leverage: Decimal,
+        mark: Decimal,
+        stop: Decimal | None,
+        policy: str | None,
+    ) -> ExitPlan | PlanRefused:
+        """The exit plan for an entry filled at the price the book will give it (validated before any order)."""
+        order_side = OrderSide.BUY if side == "LONG" else OrderSide.SELL
+        entry = self.book.expected_fill(symbol, order_side, mark)
+        plan = build_plan(
+            ExitContext(side, entry, amount, leverage, symbol, policy=policy, wallet_balance=entry * amount / leverage),
+            self.config.exit,
+        )
+        if isinstance(plan, PlanRefused) or stop is None:
+            return plan
+        given = price_to_precision(symbol, stop)
+        sign = 1 if side == "LONG" else -1
+        if sign * (entry - given) <= 0:
+            return PlanRefused(f"stop_loss {given} is not on the loss side of the entry {entry} for a {side}")
+        if plan.stop_bound is not None and sign * (given - plan.stop_bound) <= 0:
+            return PlanRefused(f"stop_loss {given} lies at or beyond liquidation + buffer ({plan.stop_bound:.8g})")
+        legs = tuple(
+            replace(leg, trigger_price=given, reason="stop_loss as given") if leg.kind is LegKind.SL else leg
+            for leg in plan.legs
+        )
+        return replace(plan, legs=legs)
+
+    def open(
+        self, rows: ExecRows, trade: Row, plan: ExitPlan, mark: Decimal, now: datetime, balance: Decimal
+    ) -> Opened:
+        """Fill the entry at the market and place the plan's protective orders (reduce-only)."""
+        self.book.balance = balance
+        symbol = trade["symbol"]
+        position_id = uuid.uuid4()
+        key = str(position_id)
+        self.book.leverage[key] = trade["leverage"]
+        entry_side = _side_of(trade["side"], closing=False)
+        request = OrderRequest(
+            f"{key[:8]}-entry-{trade['id'].hex[:12]}",
+            symbol,
+            entry_side,
+            OrderType.MARKET,
+            trade["quantity"],
+            position_id=key,
+        )
+        state, events = self.book.submit(request, mark)
+        fill = events[0].fill
+        assert fill is not None and state.status is OrderStatus.FILLED
+        book_position = self.book.positions[key]
+        position: Row = {
+            "id": position_id,
+            "account_id": self.account_id,
+            "trade_id": trade["id"],
+            "exchange": self.name,
+            "symbol": symbol,
+            "side": trade["side"],
+            "status": "OPEN",
+            "leverage": trade["leverage"],
+            "initial_amount": fill.amount,
+            "amount": fill.amount,
+            "entry_price": fill.price,
+            "margin": book_position.margin,
+            "realized_pnl": -fill.fee,
+            "fees": fill.fee,
+            "funding": ZERO,
+            "stop_price": plan.stop_loss.trigger_price,
+            "liquidation_price": book_position.liquidation(),
+            "trailing": None,
+            "last_bar_ms": self._last_closed_open_ms(now),
+            "opened_at": now,
+            "closed_at": None,
+            "close_reason": None,
+        }
+        cached = _Open(position)
+        self._open[key] = cached
+        rows.cash -= fill.fee
+        rows.notional += fill.amount * fill.price
+        rows.margin += fill.amount * fill.price / trade["leverage"]
+        rows.new_positions.append(position)
+        entry_order = self._order_row(state, position_id, "ENTRY", None, None, now)
+        rows.new_orders.append(entry_order)
+        rows.fills.append(self._fill_row(entry_order, position_id, fill, -fill.fee, None))
+        plan_id = uuid.uuid4()
+        rows.plans.append(
+            {
+                "id": plan_id,
+                "position_id": position_id,
+                "style": self.config.exit.style.value,
+                "entry_price": plan.entry_price,
+                "liquidation_price": plan.liquidation_price,
+                "stop_bound": plan.stop_bound,
+                "notes": list(plan.notes),
+                "created_at": now,
+            }
+        )
+        for seq, leg in enumerate(plan.legs):
+            client_id = None
+            if leg.kind is not LegKind.TRAILING:
+                order_type = OrderType.STOP_MARKET if leg.kind is LegKind.SL else OrderType.TAKE_PROFIT_MARKET
+                client_id = f"{key[:8]}-{leg.kind.value.lower()}{seq}-{uuid.uuid4().hex[:12]}"
+                protective = OrderRequest(
+                    client_id,
+                    symbol,
+                    _side_of(trade["side"], closing=True),
+                    order_type,
+                    leg.quantity,
+                    stop_price=leg.trigger_price,
+                    reduce_only=True,
+                    position_id=key,
+                )
+                resting, _ = self.book.submit(protective, mark)
+                order = self._order_row(resting, position_id, leg.kind.value, None, "exit_plan", now)
+                rows.new_orders.append(order)
+                cached.orders[client_id] = order
+            leg_row = {
+                "id": uuid.uuid4(),
+                "plan_id": plan_id,
+                "position_id": position_id,
+                "seq": seq,
+                "kind": leg.kind.value,
+                "trigger_price": leg.trigger_price,
+                "fraction": leg.fraction,
+                "quantity": leg.quantity,
+                "reason": leg.reason,
+                "status": "ACTIVE",
+                "order_client_id": client_id,
+                "updated_at": now,
+            }
+            rows.new_legs.append(leg_row)
+            if client_id is not None:
+                cached.legs[client_id] = leg_row
+        trailing = TrailingStop(
+            side="LONG" if trade["side"] == "LONG" else "SHORT",
+            entry_price=fill.price,
+            activation=Decimal(str(self.config.exit.trail_activation)),
+            distance=Decimal(str(self.config.exit.trail_distance)),
+        )
+        position["trailing"] = _trailing_json(trailing)
+        return Opened(position, plan, fill.price, fill.amount, fill.fee)
+
+    def _last_closed_open_ms(self, now: datetime) -> int | None:
+        """Bars that opened before the position are not applied to it (no look-back)."""
+        hour = 3_600_000
+        return int(now.timestamp() * 1000) // hour * hour - hour
+
+    # --- close -------------------------------------------------------------------------------------
+    def close(
+        self,
+        rows: ExecRows,
+        position_id: str,
+        mark: Decimal,
+        now: datetime,
+        *,
+        amount: Decimal | None,
+        source: ExitSource,
+        reason: str,
+    ) -> list[Closed]:
+        """A close (all, or `amount` contracts) through the arbiter, filled at the market."""
+        cached = self._open.get(position_id)
+        if cached is None:
+            return []
+        proposal = (
+            ExitProposal(source, ExitKind.CLOSE, reason)
+            if amount is None
+            else ExitProposal(source, ExitKind.REDUCE, reason, amount=amount)
+        )
+        return self._execute(rows, cached, [proposal], mark, now, None)
+
+    # --- bars --------------------------------------------------------------------------------------
+    def apply_bar(self, rows: ExecRows, bar: Bar, funding_rate: Decimal | None, now: datetime) -> list[Closed]:
+        """Everything `bar` does to the open positions of its symbol, then the trailing stops."""
+        self.marks[bar.symbol] = bar.close
+        targets = {k: o for k, o in self._open.items() if o.row["symbol"] == bar.symbol}
+        fresh = {k for k, o in targets.items() if o.row["last_bar_ms"] is None or o.row["last_bar_ms"] < bar.open_ms}
+        if not fresh:
+            return []
+        closed = self._apply_events(rows, self.book.on_bar(bar, funding_rate), now, bar.open_ms)
+        for key in fresh:
+            cached = self._open.get(key)
+            if cached is None:
+                continue
+            cached.row["last_bar_ms"] = bar.open_ms
+            rows.positions[cached.row["id"]] = cached.row
+            closed += self._trail(rows, cached, bar, now)
+        return closed
+
+    def _trail(self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime) -> list[Closed]:
+        """The trailing stop follows the bar's best price; a move goes through the arbiter."""
+        row = cached.row
+        state = _trailing_from(row["trailing"])
+        if state is None:
+            return []
+        best = bar.high if row["side"] == "LONG" else bar.low
+        moved = state.update(best)
+        row["trailing"] = _trailing_json(moved)
+        rows.positions[row["id"]] = row
+        if moved.stop_price is None or moved.stop_price == state.stop_price:
+            return []
+        stop = price_to_precision(row["symbol"], moved.stop_price)
+        proposal = ExitProposal(
+            ExitSource.STOP,
+            ExitKind.MOVE_STOP,
+            f"trailing stop: best {moved.best_price}, {moved.distance} behind",
+            stop=stop,
+        )
+        return self._execute(rows, cached, [proposal], bar.close, now, bar.open_ms)
+
+    # --- the arbiter and the book ------------------------------------------------------------------------
+    def _execute(
+        self,
+        rows: ExecRows,
+        cached: _Open,
+        proposals: list[ExitProposal],
+        mark: Decimal,
+        now: datetime,
+        bar_ms: int | None,
+    ) -> list[Closed]:
+        row = cached.row
+        market = self.markets.resolve(row["symbol"])
+        view = PositionView(row["side"], row["amount"], mark, row["stop_price"], market.min_amount)
+        decision = arbitrate(view, proposals)
+        for refusal in decision.refused:
+            rows.events.append(
+                self._event(row, "arbiter_refused", refusal.proposal.source.name, refusal.why, None, None, bar_ms, now)
+            )
+        closed: list[Closed] = []
+        key = str(row["id"])
+        for action in decision.actions:
+            rows.events.append(
+                self._event(
+                    row,
+                    f"arbiter_{action.kind.value.lower()}",
+                    action.source.name,
+                    action.reason,
+                    action.amount or None,
+                    None,
+                    bar_ms,
+                    now,
+                )
+            )
+            if action.kind is ExitKind.MOVE_STOP:
+                assert action.stop is not None
+                self._move_stop(rows, cached, action.stop, now)
+                continue
+            request = OrderRequest(
+                f"{key[:8]}-{action.kind.value.lower()}-{uuid.uuid4().hex[:12]}",
+                row["symbol"],
+                _side_of(row["side"], closing=True),
+                OrderType.MARKET,
+                action.amount,
+                reduce_only=True,
+                position_id=key,
+            )
+            state, events = self.book.submit(request, mark)
+            rows.new_orders.append(
+                self._order_row(state, row["id"], action.kind.value, None, action.source.name, now, action.reason)
+            )
+            closed += self._apply_events(rows, events, now, bar_ms, order_row=rows.new_orders[-1])
+        return closed
+
+    def _move_stop(self, rows: ExecRows, cached: _Open, stop: Decimal, now: datetime) -> None:
+        row = cached.row
+        for client_id, order in list(cached.orders.items()):
+            if order["purpose"] != "SL":
+                continue
+            self.book.cancel(client_id)
+            order.update(status=OrderStatus.CANCELED.value, reason=f"replaced by a stop at {stop}", updated_at=now)
+            rows.orders[client_id] = order
+            del cached.orders[client_id]
+            leg = cached.legs.pop(client_id, None)
+            if leg is not None:
+                leg.update(trigger_price=stop, updated_at=now)
+                new_id = f"{str(row['id'])[:8]}-sl-{uuid.uuid4().hex[:12]}"
+                leg["order_client_id"] = new_id
+                rows.legs[leg["id"]] = leg
+            else:
+                new_id = f"{str(row['id'])[:8]}-sl-{uuid.uuid4().hex[:12]}"
+            request = OrderRequest(
+                new_id,
+                row["symbol"],
+                _side_of(row["side"], closing=True),
+                OrderType.STOP_MARKET,
+                row["amount"],
+                stop_price=stop,
+                reduce_only=True,
+                position_id=str(row["id"]),
+            )
+            state, _ = self.book.submit(request, stop)
+            new_order = self._order_row(state, row["id"], "SL", None, ExitSource.STOP.name, now)
+            rows.new_orders.append(new_order)
+            cached.orders[new_id] = new_order
+            if leg is not None:
+                cached.legs[new_id] = leg
+        row["stop_price"] = stop
+        rows.positions[row["id"]] = row
+
+    def _apply_events(
+        self,
+        rows: ExecRows,
+        events: list[BookEvent],
+        now: datetime,
+        bar_ms: int | None,
+        order_row: Row | None = None,
+    ) -> list[Closed]:
+        closed: list[Closed] = []
+        for event in events:
+            key = event.position_id or (str(order_row["position_id"]) if order_row else None)
+            cached = self._open.get(key) if key else None
+            if event.kind == "expired":
+                assert event.order is not None
+                self._order_done(rows, event.order, now, cached)
+                continue
+            if cached is None:
+                continue
+            row = cached.row
+            entry, leverage = row["entry_price"], row["leverage"]
+            if event.kind == "funding":
+                rows.cash += event.realized_pnl
+                row["funding"] += event.realized_pnl
+                row["realized_pnl"] += event.realized_pnl
+                row["margin"] += event.realized_pnl
+                rows.events.append(
+                    self._event(row, "funding", None, event.detail, event.amount, event.realized_pnl, bar_ms, now)
+                )
+            elif event.kind == "liquidation":
+                rows.cash += event.realized_pnl
+                rows.notional -= event.amount * entry
+                rows.margin -= event.amount * entry / leverage
+                row["realized_pnl"] += event.realized_pnl
+                rows.events.append(
+                    self._event(
+                        row, "liquidation", "LIQUIDATION", event.detail, event.amount, event.realized_pnl, bar_ms, now
+                    )
+                )
+                closed.append(self._finish(rows, cached, "LIQUIDATED", event.detail, now, liquidated=True))
+                continue
+            elif event.kind == "fill":
+                assert event.fill is not None and event.order is not None
+                fill = event.fill
+                order = self._order_done(rows, event.order, now, cached) or order_row
+                assert order is not None
+                rows.fills.append(self._fill_row(order, row["id"], fill, event.realized_pnl, bar_ms))
+                rows.cash += event.realized_pnl
+                rows.notional -= fill.amount * entry
+                rows.margin -= fill.amount * entry / leverage
+                row["amount"] -= fill.amount
+                row["fees"] += fill.fee
+                row["realized_pnl"] += event.realized_pnl
+                cached.closing_value += fill.price * fill.amount
+                cached.closing_fees += fill.fee
+                book_position = self.book.positions.get(str(row["id"]))
+                row["margin"] = book_position.margin if book_position is not None else ZERO
+                if book_position is not None:
+                    row["liquidation_price"] = book_position.liquidation()
+                if row["amount"] <= 0:
+                    closed.append(self._finish(rows, cached, "CLOSED", order.get("reason") or order["purpose"], now))
+                    continue
+                self._resize_stop(rows, cached, now)
+            rows.positions[row["id"]] = row
+        return closed
+
+    def _resize_stop(self, rows: ExecRows, cached: _Open, now: datetime) -> None:
+        """After a partial close the stop covers what is left (reduce-only would cut it anyway)."""
+        row = cached.row
+        for client_id, order in cached.orders.items():
+            if order["purpose"] == "SL" and order["amount"] > row["amount"]:
+                self.book.amend(client_id, row["amount"])
+                order.update(amount=row["amount"], updated_at=now)
+                rows.orders[client_id] = order
+
+    def _order_done(self, rows: ExecRows, state: OrderState, now: datetime, cached: _Open | None) -> Row | None:
+        client_id = state.request.client_order_id
+        order = cached.orders.pop(client_id, None) if cached is not None else None
+        if order is None:
+            order = next((r for r in rows.new_orders if r["client_order_id"] == client_id), None)
+            if order is None:
+                return None
+        order.update(
+            status=state.status.value,
+            filled=state.filled,
+            average_price=state.average_price,
+            reason=state.reason or order.get("reason"),
+            updated_at=now,
+        )
+        if order not in rows.new_orders:
+            rows.orders[client_id] = order
+        leg = cached.legs.pop(client_id, None) if cached is not None else None
+        if leg is not None:
+            leg.update(status="FILLED" if state.status is OrderStatus.FILLED else state.status.value, updated_at=now)
+            rows.legs[leg["id"]] = leg
+        return order
+
+    def _finish(
+        self, rows: ExecRows, cached: _Open, status: str, reason: str, now: datetime, *, liquidated: bool = False
+    ) -> Closed:
+        row = cached.row
+        key = str(row["id"])
+        for client_id in list(cached.orders):
+            state = self.book.cancel(client_id)
+            if state.status is OrderStatus.NEW:  # already done in the book (expired with the position)
+                state = replace(state, status=OrderStatus.CANCELED, reason="position closed")
+            self._order_done(rows, state, now, cached)
+        for leg in cached.legs.values():
+            leg.update(status="CANCELED", updated_at=now)
+            rows.legs[leg["id"]] = leg
+        amount_closed = row["initial_amount"]
+        if liquidated:
+            exit_price = row["liquidation_price"] or row["entry_price"]
+            exit_fee = cached.closing_fees
+        else:
+            closed_amount = amount_closed if cached.closing_value else Decimal(1)
+            exit_price = (cached.closing_value / closed_amount).quantize(USDT)
+            exit_fee = cached.closing_fees
+        row.update(status=status, amount=ZERO, margin=ZERO, closed_at=now, close_reason=reason)
+        rows.positions[row["id"]] = row
+        self._open.pop(key, None)
+        return Closed(row, exit_price, exit_fee, reason)
+
+    # --- rows ----------------------------------------------------------------------------------------
+    def _order_row(
+        self,
+        state: OrderState,
+        position_id: uuid.UUID,
+        purpose: str,
+        leg_id: uuid.UUID | None,
+        source: str | None,
+        now: datetime,
+        reason: str | None = None,
+    ) -> Row:
+        r = state.request
+        return {
+            "id": uuid.uuid4(),
+            "account_id": self.account_id,
+            "position_id": position_id,
+            "client_order_id": r.client_order_id,
+            "exchange_order_id": state.exchange_order_id,
+            "symbol": r.symbol,
+            "side": r.side.value,
+            "type": r.type.value,
+            "purpose": purpose,
+            "amount": r.amount,
+            "price": r.price,
+            "stop_price": r.stop_price,
+            "reduce_only": r.reduce_only,
+            "status": state.status.value,
+            "filled": state.filled,
+            "average_price": state.average_price,
+            "leg_id": leg_id,
+            "source": source,
+            "reason": reason or state.reason,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    @staticmethod
+    def _fill_row(order: Row, position_id: uuid.UUID, fill: Any, realized: Decimal, bar_ms: int | None) -> Row:
+        return {
+            "id": uuid.uuid4(),
+            "order_id": order["id"],
+            "position_id": position_id,
+            "price": fill.price,
+            "amount": fill.amount,
+            "fee": fill.fee,
+            "maker": fill.maker,
+            "realized_pnl": realized,
+            "filled_at": fill.at,
+            "bar_ms": bar_ms,
+        }
+
+    @staticmethod
+    def _event(
+        row: Row,
+        kind: str,
+        source: str | None,
+        detail: str,
+        amount: Decimal | None,
+        realized: Decimal | None,
+        bar_ms: int | None,
+        now: datetime,
+    ) -> Row:
+        return {
+            "position_id": row["id"],
+            "kind": kind,
+            "source": source,
+            "detail": detail,
+            "amount": amount,
+            "realized_pnl": realized,
+            "bar_ms": bar_ms,
+            "created_at": now,
+        }
+
+
+def _row(record: Any) -> Row:
+    return {c.name: getattr(record, c.name) for c in record.__table__.columns}
+
+
+def _request(o: Order) -> OrderRequest:
+    return OrderRequest(
+        o.client_order_id,
+        o.symbol,
+        OrderSide(o.side),
+        OrderType(o.type),
+        o.amount,
+        price=o.price,
+        stop_price=o.stop_price,
+        reduce_only=o.reduce_only,
+        position_id=str(o.position_id) if o.position_id else None,
+    )
+
+
+def _trailing_json(t: TrailingStop) -> dict[str, str | None]:
+    return {
+        "side": t.side,
+        "entry_price": str(t.entry_price),
+        "activation": str(t.activation),
+        "distance": str(t.distance),
+        "best_price": None if t.best_price is None else str(t.best_price),
+        "stop_price": None if t.stop_price is None else str(t.stop_price),
+    }
+
+
+def _trailing_from(data: Any) -> TrailingStop | None:
+    if not data:
+        return None
+    return TrailingStop(
+        side="LONG" if data["side"] == "LONG" else "SHORT",
+        entry_price=Decimal(data["entry_price"]),
+        activation=Decimal(data["activation"]),
+        distance=Decimal(data["distance"]),
+        best_price=Decimal(data["best_price"]) if data.get("best_price") else None,
+        stop_price=Decimal(data["stop_price"]) if data.get("stop_price") else None,
+    )
