@@ -166,7 +166,9 @@ class AccountOut(BaseModel):
 
     id: str
     starting_balance: DecimalStr
-    equity: DecimalStr
+    balance: DecimalStr = Field(description="Cash: the starting balance plus realized PnL, net of fees and funding")
+    unrealized_pnl: DecimalStr = Field(description="Of the open positions at the feed's mark prices")
+    equity: DecimalStr = Field(description="Marked to market: balance + unrealized PnL")
     open_positions: int
     open_notional: DecimalStr
     used_margin: DecimalStr

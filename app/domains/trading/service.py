@@ -824,6 +824,17 @@ class TradingService:
             raise ServiceUnavailable(f"account {self.account_id!r} is not initialised")
         return account
 
+    async def marked_account(self) -> tuple[Account, Decimal]:
+        """The account and the unrealized PnL of its open positions at the feed's prices now (a symbol
+        the feed has no price for is valued at its last mark, else its entry)."""
+        account = await self.account()
+        for symbol in self._execution.symbols():
+            try:
+                await self._execution.refresh_mark(symbol)
+            except NoPrice:
+                logger.info("mark_unavailable", extra={"symbol": symbol})
+        return account, self._execution.unrealized()
+
     async def recent_pnl(self, trades_back: int = 20) -> Decimal:
         async with self._sessions() as session:
             return await TradingRepository(session).recent_realized_pnl(self.account_id, trades_back)
