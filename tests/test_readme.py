@@ -11,4 +11,8 @@ def test_readme_lists_every_denial_code() -> None:
     paragraph = readme[readme.index("RiskGuard denial codes:") :].split("\n\n", 1)[0]
     listed = re.findall(r"`([A-Z_]+)`", paragraph)
     assert set(listed) >= {code.value for code in DenialCode}
-    assert not set(listed) - {code.value for code in DenialCode} - {"ACCEPT_FALLBACK_SIGNALS", "LIQUIDATION_BUFFER_PCT"}
+    assert (
+        not set(listed)
+        - {code.value for code in DenialCode}
+        - {"ACCEPT_FALLBACK_SIGNALS", "LIQUIDATION_BUFFER_PCT", "MAX_PRICE_DEVIATION_PCT"}
+    )
