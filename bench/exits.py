@@ -41,6 +41,7 @@ import gc
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from typing import Any
 from app.domains.execution.exchange import OrderRequest, OrderSide, OrderType
 from app.domains.execution.paper import Bar, PaperBook
 from app.domains.execution.precision import amount_to_precision, price_to_precision
+from app.domains.execution.service import ExecRows, ExecutionConfig, PaperExecution
 from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
 from app.domains.exits.harvest import (
     Bias,
@@ -69,6 +71,7 @@ from app.domains.exits.plan import (
     TrailingStop,
     build_plan,
 )
+from app.domains.markets.catalog import MarketCatalog
 from app.domains.risk.guard import Side
 from app.domains.signals.marketdata import ReplayMarketData
 from bench.harness import BenchError, Figure, Target, spread
@@ -499,10 +502,10 @@ def _monitor_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[st
     }
     per_pos = spread(quiet)["median"] * 1000 / POSITIONS
     f, d = _update_figure(
-        "monitor update, 100 open positions, nothing triggers",
+        "composed (+ harvest, not served yet), 100 positions, nothing triggers",
         quiet,
         "updates",
-        True,
+        False,
         f"real 1h bars, 15 books; {per_pos:.1f} µs/position",
     )
     figures.append(f)
@@ -539,6 +542,94 @@ def _monitor_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[st
     return figures, details
 
 
+# --- the served path: PaperExecution.apply_bar --------------------------------------------------------
+
+
+def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = SYMBOLS) -> "PaperExecution":
+    """100 positions over `symbols`, opened through the order flow's own calls (plan_for + open) in one
+    PaperExecution."""
+    now = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
+    catalog = MarketCatalog.load()
+    execution = PaperExecution(None, catalog, ExecutionConfig(), "bench", lambda: now)  # type: ignore[arg-type]
+    for i in range(POSITIONS):
+        symbol = symbols[i % len(symbols)]
+        side = "LONG" if i % 2 == 0 else "SHORT"
+        leverage = Decimal(LEVERAGES[i % len(LEVERAGES)])
+        mark = series.bars[symbol][open_ms - HOUR].close
+        amount = catalog.resolve(symbol).quantity_for(NOTIONAL, mark)
+        plan = execution.plan_for(symbol, side, amount, leverage, mark, None, None)
+        if not isinstance(plan, ExitPlan):
+            raise BenchError(f"no plan for {symbol} {side} {leverage}x: {plan}")
+        trade = {"id": uuid.uuid4(), "symbol": symbol, "side": side, "leverage": leverage, "quantity": amount}
+        execution.open(ExecRows(), trade, plan, mark, now, Decimal(10) ** 9)
+    return execution
+
+
+def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str, Any]]:
+    """What the position monitor runs on the served code, `PaperExecution.apply_bar`: the book's matching
+    (fills, funding, liquidation), the trailing stops, the arbiter on their moves and the rows the batch
+    will write (the database write itself is not included).
+
+    - One mark-price update over 100 open positions, all on the updated symbol (BTC/USDT:USDT; the worst
+      case: every position reacts to it): the first closed bar after they opened. The target applies here.
+    - The same with the 100 positions spread over the 7 symbols, one closed bar per symbol (7 updates).
+    - A 23 h replay of the spread case, positions closing as their exits fill.
+    """
+    rounds = 10 if quick else 100
+    one_symbol: list[float] = []
+    spread_first: list[float] = []
+    replay: list[float] = []
+    perf = time.perf_counter_ns
+    btc = ("BTC/USDT:USDT",)
+    for r in range(rounds):
+        open_ms = T0 + r * SPACING_HOURS * HOUR
+        now = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
+        execution = _served_positions(series, open_ms, btc)
+        gc.collect()
+        bar = series.bars[btc[0]][open_ms]
+        t0 = perf()
+        execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now)
+        one_symbol.append((perf() - t0) / 1e6)
+        execution = _served_positions(series, open_ms)
+        gc.collect()
+        for u in range(UPDATES_PER_ROUND):
+            at = open_ms + u * HOUR
+            bars = [(series.bars[s][at], series.funding[s].get(at)) for s in SYMBOLS if at in series.bars[s]]
+            t0 = perf()
+            for bar, rate in bars:
+                execution.apply_bar(ExecRows(), bar, rate, datetime.fromtimestamp(at / 1000, tz=UTC))
+            elapsed = (perf() - t0) / 1e6
+            (spread_first if u == 0 else replay).append(elapsed)
+    figures = [
+        _update_figure(
+            "served: one mark update, 100 open positions on that symbol",
+            one_symbol,
+            f"{rounds} rounds",
+            True,
+            "PaperExecution.apply_bar: matching + trailing stops + arbiter + rows (no DB write)",
+        )[0],
+        _update_figure(
+            "served: 100 positions over 7 symbols, one bar each (7 updates)",
+            spread_first,
+            f"{rounds} rounds",
+            False,
+            "the first bar after opening, all 100 open",
+        )[0],
+        _update_figure(
+            "served: 7-symbol updates, 23 h replay",
+            replay,
+            f"{len(replay)} updates",
+            False,
+            "positions close as their exits fill",
+        )[0],
+    ]
+    return figures, {
+        "served_one_symbol_ms": spread(one_symbol),
+        "served_seven_symbols_first_ms": spread(spread_first),
+        "served_replay_ms": spread(replay),
+    }
+
+
 def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
     rounds = 10 if quick else 200
     end = T0 + (rounds + 1) * SPACING_HOURS * HOUR + 2 * UPDATES_PER_ROUND * HOUR
@@ -546,9 +637,11 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
     prices = {s: series.bars[s][T0 - HOUR].close for s in SYMBOLS}
     plan_figures, plan_details = _plan_figures(prices, quick)
     monitor_figures, monitor_details = _monitor_figures(series, quick)
+    served_figures, served_details = _served_figures(series, quick)
+    monitor_details["served"] = served_details
     monitor_details["us_per_position_by_step"] = _components(prices, 20 if quick else 200)
     details = {**plan_details, "monitor": monitor_details, "prices_at_t0": {s: str(p) for s, p in prices.items()}}
-    return plan_figures + monitor_figures, details
+    return plan_figures + served_figures + monitor_figures, details
 
 
 if __name__ == "__main__":

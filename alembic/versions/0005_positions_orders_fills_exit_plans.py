@@ -137,6 +137,7 @@ def upgrade() -> None:
         sa.Column("liquidation_price", EXACT, nullable=True),
         sa.Column("trailing", sa.JSON(), nullable=True),
         sa.Column("last_bar_ms", sa.BigInteger(), nullable=True),
+        sa.Column("opened_bar_ms", sa.BigInteger(), nullable=True),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("close_reason", sa.Text(), nullable=True),

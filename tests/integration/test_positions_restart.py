@@ -235,15 +235,7 @@ async def test_kill_9_keeps_the_open_positions_their_plans_and_protective_orders
 @pytest.mark.parametrize(
     "target",
     [
-        pytest.param(
-            MAIN_APP,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: the server's trading clock is the wall clock, so a position's last_bar_ms is the "
-                "wall-clock hour and the position monitor fails on every tick against the replay feed "
-                "(ValueError start_ms after end_ms): no stop or take-profit ever fills",
-            ),
-        ),
+        MAIN_APP,
         FEED_CLOCK_APP,
     ],
 )

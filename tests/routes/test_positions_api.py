@@ -254,9 +254,10 @@ async def test_a_market_long_is_filled_by_the_feed_planned_and_closed_by_its_tra
 async def test_funding_on_the_whole_amount_then_tp1_then_the_trailing_stop_on_real_candles(
     make_settings: Callable[..., Settings],
 ) -> None:
-    """Opened at 16:00 (the 15:00 close 61,335.3): funding settles on the 16:00 candle for the whole
-    0.05, the trailing stop arms on the 17:00 candle, TP1 (30 %) fills in the 18:00 candle and the stop
-    trails again, and the 19:00 candle fills the stop for the remaining 0.035."""
+    """Opened at 16:00 (the 15:00 close 61,335.3), the instant funding settles: it enters at the settlement,
+    so it is not charged (a position held through one is: see the paper exchange's scripted test). The
+    trailing stop arms on the 17:00 candle, TP1 (30 %) fills in the 18:00 candle and the stop trails again,
+    and the 19:00 candle fills the stop for the remaining 0.035."""
     async with replay(make_settings, at(16)) as (client, container, wall):
         trade = await open_long(client)
         entry = tick(D("61335.3") * (1 + SLIP))  # 61,347.56706 -> 61,347.6
@@ -268,16 +269,12 @@ async def test_funding_on_the_whole_amount_then_tp1_then_the_trailing_stop_on_re
         sl = tick(entry * D("0.98"))  # 60,120.648 -> 60,120.6
         assert (tp1, sl) == (D("62543.9"), D("60120.6"))
 
-        # 17:00: the 16:00 candle. Funding 0.0004601 at its open 61,335.4, on the whole 0.05, paid by a long:
-        # -0.05 x 61,335.4 x 0.0004601 = -1.41102087.. -> -1.41102088 (8 decimals, half up). High 61,700.1:
-        # below entry +1 % (61,961.076), nothing else happens.
+        # 17:00: the 16:00 candle. Its funding (0.0004601 at 16:00) settled as the position entered: not
+        # charged. High 61,700.1: below entry +1 % (61,961.076), nothing else happens.
         assert await hour_passes(container, wall) == 1
-        funding = -(D("0.05") * D("61335.4") * D("0.0004601")).quantize(D("0.00000001"))
-        assert funding == D("-1.41102088")
+        funding = D(0)
         now = await position_of(client, trade["id"])
-        assert [(e["kind"], D(e["amount"]), D(e["realized_pnl"])) for e in now["events"]] == [
-            ("funding", D("0.05"), funding)
-        ]
+        assert now["events"] == []
         assert (D(now["funding"]), D(now["realized_pnl"]), D(now["stop_price"])) == (
             funding,
             funding - entry_fee,
@@ -322,7 +319,7 @@ async def test_funding_on_the_whole_amount_then_tp1_then_the_trailing_stop_on_re
         stop_fee = D("0.035") * stop_price * FEE  # 0.8712354
         stop_pnl = D("0.035") * (stop_price - entry) - stop_fee  # 30.9225 - 0.8712354 = 30.0512646
         realized = -entry_fee + funding + tp1_pnl + stop_pnl
-        assert realized == D("44.79510332")
+        assert realized == D("46.20612420")
         closed = await position_of(client, trade["id"])
         assert (closed["status"], D(closed["realized_pnl"]), D(closed["funding"])) == ("CLOSED", realized, funding)
         assert D(closed["fees"]) == entry_fee + tp1_fee + stop_fee
@@ -332,7 +329,7 @@ async def test_funding_on_the_whole_amount_then_tp1_then_the_trailing_stop_on_re
             (stop_price, D("0.035"), stop_pnl),
         ]
         kinds = sorted((e["kind"], e["source"]) for e in closed["events"])
-        assert kinds == [("arbiter_move_stop", "STOP"), ("arbiter_move_stop", "STOP"), ("funding", None)]
+        assert kinds == [("arbiter_move_stop", "STOP"), ("arbiter_move_stop", "STOP")]  # no funding: see above
         assert sum(D(f["amount"]) for f in closed["fills"][1:]) == D("0.05")  # no leg executed twice
         orders = await orders_of(client, pid)
         filled = sorted((o["purpose"], D(o["filled"])) for o in orders if o["status"] == "FILLED")
@@ -352,12 +349,6 @@ async def test_funding_on_the_whole_amount_then_tp1_then_the_trailing_stop_on_re
         assert D(account["equity"]) == D(10000) + realized
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a position opened at 16:30 pays the funding settled at 16:00, before it existed: "
-    "PaperExecution.open sets last_bar_ms to the last CLOSED candle (15:00), so the whole 16:00 candle, "
-    "its funding settlement included, is applied to it",
-)
 async def test_no_funding_is_paid_for_a_settlement_before_the_position_opened(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -370,13 +361,13 @@ async def test_no_funding_is_paid_for_a_settlement_before_the_position_opened(
         assert D(position["funding"]) == 0 and position["events"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a trailing-stop move the arbiter refuses (the 08:00 candle: 62,332.0 x 0.995 = 62,020.3 is "
-    "above the close 61,980.0) is still saved in the position's trailing state, so it is never proposed again: "
-    "the trailing state says the stop is at 62,020.34 while the stop in force stays at the initial -2 % (60,080.6)",
-)
-async def test_a_refused_trailing_move_is_not_lost(make_settings: Callable[..., Settings]) -> None:
+async def test_a_trailing_stop_crossed_within_its_own_bar_closes_at_the_close(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Entered at 02:00 (61,306.7). The 08:00 candle's high 62,332.0 arms the trailing stop at
+    62,332.0 x 0.995 = 62,020.3, above that candle's close 61,980.0: the price came back through the new
+    stop within the bar, so the stop has fired. It is not placed above the market (the arbiter would refuse
+    that, and a refused move was once lost): the position is closed at the close, 61,980.0 x 0.9998."""
     async with replay(make_settings, at(2)) as (client, container, wall):
         trade = await open_long(client)
         entry = tick(D("61294.4") * (1 + SLIP))  # the 01:00 close -> 61,306.7
@@ -384,24 +375,16 @@ async def test_a_refused_trailing_move_is_not_lost(make_settings: Callable[..., 
         for _ in range(8):  # 03:00 .. 10:00: the 02:00 .. 09:00 candles
             await hour_passes(container, wall)
         position = await position_of(client, trade["id"])
-        refused = [e for e in position["events"] if e["kind"] == "arbiter_refused"]
-        assert [e["source"] for e in refused] == ["STOP"] and "protective side" in refused[0]["detail"]
-        plan = (await client.get(f"/positions/{position['id']}/exit-plan")).json()
-        trailing_stop = D(plan["trailing"]["stop_price"])
-        assert tick(trailing_stop) == D("62020.3")
-        # The 09:00 candle closed at 62,200.1, above 62,020.3: the trailing stop is now valid. It must be the
-        # stop in force (or the position closed by it); today the stop stays at 60,080.6.
-        assert position["status"] != "OPEN" or D(position["stop_price"]) >= tick(trailing_stop)
+        assert position["status"] == "CLOSED"
+        assert not [e for e in position["events"] if e["kind"] == "arbiter_refused"]
+        closes = [e for e in position["events"] if e["kind"] == "arbiter_close"]
+        assert [e["source"] for e in closes] == ["STOP"] and "crossed within the bar" in closes[0]["detail"]
+        assert "62020.3" in closes[0]["detail"]
+        exit_fill = position["fills"][-1]
+        assert (D(exit_fill["price"]), D(exit_fill["amount"])) == (tick(D("61980.0") * (1 - SLIP)), D("0.05"))
+        assert D(exit_fill["price"]) == D("61967.6")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: with the default wall clock (bootstrap's clock=utcnow, what the server runs) a position's "
-    "last_bar_ms is the wall-clock hour (2026), not the feed's: the monitor asks the replay for candles after "
-    "2026 up to 2024 and ReplayMarketData raises ValueError 'start_ms ... is after end_ms ...' on every tick, "
-    "so no stop, take-profit, funding or trailing move is ever applied by the embedded default",
-)
 async def test_with_the_default_wall_clock_the_monitor_applies_the_replay(
     make_settings: Callable[..., Settings],
 ) -> None:

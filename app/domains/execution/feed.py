@@ -81,6 +81,8 @@ class ReplayPriceFeed:
         now_ms = self._now_ms()
         last_open_allowed = now_ms - HOUR_MS  # a candle opening then closes exactly now
         start = after_open_ms + 1 if after_open_ms is not None else last_open_allowed - HOUR_MS + 1
+        if start > last_open_allowed:
+            return []  # nothing closed since (e.g. a replay restarted earlier than where it stopped)
         try:
             candles = await self._data.candles(symbol, "1h", start, last_open_allowed + 1)
         except MarketDataError as exc:

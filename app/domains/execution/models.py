@@ -37,6 +37,7 @@ class Position(Base):
     liquidation_price: Mapped[Decimal | None] = mapped_column(Exact(), nullable=True)
     trailing: Mapped[Any] = mapped_column(JSON, nullable=True)  # the trailing stop's state
     last_bar_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the monitor's cursor
+    opened_bar_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the feed's bar at entry
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     close_reason: Mapped[str | None] = mapped_column(Text, nullable=True)

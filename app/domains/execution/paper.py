@@ -87,12 +87,23 @@ class PaperPosition:
     realized_pnl: Decimal = ZERO  # net of fees and funding
     fees: Decimal = ZERO
     funding: Decimal = ZERO  # received (negative: paid)
+    opened_bar_ms: int | None = None  # the bar the position entered in: its opening funding is not charged
+    _lp_key: tuple[Decimal, Decimal, Decimal] | None = field(default=None, repr=False, compare=False)
+    _lp: Decimal | None = field(default=None, repr=False, compare=False)
 
     @property
     def sign(self) -> int:
         return 1 if self.side == "LONG" else -1
 
     def liquidation(self) -> Decimal | None:
+        """Recomputed only when the amount, the entry or the margin changed since the last call."""
+        key = (self.amount, self.entry_price, self.margin)
+        if self._lp_key == key:
+            return self._lp
+        self._lp_key, self._lp = key, self._liquidation()
+        return self._lp
+
+    def _liquidation(self) -> Decimal | None:
         tier = leverage_tier(symbol=self.symbol, notional=self.amount * self.entry_price)
         result: Decimal | None = liquidation_price(
             side=self.side,
@@ -145,6 +156,7 @@ class PaperBook:
     leverage: dict[str, Decimal] = field(default_factory=dict)  # by position key, else by symbol
     orders: dict[str, OrderState] = field(default_factory=dict)  # by client order id, every order ever
     _resting: dict[str, _Resting] = field(default_factory=dict)
+    _by_symbol: dict[str, dict[str, _Resting]] = field(default_factory=dict)  # the same orders, per symbol
     _seq: "itertools.count[int]" = field(default_factory=itertools.count)
     _outbox: list[BookEvent] = field(default_factory=list)  # expiries caused by an action, reported with it
 
@@ -220,6 +232,9 @@ class PaperBook:
         """Put back a resting order (rebuilding the book from stored orders)."""
         self._rest(state)
 
+    def resting(self, client_order_id: str) -> bool:
+        return client_order_id in self._resting
+
     def amend(self, client_order_id: str, amount: Decimal) -> OrderState:
         """Change a resting order's amount (a stop resized after a partial close)."""
         resting = self._resting.get(client_order_id)
@@ -235,7 +250,7 @@ class PaperBook:
         if state is None:
             raise OrderNotFound(f"no order {client_order_id!r}")
         if client_order_id in self._resting:
-            del self._resting[client_order_id]
+            self._unrest(client_order_id)
             state = replace(state, status=OrderStatus.CANCELED, reason="canceled")
             self.orders[client_order_id] = state
         return state
@@ -247,9 +262,17 @@ class PaperBook:
             if symbol is None or r.state.request.symbol == symbol
         ]
 
+    def _unrest(self, client_order_id: str) -> _Resting | None:
+        resting = self._resting.pop(client_order_id, None)
+        if resting is not None:
+            self._by_symbol.get(resting.state.request.symbol, {}).pop(client_order_id, None)
+        return resting
+
     def _rest(self, state: OrderState) -> OrderState:
         self.orders[state.request.client_order_id] = state
-        self._resting[state.request.client_order_id] = _Resting(state, next(self._seq))
+        resting = _Resting(state, next(self._seq))
+        self._resting[state.request.client_order_id] = resting
+        self._by_symbol.setdefault(state.request.symbol, {})[state.request.client_order_id] = resting
         return state
 
     # --- bars --------------------------------------------------------------------------------------
@@ -259,6 +282,8 @@ class PaperBook:
         events: list[BookEvent] = []
         if funding_rate is not None:
             for position in [p for p in self.positions.values() if p.symbol == bar.symbol]:
+                if position.opened_bar_ms is not None and position.opened_bar_ms >= bar.open_ms:
+                    continue  # it entered at (or after) this settlement: not held through it
                 events.append(self._fund(position, bar.open, funding_rate))
         for trigger in self._triggers(bar):
             events.extend(trigger())
@@ -269,10 +294,8 @@ class PaperBook:
         """The bar's triggered actions in the conservative order (see the module docstring)."""
         adverse: list[tuple[Decimal, int, Callable[[], list[BookEvent]]]] = []
         favourable: list[tuple[Decimal, int, Callable[[], list[BookEvent]]]] = []
-        for client_id, resting in list(self._resting.items()):
+        for client_id, resting in list(self._by_symbol.get(bar.symbol, {}).items()):
             request = resting.state.request
-            if request.symbol != bar.symbol:
-                continue
             hit = self._hit(request, bar)
             if hit is None:
                 continue
@@ -317,7 +340,7 @@ class PaperBook:
 
     def _trigger_fill(self, client_id: str, bar: Bar, hit: Decimal) -> Callable[[], list[BookEvent]]:
         def run() -> list[BookEvent]:
-            resting = self._resting.pop(client_id, None)
+            resting = self._unrest(client_id)
             if resting is None:  # canceled or filled by an earlier trigger of this bar
                 return []
             request = resting.state.request
@@ -362,14 +385,14 @@ class PaperBook:
         filled = sum((f.amount for f in fills), ZERO)
         done = replace(state, status=OrderStatus.FILLED, filled=filled, average_price=price, fills=state.fills + fills)
         self.orders[request.client_order_id] = done
-        self._resting.pop(request.client_order_id, None)
+        self._unrest(request.client_order_id)
         events = [replace(e, order=done) for e in events]
         return done, events
 
     def _expire(self, state: OrderState, reason: str, now: datetime) -> OrderState:
         expired = replace(state, status=OrderStatus.EXPIRED, reason=reason)
         self.orders[state.request.client_order_id] = expired
-        self._resting.pop(state.request.client_order_id, None)
+        self._unrest(state.request.client_order_id)
         self._outbox.append(BookEvent("expired", state.request.symbol, now, expired, detail=reason))
         return expired
 
@@ -407,7 +430,7 @@ class PaperBook:
         position.realized_pnl += gross - fee
         if position.amount == 0:
             del self.positions[key]
-            for resting in list(self._resting.values()):  # its reduce-only orders have nothing left
+            for resting in list(self._by_symbol.get(position.symbol, {}).values()):  # nothing left to reduce
                 if _key(resting.state.request) == key and resting.state.request.reduce_only:
                     self._expire(resting.state, "position closed", self.clock())
         return gross - fee
@@ -442,7 +465,7 @@ class PaperBook:
             position.amount = ZERO
             del self.positions[key]
             now = self.clock()
-            for resting in list(self._resting.values()):
+            for resting in list(self._by_symbol.get(bar.symbol, {}).values()):
                 if _key(resting.state.request) == key and resting.state.request.reduce_only:
                     self._expire(resting.state, "position liquidated", now)
             return [

@@ -7,7 +7,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domains.execution.models import ExitLegRecord, ExitPlanRecord, FillRecord, Order, Position, PositionEvent
-from app.domains.execution.service import ExecRows
+from app.domains.execution.service import ExecRows, trailing_json
 
 positions = cast(Table, Position.__table__)
 orders = cast(Table, Order.__table__)
@@ -40,6 +40,8 @@ class ExecutionRepository:
 
     async def write(self, rows: ExecRows) -> None:
         """Insert the new rows, then update the changed ones (rows inserted in this batch are written whole)."""
+        for row in (*rows.new_positions, *rows.positions.values()):
+            row["trailing"] = trailing_json(row["trailing"])
         for table, new in (
             (positions, rows.new_positions),
             (orders, rows.new_orders),

@@ -31,6 +31,7 @@ from app.domains.markets.catalog import MarketCatalog
 Row = dict[str, Any]
 ZERO = Decimal(0)
 USDT = Decimal("0.00000001")
+HOUR_MS = 3_600_000
 logger = logging.getLogger(__name__)
 
 
@@ -94,6 +95,7 @@ class _Open:
     legs: dict[str, Row] = field(default_factory=dict)  # by order client id
     closing_value: Decimal = ZERO  # Σ price x amount of the closing fills
     closing_fees: Decimal = ZERO
+    trailing: TrailingStop | None = None  # the state of row["trailing"], parsed once
 
 
 def _side_of(position_side: str, closing: bool) -> OrderSide:
@@ -149,9 +151,10 @@ class PaperExecution:
                 p.realized_pnl,
                 p.fees,
                 p.funding,
+                opened_bar_ms=p.opened_bar_ms,
             )
             book.leverage[key] = p.leverage
-            cache[key] = _Open(_row(p))
+            cache[key] = _Open(_row(p), trailing=_trailing_from(p.trailing))
         orders = (
             await session.execute(select(Order).where(Order.account_id == self.account_id, Order.status == "NEW"))
         ).scalars()
@@ -266,6 +269,10 @@ class PaperExecution:
         fill = events[0].fill
         assert fill is not None and state.status is OrderStatus.FILLED
         book_position = self.book.positions[key]
+        # The fill is the price as of the last closed bar: the position enters at the open of the bar in
+        # progress on the feed's clock (simulated for the replay), and is monitored from that bar on.
+        entry_bar_ms = int(self.feed.now().timestamp() * 1000) // HOUR_MS * HOUR_MS
+        book_position.opened_bar_ms = entry_bar_ms
         position: Row = {
             "id": position_id,
             "account_id": self.account_id,
@@ -285,7 +292,8 @@ class PaperExecution:
             "stop_price": plan.stop_loss.trigger_price,
             "liquidation_price": book_position.liquidation(),
             "trailing": None,
-            "last_bar_ms": self._last_closed_open_ms(now),
+            "last_bar_ms": entry_bar_ms - HOUR_MS,  # the bars from the entry's on are applied to it
+            "opened_bar_ms": entry_bar_ms,
             "opened_at": now,
             "closed_at": None,
             "close_reason": None,
@@ -354,13 +362,9 @@ class PaperExecution:
             activation=Decimal(str(self.config.exit.trail_activation)),
             distance=Decimal(str(self.config.exit.trail_distance)),
         )
-        position["trailing"] = _trailing_json(trailing)
+        position["trailing"] = trailing
+        cached.trailing = trailing
         return Opened(position, plan, fill.price, fill.amount, fill.fee)
-
-    def _last_closed_open_ms(self, now: datetime) -> int | None:
-        """Bars that opened before the position are not applied to it (no look-back)."""
-        hour = 3_600_000
-        return int(now.timestamp() * 1000) // hour * hour - hour
 
     # --- close -------------------------------------------------------------------------------------
     def close(
@@ -406,22 +410,34 @@ class PaperExecution:
     def _trail(self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime) -> list[Closed]:
         """The trailing stop follows the bar's best price; a move goes through the arbiter."""
         row = cached.row
-        state = _trailing_from(row["trailing"])
+        state = cached.trailing
         if state is None:
             return []
         best = bar.high if row["side"] == "LONG" else bar.low
         moved = state.update(best)
-        row["trailing"] = _trailing_json(moved)
+        if moved is state:
+            return []
+        cached.trailing = moved
+        row["trailing"] = moved  # serialized when the row is written
         rows.positions[row["id"]] = row
         if moved.stop_price is None or moved.stop_price == state.stop_price:
             return []
         stop = price_to_precision(row["symbol"], moved.stop_price)
-        proposal = ExitProposal(
-            ExitSource.STOP,
-            ExitKind.MOVE_STOP,
-            f"trailing stop: best {moved.best_price}, {moved.distance} behind",
-            stop=stop,
-        )
+        crossed = stop >= bar.close if row["side"] == "LONG" else stop <= bar.close
+        if crossed:  # the bar reached the best price and fell back through the new stop: it has fired
+            proposal = ExitProposal(
+                ExitSource.STOP,
+                ExitKind.CLOSE,
+                f"trailing stop {stop} ({moved.distance} behind the best {moved.best_price}) crossed within the bar; "
+                f"closed at its close {bar.close}",
+            )
+        else:
+            proposal = ExitProposal(
+                ExitSource.STOP,
+                ExitKind.MOVE_STOP,
+                f"trailing stop: best {moved.best_price}, {moved.distance} behind",
+                stop=stop,
+            )
         return self._execute(rows, cached, [proposal], bar.close, now, bar.open_ms)
 
     # --- the arbiter and the book ------------------------------------------------------------------------
@@ -579,10 +595,11 @@ class PaperExecution:
         return closed
 
     def _resize_stop(self, rows: ExecRows, cached: _Open, now: datetime) -> None:
-        """After a partial close the stop covers what is left (reduce-only would cut it anyway)."""
+        """After a partial close the stop covers what is left (reduce-only would cut it anyway). The
+        book has already played the whole bar: a stop it no longer holds is reported by a later event."""
         row = cached.row
         for client_id, order in cached.orders.items():
-            if order["purpose"] == "SL" and order["amount"] > row["amount"]:
+            if order["purpose"] == "SL" and order["amount"] > row["amount"] and self.book.resting(client_id):
                 self.book.amend(client_id, row["amount"])
                 order.update(amount=row["amount"], updated_at=now)
                 rows.orders[client_id] = order
@@ -725,6 +742,11 @@ def _request(o: Order) -> OrderRequest:
         reduce_only=o.reduce_only,
         position_id=str(o.position_id) if o.position_id else None,
     )
+
+
+def trailing_json(t: TrailingStop | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The trailing stop as stored (a row may hold the state object until it is written)."""
+    return _trailing_json(t) if isinstance(t, TrailingStop) else t
 
 
 def _trailing_json(t: TrailingStop) -> dict[str, str | None]:

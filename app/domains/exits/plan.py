@@ -37,7 +37,7 @@ Not checked here: the leverage against the tier's maximum and the minimum notion
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from functools import cache
@@ -205,7 +205,18 @@ class TrailingStop:
             candidate = best * (ONE - s * self.distance)
             if stop is None or s * (candidate - stop) > 0:
                 stop = candidate
-        return replace(self, best_price=best, stop_price=stop)
+        if best == self.best_price and stop == self.stop_price:
+            return self  # nothing moved (the common case): no new state
+        return self._moved(best, stop)
+
+    def _moved(self, best: Decimal, stop: Decimal | None) -> "TrailingStop":
+        """A copy with a new best price and stop, without re-validating what did not change (hot path)."""
+        new = object.__new__(TrailingStop)
+        for name in ("side", "entry_price", "activation", "distance"):
+            object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "best_price", best)
+        object.__setattr__(new, "stop_price", stop)
+        return new
 
     def triggered(self, mark: Number) -> bool:
         """Whether `mark` has reached the armed stop (a long's mark at or below it, a short's at or above)."""
