@@ -254,6 +254,7 @@ class TradingService:
     ) -> None:
         self._sessions = sessions
         self._execution = execution
+        self._execution_stale = False
         self._exit_policy = exit_policy
         self._policy = policy
         self._guard = guard
@@ -445,11 +446,9 @@ class TradingService:
         return await self._run_one_by_one(commands)
 
     async def _reload_after_failure(self) -> None:
-        """The book and the open positions are what the database holds: a rolled-back batch is undone."""
-        try:
-            await self.load_execution()
-        except Exception:
-            logger.exception("execution_reload_failed")
+        """A rolled-back batch may have changed the book: the next batch rebuilds it from the database,
+        inside its own transaction (no extra wait here when the database is what failed)."""
+        self._execution_stale = True
 
     async def _run_one_by_one(self, commands: Sequence[Command]) -> list[Any]:
         results: list[Any] = []
@@ -469,6 +468,9 @@ class TradingService:
         async with self._sessions() as session, session.begin():
             repo = TradingRepository(session)
             batch, stored_safety = await self._begin_batch(repo, commands)
+            if self._execution_stale:  # a batch failed since: the book is what the database holds again
+                await self._execution.load(session, batch.account["equity"])
+                self._execution_stale = False
             results: list[Any] = []
             for command in commands:
                 try:
