@@ -149,6 +149,18 @@ async def readiness(container: "Container") -> tuple[str, int, dict[str, Any]]:
             "handler_failures": container.bus.failures,
         },
     }
+    execution, monitor = container.trading.execution, container.monitor
+    components["exchange"] = {
+        "status": "up"
+        if execution.loaded and monitor.last_error is None
+        else ("loading" if not execution.loaded else "degraded"),
+        "name": execution.name,
+        "feed": execution.feed.name,
+        "feed_time": execution.feed.now().isoformat(),
+        "open_positions": len(execution.open_rows()),
+        "monitor_bars_applied": monitor.bars_applied,
+        "monitor_error": monitor.last_error,
+    }
     signals = container.signals
     champion = signals.champion
     components["signals"] = {

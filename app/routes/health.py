@@ -24,7 +24,7 @@ async def ready(container: ContainerDep) -> JSONResponse:
 
     `ready`: the database answers, the account exists and the policy store is live; `degraded`
     (200): the policy store serves its last known state; `not_ready` (503): no database or no
-    account. The signal source, the event bus and the governor are reported per component and do
+    account. The signal source, the event bus, the exchange and the governor are reported per component and do
     not change the top-level status (a halted governor is the service doing its job).
     """
     overall, code, components = await readiness(container)
