@@ -190,9 +190,6 @@ class PaperExecution:
         """The open position a trade opened (None once it is closed)."""
         return next((o.row for o in self._open.values() if o.row["trade_id"] == trade_id), None)
 
-    def trade_ids(self, symbol: str) -> list[uuid.UUID]:
-        return [o.row["trade_id"] for o in self._open.values() if o.row["symbol"] == symbol]
-
     def open_rows(self) -> list[Row]:
         return [o.row for o in self._open.values()]
 

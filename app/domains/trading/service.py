@@ -505,9 +505,8 @@ class TradingService:
         order_ids = [c.client_order_id for c in commands if isinstance(c, OpenTrade) and c.client_order_id]
         decisions = await repo.decisions_by_client_order_id(order_ids)
         trade_ids = [c.trade_id for c in commands if isinstance(c, CloseTrade)]
-        for c in commands:
-            if isinstance(c, ApplyBars):
-                trade_ids += self._execution.trade_ids(c.symbol)
+        if any(isinstance(c, ApplyBars) for c in commands):  # a bar may close any of them (an emergency: all)
+            trade_ids += [p["trade_id"] for p in self._execution.open_rows()]
         trade_ids += [d["trade_id"] for d in decisions.values() if d["trade_id"] is not None]
         trades = await repo.trades_by_id(trade_ids)
         return _Batch(account, safety, self._policy.snapshot, now, decisions, trades), stored
@@ -724,6 +723,8 @@ class TradingService:
         before = b.safety
         b.safety = self._governor.evaluate(before, marked, b.policy.profile, b.now)
         self._note_safety_change(b, before, cmd.trace_id)
+        if b.safety.emergency and before.emergency and self._execution.open_rows():
+            self._flatten(b, f"SafetyGovernor emergency: {b.safety.reason}", cmd.trace_id)  # left over from before
         return applied
 
     def _finish_trade(self, b: _Batch, done: Closed, trace_id: str) -> None:
@@ -797,6 +798,25 @@ class TradingService:
                 trace_id=trace_id,
             )
         )
+        if after.emergency and not before.emergency:
+            self._flatten(b, f"SafetyGovernor emergency: {after.reason}", trace_id)
+
+    def _flatten(self, b: _Batch, reason: str, trace_id: str) -> None:
+        """An emergency closes every open position at its latest mark, through the exit arbiter."""
+        execution = self._execution
+        for position in list(execution.open_rows()):
+            if position["trade_id"] not in b.trades:
+                continue  # not read with this batch: the monitor's next batch closes it (it is still halted)
+            mark = execution.marks.get(position["symbol"])
+            if mark is None:
+                logger.error("emergency_close_without_mark", extra={"position_id": str(position["id"])})
+                continue
+            closed = execution.close(
+                b.execution, str(position["id"]), mark, b.now, amount=None, source=ExitSource.EMERGENCY, reason=reason
+            )
+            self._settle(b)
+            for done in closed:
+                self._finish_trade(b, done, trace_id)
 
     # Queries ------------------------------------------------------------------------
 
