@@ -34,8 +34,10 @@ class Position(Base):
     fees: Mapped[Decimal] = mapped_column(Exact())
     funding: Mapped[Decimal] = mapped_column(Exact())  # received (negative: paid)
     stop_price: Mapped[Decimal | None] = mapped_column(Exact(), nullable=True)  # the stop in force
+    initial_stop: Mapped[Decimal | None] = mapped_column(Exact(), nullable=True)  # R is measured against it
     liquidation_price: Mapped[Decimal | None] = mapped_column(Exact(), nullable=True)
     trailing: Mapped[Any] = mapped_column(JSON, nullable=True)  # the trailing stop's state
+    harvest: Mapped[Any] = mapped_column(JSON, nullable=True)  # what harvest already proposed, the peak R
     last_bar_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the monitor's cursor
     opened_bar_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the feed's bar at entry
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -26,6 +26,7 @@ _POSITION_FIELDS = (
     "stop_price",
     "liquidation_price",
     "trailing",
+    "harvest",
     "last_bar_ms",
     "closed_at",
     "close_reason",
@@ -42,6 +43,7 @@ class ExecutionRepository:
         """Insert the new rows, then update the changed ones (rows inserted in this batch are written whole)."""
         for row in (*rows.new_positions, *rows.positions.values()):
             row["trailing"] = trailing_json(row["trailing"])
+            row.setdefault("harvest", None)
         for table, new in (
             (positions, rows.new_positions),
             (orders, rows.new_orders),

@@ -23,10 +23,20 @@ from app.domains.execution.exchange import OrderRequest, OrderSide, OrderState, 
 from app.domains.execution.feed import PriceFeed
 from app.domains.execution.models import ExitLegRecord, Order, Position
 from app.domains.execution.paper import Bar, BookEvent, PaperBook, PaperConfig, PaperPosition
-from app.domains.execution.precision import price_to_precision
+from app.domains.execution.precision import amount_to_precision, price_to_precision
 from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
+from app.domains.exits.harvest import (
+    AdaptiveHarvestPolicy,
+    HarvestAction,
+    HarvestContext,
+    HarvestPosition,
+    HarvestState,
+    propose,
+    resolve_settings,
+)
 from app.domains.exits.plan import ExitConfig, ExitContext, ExitPlan, LegKind, PlanRefused, TrailingStop, build_plan
 from app.domains.markets.catalog import MarketCatalog
+from app.domains.risk.guard import Side
 
 Row = dict[str, Any]
 ZERO = Decimal(0)
@@ -96,6 +106,7 @@ class _Open:
     closing_value: Decimal = ZERO  # Σ price x amount of the closing fills
     closing_fees: Decimal = ZERO
     trailing: TrailingStop | None = None  # the state of row["trailing"], parsed once
+    harvest: HarvestState = field(default_factory=HarvestState)
 
 
 def _side_of(position_side: str, closing: bool) -> OrderSide:
@@ -123,6 +134,7 @@ class PaperExecution:
         self._open: dict[str, _Open] = {}  # by position id (str)
         self.marks: dict[str, Decimal] = {}
         self.loaded = False  # the open positions were read from the tables
+        self._theta = resolve_settings(AdaptiveHarvestPolicy(), HarvestContext()).theta
 
     def _new_book(self, balance: Decimal) -> PaperBook:
         cfg = self.config
@@ -154,7 +166,7 @@ class PaperExecution:
                 opened_bar_ms=p.opened_bar_ms,
             )
             book.leverage[key] = p.leverage
-            cache[key] = _Open(_row(p), trailing=_trailing_from(p.trailing))
+            cache[key] = _Open(_row(p), trailing=_trailing_from(p.trailing), harvest=_harvest_from(p.harvest))
         orders = (
             await session.execute(select(Order).where(Order.account_id == self.account_id, Order.status == "NEW"))
         ).scalars()
@@ -287,6 +299,8 @@ class PaperExecution:
             "fees": fill.fee,
             "funding": ZERO,
             "stop_price": plan.stop_loss.trigger_price,
+            "initial_stop": plan.stop_loss.trigger_price,  # the risk R is measured against (harvest)
+            "harvest": None,
             "liquidation_price": book_position.liquidation(),
             "trailing": None,
             "last_bar_ms": entry_bar_ms - HOUR_MS,  # the bars from the entry's on are applied to it
@@ -401,11 +415,18 @@ class PaperExecution:
                 continue
             cached.row["last_bar_ms"] = bar.open_ms
             rows.positions[cached.row["id"]] = cached.row
-            closed += self._trail(rows, cached, bar, now)
+            closed += self._manage(rows, cached, bar, now)
         return closed
 
-    def _trail(self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime) -> list[Closed]:
-        """The trailing stop follows the bar's best price; a move goes through the arbiter."""
+    def _manage(self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime) -> list[Closed]:
+        """After the bar: the trailing stop follows its best price and harvest proposes partials and the
+        break-even stop; all of it goes through the arbiter in one round (the stop before harvest)."""
+        proposals = self._trailing_proposals(rows, cached, bar) + self._harvest_proposals(rows, cached, bar)
+        if not proposals:
+            return []
+        return self._execute(rows, cached, proposals, bar.close, now, bar.open_ms)
+
+    def _trailing_proposals(self, rows: ExecRows, cached: _Open, bar: Bar) -> list[ExitProposal]:
         row = cached.row
         state = cached.trailing
         if state is None:
@@ -422,20 +443,60 @@ class PaperExecution:
         stop = price_to_precision(row["symbol"], moved.stop_price)
         crossed = stop >= bar.close if row["side"] == "LONG" else stop <= bar.close
         if crossed:  # the bar reached the best price and fell back through the new stop: it has fired
-            proposal = ExitProposal(
-                ExitSource.STOP,
-                ExitKind.CLOSE,
-                f"trailing stop {stop} ({moved.distance} behind the best {moved.best_price}) crossed within the bar; "
-                f"closed at its close {bar.close}",
-            )
-        else:
-            proposal = ExitProposal(
+            return [
+                ExitProposal(
+                    ExitSource.STOP,
+                    ExitKind.CLOSE,
+                    f"trailing stop {stop} ({moved.distance} behind the best {moved.best_price}) crossed within "
+                    f"the bar; closed at its close {bar.close}",
+                )
+            ]
+        return [
+            ExitProposal(
                 ExitSource.STOP,
                 ExitKind.MOVE_STOP,
                 f"trailing stop: best {moved.best_price}, {moved.distance} behind",
                 stop=stop,
             )
-        return self._execute(rows, cached, [proposal], bar.close, now, bar.open_ms)
+        ]
+
+    def _harvest_proposals(self, rows: ExecRows, cached: _Open, bar: Bar) -> list[ExitProposal]:
+        """Partials at T1/T2/T3 R (down to 75/50/25 % of the entry amount, never below what the take-profits
+        left) and the break-even-plus-fees stop at lock R, from the adaptive policy's theta. No kill score:
+        the monitor has no regime or trend view of the position yet, so the heat gate does not run."""
+        row = cached.row
+        initial_stop = row.get("initial_stop")
+        if initial_stop is None:
+            return []
+        position = HarvestPosition(
+            side=Side(row["side"]),
+            entry_price=float(row["entry_price"]),
+            initial_stop=float(initial_stop),
+            amount=float(row["initial_amount"]),
+            taker_fee_rate=float(self.config.taker_fee),
+        )
+        found, state = propose(position, float(bar.close), self._theta, cached.harvest)
+        if state != cached.harvest:
+            cached.harvest = state
+            row["harvest"] = {"fired": sorted(a.value for a in state.fired), "peak_r": state.peak_r}
+            rows.positions[row["id"]] = row
+        out: list[ExitProposal] = []
+        for p in found:
+            if p.action is HarvestAction.UPDATE_SL and p.new_stop is not None:
+                stop = price_to_precision(row["symbol"], Decimal(repr(p.new_stop)))
+                out.append(ExitProposal(ExitSource.HARVEST, ExitKind.MOVE_STOP, p.reason, stop=stop))
+            elif p.remaining_fraction is not None:
+                keep = row["initial_amount"] * Decimal(repr(p.remaining_fraction))
+                amount = row["amount"] - keep
+                if amount > 0:
+                    amount = amount_to_precision(row["symbol"], amount) if amount >= self._min_step(row) else amount
+                    out.append(ExitProposal(ExitSource.HARVEST, ExitKind.REDUCE, p.reason, amount=amount))
+            elif p.action is HarvestAction.FULL_CLOSE_PROPOSED:
+                out.append(ExitProposal(ExitSource.HARVEST, ExitKind.CLOSE, p.reason))
+        return out
+
+    def _min_step(self, row: Row) -> Decimal:
+        return self.markets.resolve(row["symbol"]).amount_step
 
     # --- the arbiter and the book ------------------------------------------------------------------------
     def _execute(
@@ -755,6 +816,12 @@ def _trailing_json(t: TrailingStop) -> dict[str, str | None]:
         "best_price": None if t.best_price is None else str(t.best_price),
         "stop_price": None if t.stop_price is None else str(t.stop_price),
     }
+
+
+def _harvest_from(data: Any) -> HarvestState:
+    if not data:
+        return HarvestState()
+    return HarvestState(frozenset(HarvestAction(a) for a in data["fired"]), float(data["peak_r"]))
 
 
 def _trailing_from(data: Any) -> TrailingStop | None:
