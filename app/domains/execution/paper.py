@@ -398,7 +398,7 @@ class PaperBook:
 
     def _open(self, request: OrderRequest, amount: Decimal, price: Decimal, fee: Decimal) -> PaperPosition:
         leverage = self.leverage.get(_key(request), self.leverage.get(request.symbol, ONE))
-        margin = amount * price / leverage
+        margin = (amount * price / leverage).quantize(USDT, rounding=ROUND_HALF_UP)
         if margin + fee > self.available():
             raise InsufficientMargin(
                 f"margin {margin:.8f} + fee {fee:.8f} USDT exceeds the available {self.available():.8f}"

@@ -301,7 +301,7 @@ class PaperExecution:
             "stop_price": plan.stop_loss.trigger_price,
             "initial_stop": plan.stop_loss.trigger_price,  # the risk R is measured against (harvest)
             "harvest": None,
-            "liquidation_price": book_position.liquidation(),
+            "liquidation_price": _shown(symbol, book_position.liquidation()),
             "trailing": None,
             "last_bar_ms": entry_bar_ms - HOUR_MS,  # the bars from the entry's on are applied to it
             "opened_bar_ms": entry_bar_ms,
@@ -644,7 +644,7 @@ class PaperExecution:
                 book_position = self.book.positions.get(str(row["id"]))
                 row["margin"] = book_position.margin if book_position is not None else ZERO
                 if book_position is not None:
-                    row["liquidation_price"] = book_position.liquidation()
+                    row["liquidation_price"] = _shown(row["symbol"], book_position.liquidation())
                 if row["amount"] <= 0:
                     closed.append(self._finish(rows, cached, "CLOSED", order.get("reason") or order["purpose"], now))
                     continue
@@ -816,6 +816,11 @@ def _trailing_json(t: TrailingStop) -> dict[str, str | None]:
         "best_price": None if t.best_price is None else str(t.best_price),
         "stop_price": None if t.stop_price is None else str(t.stop_price),
     }
+
+
+def _shown(symbol: str, price: Decimal | None) -> Decimal | None:
+    """A liquidation price as stored and shown: at the market's tick (the book keeps the exact one)."""
+    return None if price is None else price_to_precision(symbol, price)
 
 
 def _harvest_from(data: Any) -> HarvestState:
