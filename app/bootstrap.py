@@ -222,7 +222,11 @@ def bootstrap(
     execution = PaperExecution(
         feed,
         markets,
-        ExecutionConfig(slippage_pct=settings.paper_slippage_pct, taker_fee=settings.taker_fee_rate),
+        ExecutionConfig(
+            slippage_pct=settings.paper_slippage_pct,
+            taker_fee=settings.taker_fee_rate,
+            atr_bars=settings.exit_atr_bars,
+        ),
         settings.account_id,
         clock,
     )

@@ -88,6 +88,8 @@ def make_settings(sqlite_url: str) -> Callable[..., Settings]:
             "modes_enabled": False,
             # Fills at the quoted price (QuoteFeed) without slippage, so API tests keep their numbers.
             "paper_slippage_pct": "0",
+            # Exit plans on the static ladder (tests of the dynamic, ATR-based plan turn it on).
+            "exit_atr_bars": 0,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     price_feed_start: datetime = datetime(2025, 8, 1, tzinfo=UTC)  # within the bundled candles
     price_feed_speed: float = Field(default=1.0, gt=0, le=1_000_000)  # simulated seconds per second
     monitor_interval_seconds: float = Field(default=1.0, gt=0)
+    exit_atr_bars: int = Field(default=14, ge=0, le=1000)  # 0: exit plans use the static ladder
 
     losing_streak_threshold: int = Field(default=3, ge=1)
     losing_streak_leverage_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)

@@ -8,6 +8,7 @@ recorded as a position event. The book and the cached open state are rebuilt fro
 start and after a failed batch, so they never hold what the database does not.
 """
 
+import itertools
 import logging
 import uuid
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domains.execution.exchange import OrderRequest, OrderSide, OrderState, OrderStatus, OrderType
-from app.domains.execution.feed import PriceFeed
+from app.domains.execution.feed import NoPrice, PriceFeed
 from app.domains.execution.models import ExitLegRecord, Order, Position
 from app.domains.execution.paper import Bar, BookEvent, PaperBook, PaperConfig, PaperPosition
 from app.domains.execution.precision import amount_to_precision, price_to_precision
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ExecutionConfig:
     slippage_pct: Decimal = Decimal("0.02")
+    atr_bars: int = 14  # closed 1h bars behind the exit plan's ATR (0: always the static ladder)
     taker_fee: Decimal = Decimal("0.0004")
     maker_fee: Decimal = Decimal("0.0002")
     exit: ExitConfig = field(default_factory=ExitConfig)
@@ -192,6 +194,24 @@ class PaperExecution:
         self.marks[symbol] = mark
         return mark
 
+    async def atr(self, symbol: str, bars: int) -> Decimal | None:
+        """The average true range of the last `bars` closed 1h bars (price units), or None without enough."""
+        if bars <= 0:
+            return None
+        now_ms = int(self.feed.now().timestamp() * 1000)
+        try:
+            closed = await self.feed.closed_bars(symbol, now_ms - (bars + 2) * HOUR_MS)
+        except NoPrice:
+            return None
+        if len(closed) < bars + 1:
+            return None
+        window = closed[-(bars + 1) :]
+        ranges = [
+            max(b.high - b.low, abs(b.high - prev.close), abs(b.low - prev.close))
+            for prev, b in itertools.pairwise(window)
+        ]
+        return sum(ranges, ZERO) / len(ranges)
+
     def mark_for(self, symbol: str) -> Decimal:
         mark = self.marks.get(symbol)
         if mark is None:
@@ -234,14 +254,16 @@ class PaperExecution:
         mark: Decimal,
         stop: Decimal | None,
         policy: str | None,
+        atr: Decimal | None = None,
     ) -> ExitPlan | PlanRefused:
-        """The exit plan for an entry filled at the price the book will give it (validated before any order)."""
+        """The exit plan for an entry filled at the price the book will give it (validated before any order):
+        the dynamic one when the feed gave an ATR, else the default ladder."""
         order_side = OrderSide.BUY if side == "LONG" else OrderSide.SELL
         entry = self.book.expected_fill(symbol, order_side, mark)
-        plan = build_plan(
-            ExitContext(side, entry, amount, leverage, symbol, policy=policy, wallet_balance=entry * amount / leverage),
-            self.config.exit,
+        context = ExitContext(
+            side, entry, amount, leverage, symbol, atr=atr, policy=policy, wallet_balance=entry * amount / leverage
         )
+        plan = build_plan(context, self.config.exit)
         if isinstance(plan, PlanRefused) or stop is None:
             return plan
         given = price_to_precision(symbol, stop)

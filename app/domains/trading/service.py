@@ -87,6 +87,7 @@ class OpenTrade:
     client_order_id: str | None
     request_hash: str
     trace_id: str
+    atr: Decimal | None = None  # of the feed's last closed bars: the exit plan is dynamic with it
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,8 @@ class TradingService:
         except OutOfRange as exc:
             raise InvalidRequest(str(exc), fields=["notional", "price"]) from exc
         priced = replace(intent, market_price=mark)
-        command = OpenTrade(priced, market, quantity, client_order_id, request_hash(intent), trace_id)
+        atr = await self._execution.atr(market.symbol, self._execution.config.atr_bars)
+        command = OpenTrade(priced, market, quantity, client_order_id, request_hash(intent), trace_id, atr)
         outcome: OpenOutcome = await self._sequencer.submit(command)
         return outcome
 
@@ -563,6 +565,7 @@ class TradingService:
                 intent.market_price,
                 intent.stop_loss,
                 self._exit_policy(),
+                cmd.atr,
             )
             if isinstance(plan, PlanRefused):
                 refused = Reason(DenialCode.EXIT_PLAN_REFUSED, f"EXIT_PLAN_REFUSED: {plan.reason}")
