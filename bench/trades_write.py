@@ -38,17 +38,21 @@ NAME = "trades_write"
 CONNECTIONS = 32
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 25.0
-PRICES = {
-    "BTCUSDT": "60000",
-    "ETHUSDT": "3000",
-    "LTCUSDT": "80",
-    "ADAUSDT": "0.5",
-    "XRPUSDT": "0.6",
-    "DOGEUSDT": "0.1",
-    "TRXUSDT": "0.1",
-}
-# LONG with the stop 1% below the price.
-SYMBOLS = [(s, p, str(Decimal(p) * Decimal("0.99"))) for s, p in PRICES.items()]
+# (symbol, price, stop): the market of our server's feed (GET /api/v2/market/prices) for every symbol it
+# prices, LONG with the stop 1 % below; filled by `_prepare` before any load (the exchange fills at the
+# market, so a fixed price would be refused as PRICE_DEVIATION).
+SYMBOLS: list[tuple[str, str, str]] = []
+
+
+def _market(server: Server) -> list[tuple[str, str, str]]:
+    raw = build_request("GET", "/api/v2/market/prices", HOST, server.port)
+    response = run_async(request_once(HOST, server.port, raw))
+    if response.status != 200:
+        raise BenchError(f"GET /api/v2/market/prices gave {response.status}: {response.body[:300]!r}")
+    prices = json.loads(response.body)["prices"]
+    if not prices:
+        raise BenchError("the feed prices no symbol (is ../shared/data/market/long there?)")
+    return [(p["symbol"], p["price"], str(Decimal(p["price"]) * Decimal("0.99"))) for p in prices]
 
 
 def trade_requests(port: int, tag: str) -> RequestFactory:
@@ -83,7 +87,8 @@ def _post(server: Server, path: str, method: str, payload: dict[str, Any]) -> tu
 
 
 def _prepare(ours: Server, minimal: Server, tag: str) -> None:
-    """Raise max_open_positions, then prove one trade per symbol is approved by each server."""
+    """Read the market, raise max_open_positions, then prove one trade per symbol is approved by each server."""
+    SYMBOLS[:] = _market(ours)
     patch = {"max_open_positions": 1000000, "reason": "bench"}
     status, body = _post(ours, "/api/v2/policy/risk-profile", "PATCH", patch)
     if status != 200 or body.get("max_open_positions") != 1000000:
