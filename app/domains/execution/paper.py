@@ -158,7 +158,8 @@ class PaperBook:
     _resting: dict[str, _Resting] = field(default_factory=dict)
     _by_symbol: dict[str, dict[str, _Resting]] = field(default_factory=dict)  # the same orders, per symbol
     _seq: "itertools.count[int]" = field(default_factory=itertools.count)
-    _outbox: list[BookEvent] = field(default_factory=list)  # expiries caused by an action, reported with it
+    _outbox: list[BookEvent] = field(default_factory=list)
+    _margin_total: Decimal = ZERO  # Σ margin of the open positions  # expiries caused by an action, reported with it
 
     # --- account -----------------------------------------------------------------------------------
     def set_leverage(self, symbol: str, leverage: int) -> None:
@@ -171,8 +172,12 @@ class PaperBook:
             raise InvalidOrder("the paper exchange supports isolated margin only")
 
     def available(self) -> Decimal:
-        """Cash not held as a position's margin."""
-        return self.balance - sum((p.margin for p in self.positions.values()), ZERO)
+        """Cash not held as a position's margin (a running total: O(1) however many positions)."""
+        return self.balance - self._margin_total
+
+    def recount_margin(self) -> None:
+        """Recompute the running margin total (after positions were set directly, e.g. rebuilt from rows)."""
+        self._margin_total = sum((p.margin for p in self.positions.values()), ZERO)
 
     def exchange_positions(self, marks: dict[str, Decimal]) -> list[ExchangePosition]:
         return [
@@ -416,6 +421,7 @@ class PaperBook:
         position.entry_price = (position.entry_price * position.amount + price * amount) / total
         position.amount = total
         position.margin += margin
+        self._margin_total += margin
         position.fees += fee
         position.realized_pnl -= fee
         return position
@@ -425,6 +431,7 @@ class PaperBook:
         released = position.margin * amount / position.amount
         self.balance += gross - fee
         position.margin -= released
+        self._margin_total -= released
         position.amount -= amount
         position.fees += fee
         position.realized_pnl += gross - fee
@@ -441,6 +448,7 @@ class PaperBook:
         ).quantize(USDT, rounding=ROUND_HALF_UP)
         self.balance += amount
         position.margin += amount  # isolated: funding settles into the position's wallet
+        self._margin_total += amount
         position.funding += amount
         position.realized_pnl += amount
         return BookEvent(
@@ -459,6 +467,7 @@ class PaperBook:
             if position is None or position.id != position_id:
                 return []  # a stop closed it first
             lost = -position.margin
+            self._margin_total -= position.margin
             self.balance += lost
             position.realized_pnl += lost
             amount = position.amount

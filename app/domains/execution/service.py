@@ -134,6 +134,8 @@ class PaperExecution:
         self.clock = clock
         self.book = self._new_book(ZERO)
         self._open: dict[str, _Open] = {}  # by position id (str)
+        self._by_trade: dict[uuid.UUID, str] = {}  # trade id -> position id, of the open positions
+        self._exposure: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (Σ signed amount, Σ signed amount x entry)
         self.marks: dict[str, Decimal] = {}
         self.loaded = False  # the open positions were read from the tables
         self._theta = resolve_settings(AdaptiveHarvestPolicy(), HarvestContext()).theta
@@ -186,7 +188,12 @@ class PaperExecution:
                 leg = legs.get(o.client_order_id)
                 if leg is not None:
                     owner.legs[o.client_order_id] = _row(leg)
+        book.recount_margin()
         self.book, self._open, self.loaded = book, cache, True
+        self._by_trade = {cached.row["trade_id"]: k for k, cached in cache.items()}
+        self._exposure = {}
+        for cached in cache.values():
+            self._expose(cached.row, cached.row["amount"])
 
     async def refresh_mark(self, symbol: str) -> Decimal:
         """The feed's price now, kept as the symbol's mark for the batch that follows."""
@@ -220,7 +227,9 @@ class PaperExecution:
 
     def position_of(self, trade_id: uuid.UUID) -> Row | None:
         """The open position a trade opened (None once it is closed)."""
-        return next((o.row for o in self._open.values() if o.row["trade_id"] == trade_id), None)
+        key = self._by_trade.get(trade_id)
+        cached = self._open.get(key) if key is not None else None
+        return cached.row if cached is not None else None
 
     def open_rows(self) -> list[Row]:
         return [o.row for o in self._open.values()]
@@ -229,14 +238,20 @@ class PaperExecution:
         return {o.row["symbol"] for o in self._open.values()}
 
     def unrealized(self) -> Decimal:
-        """Σ unrealized PnL of the open positions at the latest marks (entry where no mark is known)."""
+        """Σ unrealized PnL of the open positions at the latest marks (0 for a symbol without one): from
+        per-symbol sums kept as positions change, so a check reads it in O(symbols), not O(positions)."""
         total = ZERO
-        for o in self._open.values():
-            row = o.row
-            mark = self.marks.get(row["symbol"], row["entry_price"])
-            sign = 1 if row["side"] == "LONG" else -1
-            total += sign * row["amount"] * (mark - row["entry_price"])
+        for symbol, (qty, cost) in self._exposure.items():
+            mark = self.marks.get(symbol)
+            if mark is not None:
+                total += mark * qty - cost
         return total
+
+    def _expose(self, row: Row, amount: Decimal) -> None:
+        """`amount` contracts of `row` opened (> 0) or closed (< 0): the per-symbol sums follow."""
+        signed = amount if row["side"] == "LONG" else -amount
+        qty, cost = self._exposure.get(row["symbol"], (ZERO, ZERO))
+        self._exposure[row["symbol"]] = (qty + signed, cost + signed * row["entry_price"])
 
     def cursor(self, symbol: str) -> int | None:
         """The open time of the last bar applied to `symbol`'s open positions."""
@@ -333,6 +348,8 @@ class PaperExecution:
         }
         cached = _Open(position)
         self._open[key] = cached
+        self._by_trade[trade["id"]] = key
+        self._expose(position, fill.amount)
         rows.cash -= fill.fee
         rows.notional += fill.amount * fill.price
         rows.margin += fill.amount * fill.price / trade["leverage"]
@@ -638,6 +655,7 @@ class PaperExecution:
                     self._event(row, "funding", None, event.detail, event.amount, event.realized_pnl, bar_ms, now)
                 )
             elif event.kind == "liquidation":
+                self._expose(row, -event.amount)
                 rows.cash += event.realized_pnl
                 rows.notional -= event.amount * entry
                 rows.margin -= event.amount * entry / leverage
@@ -655,6 +673,7 @@ class PaperExecution:
                 order = self._order_done(rows, event.order, now, cached) or order_row
                 assert order is not None
                 rows.fills.append(self._fill_row(order, row["id"], fill, event.realized_pnl, bar_ms))
+                self._expose(row, -fill.amount)
                 rows.cash += event.realized_pnl
                 rows.notional -= fill.amount * entry
                 rows.margin -= fill.amount * entry / leverage
@@ -730,6 +749,7 @@ class PaperExecution:
         row.update(status=status, amount=ZERO, margin=ZERO, closed_at=now, close_reason=reason)
         rows.positions[row["id"]] = row
         self._open.pop(key, None)
+        self._by_trade.pop(row["trade_id"], None)
         return Closed(row, exit_price, exit_fee, reason)
 
     # --- rows ----------------------------------------------------------------------------------------
