@@ -138,6 +138,7 @@ class PaperExecution:
         self._exposure: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (Σ signed amount, Σ signed amount x entry)
         self.marks: dict[str, Decimal] = {}
         self.loaded = False  # the open positions were read from the tables
+        self._atr_cache: dict[tuple[str, int], tuple[int, Decimal | None]] = {}
         self._theta = resolve_settings(AdaptiveHarvestPolicy(), HarvestContext()).theta
 
     def _new_book(self, balance: Decimal) -> PaperBook:
@@ -206,18 +207,24 @@ class PaperExecution:
         if bars <= 0:
             return None
         now_ms = int(self.feed.now().timestamp() * 1000)
+        hour = now_ms // HOUR_MS  # the ATR changes only when a bar closes: once per hour and symbol
+        cached = self._atr_cache.get((symbol, bars))
+        if cached is not None and cached[0] == hour:
+            return cached[1]
         try:
             closed = await self.feed.closed_bars(symbol, now_ms - (bars + 2) * HOUR_MS)
         except NoPrice:
             return None
-        if len(closed) < bars + 1:
-            return None
-        window = closed[-(bars + 1) :]
-        ranges = [
-            max(b.high - b.low, abs(b.high - prev.close), abs(b.low - prev.close))
-            for prev, b in itertools.pairwise(window)
-        ]
-        return sum(ranges, ZERO) / len(ranges)
+        value: Decimal | None = None
+        if len(closed) >= bars + 1:
+            window = closed[-(bars + 1) :]
+            ranges = [
+                max(b.high - b.low, abs(b.high - prev.close), abs(b.low - prev.close))
+                for prev, b in itertools.pairwise(window)
+            ]
+            value = sum(ranges, ZERO) / len(ranges)
+        self._atr_cache[(symbol, bars)] = (hour, value)
+        return value
 
     def mark_for(self, symbol: str) -> Decimal:
         mark = self.marks.get(symbol)
