@@ -175,7 +175,8 @@ async def readiness(container: "Container") -> tuple[str, int, dict[str, Any]]:
     if database["status"] != "up":
         safety = {"status": "unknown", "error": "database_down"}
     components["safety_governor"] = safety
-    if database["status"] != "up" or safety["status"] not in ("up", "halted"):
+    loading = components["exchange"]["status"] == "loading"  # positions not read yet: trades answer 503
+    if database["status"] != "up" or safety["status"] not in ("up", "halted") or loading:
         overall, code = "not_ready", 503
     elif policy["status"] != "up":
         overall, code = "degraded", 200

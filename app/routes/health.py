@@ -22,10 +22,11 @@ async def health() -> dict[str, str]:
 async def ready(container: ContainerDep) -> JSONResponse:
     """Readiness: whether this process can do its job, within a bound.
 
-    `ready`: the database answers, the account exists and the policy store is live; `degraded`
-    (200): the policy store serves its last known state; `not_ready` (503): no database or no
-    account. The signal source, the event bus, the exchange and the governor are reported per component and do
-    not change the top-level status (a halted governor is the service doing its job).
+    `ready`: the database answers, the account exists, its open positions are loaded and the
+    policy store is live; `degraded` (200): the policy store serves its last known state;
+    `not_ready` (503): no database, no account, or the positions not loaded yet. The signal
+    source, the event bus, the exchange's monitor and the governor are reported per component and
+    do not change the top-level status (a halted governor is the service doing its job).
     """
     overall, code, components = await readiness(container)
     return JSONResponse({"status": overall, "components": components}, status_code=code)
