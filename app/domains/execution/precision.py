@@ -61,6 +61,7 @@ def _check(name: str, value: float | Decimal) -> None:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
+@lru_cache(maxsize=16384)  # pure: the same price or amount recurs (plans at one mark, every fill at a tick)
 def _round(kind: str, symbol: str, value: float | Decimal, markets_file: Path | None) -> Decimal:
     _check(kind, value)
     unified = resolve_symbol(symbol, markets_file)
