@@ -27,12 +27,12 @@ from app.domains.markets.catalog import MarketCatalog
 from app.domains.risk.stack import EffectiveLimits
 from app.domains.signals.artifacts import load_ensemble
 from app.domains.signals.candles import Candles, FloatArray, Funding
+from app.domains.signals.decision import decide
 from app.domains.signals.fallback import SOURCE as FALLBACK_SOURCE
 from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
 from app.domains.signals.features import FeatureMatrix, compute_features
 from app.domains.signals.labels import CLASSES
 from app.domains.signals.marketdata import MarketData, MarketDataError, UnknownMarketData
-from app.domains.signals.regime import apply_strategy, detect_regime
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry
@@ -294,11 +294,9 @@ class SignalService:
         combined: FloatArray,
         row: int,
     ) -> Signal:
-        probabilities = combined[row]
-        side, confidence = CLASSES[int(probabilities.argmax())], float(probabilities.max())
         last = len(candles) - 1
-        regime = detect_regime(features, last)
-        side, confidence, strategy = apply_strategy(regime, side, confidence, features, last)
+        decision = decide(combined[row], features, last)
+        side, confidence, regime, strategy = decision.side, decision.confidence, decision.regime, decision.strategy
         weights = champion.trained.ensemble.weights
         votes = [
             ModelVote(
