@@ -1,5 +1,6 @@
 """Meta-labelling: purged splits, honest calibration, skill only where there is some, saved without pickle."""
 
+import itertools
 import math
 import pickletools
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_time_slices_are_purged_and_embargoed() -> None:
     embargo = 24 * HOUR_MS
     slices = time_slices(start, end, (0.6, 0.2, 0.2), embargo)
     assert all(len(s) > 500 for s in slices)
-    for earlier, later in zip(slices, slices[1:], strict=False):
+    for earlier, later in itertools.pairwise(slices):
         assert end[earlier].max() + embargo < start[later].min()
     with pytest.raises(ValueError):
         time_slices(start, end, (0.5, 0.2), embargo)
