@@ -1,11 +1,15 @@
 """The promotion gate: a candidate replaces the champion only if it is better on both counts.
 
-Both metrics dicts must come from the same out-of-sample window; comparing numbers from
-different windows would reward an easier period, not a better model.
+Both metrics dicts must come from the same out-of-sample window, scored with the served rule
+(`backtest.score_probabilities`: log loss of the probabilities, net return of the served decision);
+comparing numbers from different windows would reward an easier period, not a better model. Neither
+model may have been trained on that window (`training_overlap`): a model scored on data it was
+fitted on is scored in-sample, and the comparison is refused.
 """
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,25 @@ def promotion_gate(
     if nan:
         return False, f"NaN metric ({', '.join(nan)}): never promoted on NaN; {reason}"
     return loss_ok and ret_ok, reason
+
+
+def training_overlap(
+    who: str,
+    train_start: datetime,
+    train_end: datetime,
+    window_start: datetime,
+    window_end: datetime,
+    label_reach: timedelta = timedelta(0),
+) -> str | None:
+    """Why `who`'s training data overlaps the comparison window [window_start, window_end), or None.
+
+    The training data are the rows [train_start, train_end) and the candles their labels look ahead
+    to, up to train_end + `label_reach` (the label horizon)."""
+    seen_until = train_end + label_reach
+    if train_start < window_end and window_start < seen_until:
+        return (
+            f"{who} was trained on data from {train_start:%Y-%m-%d %H:%M} to {seen_until:%Y-%m-%d %H:%M} "
+            f"(labels included), inside the comparison window {window_start:%Y-%m-%d %H:%M} .. "
+            f"{window_end:%Y-%m-%d %H:%M}: not out of sample"
+        )
+    return None

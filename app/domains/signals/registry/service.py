@@ -16,7 +16,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.bus import EventBus
 from app.core.errors import Conflict, NotFound
+from app.domains.signals.candles import TIMEFRAME_MS
 from app.domains.signals.registry.events import ModelPromoted
-from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
+from app.domains.signals.registry.gate import PromotionMargins, promotion_gate, training_overlap
 from app.domains.signals.registry.models import (
     CANDIDATE,
     CHAMPION,
@@ -82,6 +83,18 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def label_reach(version: ModelVersion) -> timedelta:
+    """How far past its last training row a version's labels looked (the label horizon in candles)."""
+    training = version.hyperparameters.get("training") if isinstance(version.hyperparameters, dict) else None
+    horizon = training.get("horizon", 0) if isinstance(training, dict) else 0
+    step_ms = TIMEFRAME_MS.get(version.timeframe, 0)
+    return timedelta(milliseconds=int(horizon) * step_ms) if isinstance(horizon, int) else timedelta(0)
+
+
+def _overlap(who: str, version: ModelVersion, window_start: datetime, window_end: datetime) -> str | None:
+    return training_overlap(who, version.train_start, version.train_end, window_start, window_end, label_reach(version))
 
 
 @dataclass(frozen=True)
@@ -181,7 +194,9 @@ class ModelRegistry:
         """Promote the candidate if it beats the champion (or, with none, the baseline) on one window.
 
         All metrics must be measured on [window_start, window_end): `champion_metrics` is required
-        exactly when the kind has a champion. The audit row and `ModelPromoted` are written either way.
+        exactly when the kind has a champion. A candidate trained on the window is an error (ValueError);
+        a champion trained on it cannot be compared there: the comparison is refused (not promoted, the
+        reason says why; its metrics may be None). The audit row and `ModelPromoted` are written either way.
         """
         if not window_start < window_end:
             raise ValueError(f"empty window {window_start} .. {window_end}")
@@ -192,19 +207,21 @@ class ModelRegistry:
                 raise NotFound(f"model version {candidate_id} not found")
             if candidate.status != CANDIDATE:
                 raise Conflict(f"model version {candidate_id} is {candidate.status}, not a candidate")
-            if window_start < candidate.train_end:
-                raise ValueError(
-                    f"window starts at {window_start}, inside the candidate's training data (until "
-                    f"{candidate.train_end}): not out of sample"
-                )
+            overlap = _overlap("the candidate", candidate, window_start, window_end)
+            if overlap is not None:
+                raise ValueError(overlap)
             champion = await repo.champion_of(candidate.kind, for_update=True)
-            if champion is not None and champion_metrics is None:
+            refused = _overlap(f"champion {champion.id}", champion, window_start, window_end) if champion else None
+            if champion is not None and champion_metrics is None and refused is None:
                 raise Conflict(f"{candidate.kind} has champion {champion.id}: its metrics on the window are needed")
             if champion is None and champion_metrics is not None:
                 raise Conflict(f"{candidate.kind} has no champion, yet champion metrics were given")
-            promoted, reason = promotion_gate(
-                candidate_metrics, champion_metrics if champion else None, baseline_metrics, margins
-            )
+            if refused is not None:
+                promoted, reason = False, f"comparison refused: {refused}"
+            else:
+                promoted, reason = promotion_gate(
+                    candidate_metrics, champion_metrics if champion else None, baseline_metrics, margins
+                )
             now = self.clock()
             previous = champion.id if champion is not None else None
             if promoted:

@@ -1,10 +1,12 @@
-"""The promotion gate: both margins at their exact limits, NaN, and the baseline when there is no champion."""
+"""The promotion gate: both margins at their exact limits, NaN, the baseline when there is no champion, and
+training data that overlaps the comparison window."""
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
+from app.domains.signals.registry.gate import PromotionMargins, promotion_gate, training_overlap
 
 MARGINS = PromotionMargins(log_loss=0.002, net_return=0.01)
 CHAMPION = {"log_loss": 0.82, "net_return": 0.005}
@@ -93,3 +95,35 @@ def test_margins_must_be_finite_and_non_negative(bad: float) -> None:
         PromotionMargins(log_loss=bad)
     with pytest.raises(ValueError, match="margin"):
         PromotionMargins(net_return=bad)
+
+
+# Neither model may have been trained on the comparison window ------------------------------------
+
+T = datetime(2025, 1, 1, tzinfo=UTC)
+WINDOW = (T + timedelta(days=100), T + timedelta(days=130))
+
+
+def test_training_that_ends_before_the_window_does_not_overlap() -> None:
+    assert training_overlap("champion", T, WINDOW[0], *WINDOW) is None
+    assert training_overlap("champion", WINDOW[1], WINDOW[1] + timedelta(days=9), *WINDOW) is None
+
+
+@pytest.mark.parametrize(
+    "start,end",
+    [
+        (T, WINDOW[0] + timedelta(hours=1)),  # ends inside
+        (T + timedelta(days=110), T + timedelta(days=120)),  # inside
+        (T + timedelta(days=120), T + timedelta(days=200)),  # starts inside
+        (T, T + timedelta(days=200)),  # covers it
+    ],
+)
+def test_training_inside_the_window_overlaps(start: datetime, end: datetime) -> None:
+    reason = training_overlap("champion abc", start, end, *WINDOW)
+    assert reason is not None and reason.startswith("champion abc was trained on") and "not out of sample" in reason
+
+
+def test_labels_that_look_into_the_window_overlap() -> None:
+    end = WINDOW[0] - timedelta(hours=2)
+    assert training_overlap("candidate", T, end, *WINDOW) is None
+    reason = training_overlap("candidate", T, end, *WINDOW, label_reach=timedelta(hours=4))
+    assert reason is not None and "2025-04-11 02:00" in reason  # the last label's candle

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,10 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, NotFound
 from app.core.settings import Settings
+from app.domains.signals.backtest import TradeRule, score_probabilities, symbol_market
+from app.domains.signals.candles import Candles
+from app.domains.signals.evaluation import Dataset
+from app.domains.signals.labels import UNKNOWN, direction_labels
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.models import ModelVersion
@@ -282,6 +287,80 @@ async def test_decide_refuses_what_it_cannot_compare(harness: Harness) -> None:
     assert (await harness.registry.promotions())[1] == 1
     assert (await harness.registry.get(candidate.id)).status == "candidate"
     assert len(await harness.published()) == 1
+
+
+# Comparisons on a window neither model was trained on, scored with the served rule -----------------
+
+
+def served_metrics(model: str) -> dict[str, float]:
+    """Log loss and served-rule net return, on synthetic trending candles, of a model that calls each
+    candle's label (0.8) or of one that calls the opposite direction."""
+    rng = np.random.default_rng(1)
+    n = 1200
+    drift = np.repeat(rng.choice([-0.004, 0.004], size=n // 24), 24)
+    close = 100 * np.exp(np.cumsum(drift + rng.normal(0, 0.002, n)))
+    open_ = np.r_[100.0, close[:-1]]
+    timestamp = np.arange(n, dtype=np.int64) * 3_600_000
+    high, low = np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999
+    candles = Candles("BTC/USDT:USDT", "1h", timestamp, open_, high, low, close, np.ones(n))
+    y = direction_labels(close, 4, 0.002)
+    keep = np.flatnonzero((np.arange(n) >= 200) & (y != UNKNOWN))
+    rows = Dataset(candles.symbol, timestamp[keep], np.zeros((len(keep), 1)), y[keep], np.zeros(len(keep)))
+    called = rows.y if model == "right" else 2 - rows.y  # LONG <-> SHORT
+    p = np.full((len(keep), 3), 0.1)
+    p[np.arange(len(keep)), called] = 0.8
+    market = symbol_market(candles, None, int(timestamp[200]), int(timestamp[-1]) + 1)
+    metrics = score_probabilities(p, [market], rows, TradeRule())
+    return {"log_loss": float(metrics["log_loss"] or math.nan), "net_return": float(metrics["net_return"] or 0.0)}
+
+
+async def test_a_worse_candidate_is_not_promoted_and_a_better_one_is(harness: Harness) -> None:
+    right, wrong = served_metrics("right"), served_metrics("wrong")
+    assert right["net_return"] > 0 > wrong["net_return"] and right["log_loss"] < wrong["log_loss"]
+    champion = await harness.register("champ")
+    await harness.decide(champion, GOOD, None)
+    worse = await harness.register("worse")
+    decision = await harness.decide(worse, wrong, right)
+    assert not decision.promoted and decision.champion_id == champion.id
+    assert "worse" in decision.reason
+    better = await harness.register("better")
+    decision = await harness.decide(better, right, wrong)
+    assert decision.promoted and decision.champion_id == better.id, decision.reason
+
+
+async def test_a_champion_trained_inside_the_window_is_refused_as_a_comparison(harness: Harness) -> None:
+    inside = WINDOW[0] + timedelta(days=5)
+    champion = await harness.register(
+        "champ", train_start=TRAIN[0], train_end=inside, test_start=inside, test_end=WINDOW[1]
+    )
+    await harness.registry.decide(champion.id, GOOD, None, BASELINE, inside, WINDOW[1])
+    candidate = await harness.register("cand")
+
+    # Even a far better candidate: the champion's numbers on this window would be in-sample.
+    decision = await harness.decide(candidate, {"log_loss": 0.1, "net_return": 1.0}, None)
+
+    assert not decision.promoted and decision.champion_id == champion.id
+    assert decision.reason.startswith(f"comparison refused: champion {champion.id} was trained on")
+    assert "not out of sample" in decision.reason
+    assert (await harness.registry.get(candidate.id)).status == "candidate"
+    assert (await harness.registry.get(champion.id)).status == "champion"
+    record = (await harness.registry.promotions())[0][0]
+    assert not record.promoted and record.reason == decision.reason and record.champion_metrics is None
+    assert not (await harness.published())[-1].promoted
+
+
+async def test_labels_that_look_into_the_window_count_as_training_on_it(harness: Harness) -> None:
+    end = WINDOW[0] - timedelta(hours=2)
+    hyper = {"training": {"horizon": 4}}  # each row's label is the close 4 candles later: up to WINDOW[0] + 2 h
+    champion = await harness.register("champ", train_end=end, test_start=end, test_end=WINDOW[0], hyperparameters=hyper)
+    with pytest.raises(ValueError, match=r"the candidate was trained on .* not out of sample"):
+        await harness.registry.decide(champion.id, GOOD, None, BASELINE, *WINDOW)
+    await harness.registry.decide(champion.id, GOOD, None, BASELINE, WINDOW[0] + timedelta(hours=2), WINDOW[1])
+    assert (await harness.registry.get(champion.id)).status == "champion"
+
+    candidate = await harness.register("cand")
+    decision = await harness.decide(candidate, GOOD, None)
+    assert not decision.promoted and decision.reason.startswith("comparison refused: champion")
 
 
 # Retention ----------------------------------------------------------------------------
