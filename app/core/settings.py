@@ -64,6 +64,7 @@ class Settings(BaseSettings):
 
     accept_fallback_signals: bool = False
     signal_fallback_enabled: bool = True
+    signal_max_age_seconds: float = Field(default=7200.0, gt=0)  # older newest candle: the signal says stale
 
     clm_enabled: bool = False
     clm_interval_seconds: float = Field(default=86400.0, gt=0)

@@ -26,13 +26,22 @@ router = APIRouter(prefix="/api/ai", tags=["signals"])
 async def signal(body: SignalRequest, container: AuthorizedContainer) -> SignalOut:
     """The ensemble's call for one offered symbol; `source` says whether a model or the fallback rule made it.
 
-    Needs the API key: it runs the models. `sizing` proposes a notional for the live paper account (policy
-    or half-Kelly multiplier, clipped by the active profile's limits, then rounded to the market's amount
-    step as POST /trades fills it); below the market's minimums, without `leverage`, or on HOLD it says why
-    it did not size.
+    As of `as_of` (default: now on the price feed's clock, the one POST /trades fills on), from candles
+    closed and funding settled by then; the response's `as_of` is the close of the newest candle used, and
+    `stale` says whether that is more than SIGNAL_MAX_AGE_SECONDS before the requested time (`age_seconds`).
+    Needs the API key: it runs the models (on the service's inference thread, not the event loop).
+
+    `sizing` proposes a notional for the live paper account (policy or half-Kelly multiplier, clipped by
+    the active profile's limits, then rounded to the market's amount step as POST /trades fills it); below
+    the market's minimums, without `leverage`, or on HOLD it says why it did not size.
     """
     as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
-    made = await container.signals.signal(body.symbol, as_of)
+    made = await container.signals.signal(
+        body.symbol,
+        as_of,
+        now=container.trading.execution.feed.now(),
+        max_age_seconds=container.settings.signal_max_age_seconds,
+    )
     safety, account = await container.trading.safety()
     pnl = await container.trading.recent_pnl()
     equity = account["equity"]

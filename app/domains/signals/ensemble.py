@@ -73,8 +73,13 @@ class Ensemble:
         """False when no model beat the prior: the ensemble then has nothing to say."""
         return sum(self.weights.values()) > 0
 
+    @property
+    def active(self) -> tuple[str, ...]:
+        """The members with a positive weight: the only ones `combine` reads (the others need not be run)."""
+        return tuple(name for name, w in self.weights.items() if w > 0)
+
     def combine(self, per_model: dict[str, FloatArray]) -> FloatArray:
-        missing = [name for name, w in self.weights.items() if w > 0 and name not in per_model]
+        missing = [name for name in self.active if name not in per_model]
         if missing:
             raise KeyError(f"no probabilities from weighted model(s): {', '.join(missing)}")
         if not self.usable:

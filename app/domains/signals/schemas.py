@@ -19,7 +19,9 @@ class SignalRequest(BaseModel):
 
     symbol: SymbolText = Field(description="Binance id (BTCUSDT) or ccxt unified")
     as_of: Timestamp | None = Field(
-        default=None, description="Replay: the signal as of this time (default: the latest candle)"
+        default=None,
+        description="The signal as of this time, from candles closed by then (default: now on the price feed's "
+        "clock, simulated time for the bundled replay)",
     )
     leverage: Leverage | None = Field(
         default=None,
@@ -52,9 +54,11 @@ class VoteOut(BaseModel):
 
     kind: str
     version_id: str | None
-    side: str
-    probabilities: dict[str, float]
+    side: str | None = Field(description="null when the member was not run")
+    probabilities: dict[str, float] | None = Field(description="null when the member was not run")
     weight: float
+    ran: bool = Field(description="False for a member with zero ensemble weight: it is not run at inference")
+    note: str | None
 
 
 class SignalOut(BaseModel):
@@ -67,11 +71,17 @@ class SignalOut(BaseModel):
     regime: str | None
     strategy: str | None
     votes: list[VoteOut]
-    as_of: datetime
+    as_of: datetime = Field(
+        description="Close time of the newest candle used: only candles closed by the requested time are used"
+    )
     model_version_id: str | None
-    price: float
+    price: float = Field(description="Close of the newest candle used")
     volatility: float | None
     detail: str | None
+    stale: bool = Field(
+        description="The newest candle closed more than SIGNAL_MAX_AGE_SECONDS before the requested time (or now)"
+    )
+    age_seconds: float = Field(description="Seconds from `as_of` to the requested time (or now)")
     sizing: SizingOut | None = None
 
 

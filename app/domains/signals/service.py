@@ -8,15 +8,29 @@ fallback is disabled, nothing does and the caller gets 503.
 Signals are offered only for symbols that have market data and that POST /trades can open (the market
 catalog), the same set the universe ranks (`universe.offered_symbols`); sizes are the exchange's
 (`sizing.fit_to_market`).
+
+A signal as of t uses only what was known at t: candles closed by t (open time + timeframe <= t) and
+funding settled by t. Its `as_of` is the close time of the newest candle used, `age_seconds` is how long
+before t that was, and `stale` says the age is above `max_age_seconds`. Without a time, t is now on the
+service's clock (the HTTP route passes the price feed's clock: simulated time for the bundled replay, the
+clock POST /trades fills on).
+
+Inference (features, the models, the ensemble) runs on one worker thread owned by the service, never on
+the event loop; members with zero ensemble weight are not run (their votes say so), and the champion's
+models are traced and warmed on that thread when it is loaded, not on the first request.
 """
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,11 +40,12 @@ from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.risk.stack import EffectiveLimits
 from app.domains.signals.artifacts import load_ensemble
-from app.domains.signals.candles import Candles, FloatArray, Funding
+from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, Funding
 from app.domains.signals.decision import decide
+from app.domains.signals.ensemble import forecast_to_probabilities
 from app.domains.signals.fallback import SOURCE as FALLBACK_SOURCE
 from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
-from app.domains.signals.features import FeatureMatrix, compute_features
+from app.domains.signals.features import FEATURES, FeatureMatrix, compute_features
 from app.domains.signals.labels import CLASSES
 from app.domains.signals.marketdata import MarketData, MarketDataError, UnknownMarketData
 from app.domains.signals.registry.events import ModelPromoted
@@ -48,17 +63,32 @@ from app.domains.signals.training import TrainedModels, latest_inputs
 from app.domains.signals.universe import NOT_TRADABLE, Exclusion, offered_symbols, symbols_with_data
 
 logger = logging.getLogger(__name__)
-HOUR_MS = 3_600_000
 ENSEMBLE_SOURCE = "ensemble"
+DEFAULT_MAX_AGE_SECONDS = 7200.0  # two 1 h candles: stale once a whole candle that should have closed is missing
+NOT_RUN = "zero ensemble weight: not run"
+WARM_UP_CALLS = 3  # torch's JIT profiles the first calls of a frozen module before it optimises it
+T = TypeVar("T")
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
 class ModelVote:
+    """One member's call; a member with zero ensemble weight is listed but not run (`ran: False`)."""
+
     kind: str
     version_id: str | None
-    side: str
-    probabilities: dict[str, float]
+    side: str | None
+    probabilities: dict[str, float] | None
     weight: float
+    ran: bool = True
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,11 +100,22 @@ class Signal:
     regime: str | None
     strategy: str | None
     votes: list[ModelVote]
-    as_of: datetime
+    as_of: datetime  # close time of the newest candle used
     model_version_id: str | None
     price: float  # close of the last candle
     volatility: float | None  # 24 h realized volatility of 1 h log returns (for sizing)
     detail: str | None = None
+    stale: bool = False  # the newest candle closed more than the service's max age before the time asked for
+    age_seconds: float = 0.0  # from that close to the time asked for
+
+
+@dataclass(frozen=True)
+class History:
+    """What was known at `at_ms` (the time a signal is asked for): candles closed and funding settled by then."""
+
+    candles: Candles
+    funding: Funding
+    at_ms: int
 
 
 @dataclass
@@ -131,6 +172,8 @@ class SignalService:
         history_candles: int = 720,
         sizing_dir: Path | None = None,
         markets: MarketCatalog | None = None,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+        clock: Callable[[], datetime] = wall_clock,
     ) -> None:
         self.sizing_dir = sizing_dir
         self.market = market
@@ -139,20 +182,44 @@ class SignalService:
         self.registry = registry
         self.allow_fallback = allow_fallback
         self.timeframe = timeframe
+        self.timeframe_ms = TIMEFRAME_MS[timeframe]
         self.history_candles = history_candles
+        self.max_age_seconds = max_age_seconds
+        self.clock = clock
         self.champion: Champion | None = None
         self.stats = SignalStats()
         self.sizing_policy: SizingPolicy | None = None
         self.sizing_config = SizingConfig()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # The inference thread -------------------------------------------------------------------
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            # One worker: the models are called from one thread at a time (no reliance on the libraries'
+            # thread safety), and a burst of requests queues here instead of on the event loop.
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signal-inference")
+        return self._executor
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), partial(call, *args))
+
+    async def close(self) -> None:
+        """Stop the inference thread (work already queued finishes; a later call starts a new one)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    # Loading --------------------------------------------------------------------------------
 
     async def load_champion(self) -> Champion | None:
-        """Load the registry's champion ensemble (None if there is none)."""
+        """Load the registry's champion ensemble (None if there is none), its models warmed for serving."""
         version = await self.registry.champion("ensemble")
         if version is None:
             self.champion = None
             return None
         began = time.perf_counter()
-        trained, metadata = await asyncio.to_thread(load_ensemble, Path(version.artifact_path))
+        trained, metadata = await self._off_loop(_load_and_warm, Path(version.artifact_path))
         self.champion = Champion(version, trained, {k: str(v) for k, v in metadata.get("members", {}).items()})
         self.stats.load_seconds = time.perf_counter() - began
         logger.info("signal_champion_loaded", extra={"version_id": str(version.id)})
@@ -212,47 +279,98 @@ class SignalService:
         if isinstance(event, ModelPromoted) and event.kind == "ensemble" and event.promoted:
             await self.load_champion()
 
-    async def signal(self, symbol: str, as_of_ms: int | None = None) -> Signal:
-        return (await self.signals([symbol], as_of_ms))[0]
+    # Serving --------------------------------------------------------------------------------
 
-    async def signals(self, symbols: list[str], as_of_ms: int | None = None) -> list[Signal]:
-        """Signals for several offered symbols (see `resolve_symbol`); the models score them in one batch."""
+    async def signal(
+        self,
+        symbol: str,
+        as_of_ms: int | None = None,
+        *,
+        now: datetime | None = None,
+        max_age_seconds: float | None = None,
+    ) -> Signal:
+        return (await self.signals([symbol], as_of_ms, now=now, max_age_seconds=max_age_seconds))[0]
+
+    async def signals(
+        self,
+        symbols: list[str],
+        as_of_ms: int | None = None,
+        *,
+        now: datetime | None = None,
+        max_age_seconds: float | None = None,
+    ) -> list[Signal]:
+        """Signals as of `as_of_ms` (else `now`, else the service's clock) for several offered symbols (see
+        `resolve_symbol`); the models score them in one batch, on the inference thread.
+
+        `max_age_seconds` overrides the service's for this call (the route passes SIGNAL_MAX_AGE_SECONDS)."""
+        at_ms = as_of_ms if as_of_ms is not None else _to_ms(now if now is not None else self.clock())
+        max_age = self.max_age_seconds if max_age_seconds is None else max_age_seconds
         offered, excluded = offered_symbols(symbols_with_data(self.market), self.markets)
         resolved = [resolve_symbol(s, offered, excluded) for s in symbols]
-        history = [await self._history(symbol, as_of_ms) for symbol in resolved]
+        history = [await self.history(symbol, at_ms) for symbol in resolved]
         champion = self.champion
-        if champion is None:
-            return [self._fallback(c, "no champion model is registered") for c in history]
-        return self._vote(champion, history)
+        if champion is None and not self.allow_fallback:
+            self._fallback_refused("no champion model is registered")
+        made = await self._off_loop(self.compute, champion, history, max_age)
+        for signal in made:
+            self._count(signal)
+        return made
 
-    async def _history(self, symbol: str, as_of_ms: int | None) -> tuple[Candles, Funding]:
-        end = None if as_of_ms is None else as_of_ms + 1
-        start = None if as_of_ms is None else as_of_ms - self.history_candles * HOUR_MS
+    async def history(self, symbol: str, at_ms: int) -> History:
+        """The newest `history_candles` candles closed by `at_ms`, however old (the signal then says it is
+        stale), and the funding settled by then."""
+        step = self.timeframe_ms
         try:
-            candles = await self.market.candles(symbol, self.timeframe, start, end)
-            funding = await self.market.funding(symbol, start, end)
+            # end is exclusive on the open time: a candle opened at o is closed by at_ms when o + step <= at_ms
+            candles = await self.market.candles(symbol, self.timeframe, None, at_ms - step + 1)
+            if len(candles) == 0:
+                raise NotFound(f"no {self.timeframe} candles of {symbol} closed by {_iso(at_ms)}")
+            candles = candles.slice(max(0, len(candles) - self.history_candles), len(candles))
+            funding = await self.market.funding(symbol, int(candles.timestamp[0]), at_ms + 1)
         except UnknownMarketData as exc:
             raise NotFound(str(exc)) from exc
         except MarketDataError as exc:
             raise ServiceUnavailable(f"market data unavailable: {exc}") from exc
-        if len(candles) == 0:
-            raise NotFound(f"no candles for {symbol} up to the requested time")
-        return candles.slice(max(0, len(candles) - self.history_candles), len(candles)), funding
+        return History(candles, funding, at_ms)
 
-    def _fallback(self, history: tuple[Candles, Funding], why: str) -> Signal:
-        candles = history[0]
+    def compute(self, champion: Champion | None, history: list[History], max_age_seconds: float) -> list[Signal]:
+        """The signals of `history` (blocking: features, models, ensemble); the caller counts them."""
+        if champion is None:
+            return [self._fallback(h, "no champion model is registered", max_age_seconds) for h in history]
+        if not champion.trained.ensemble.usable:
+            why = "the champion's ensemble has no weights (no member beat the prior)"
+            return [self._fallback(h, why, max_age_seconds) for h in history]
+        return self._vote(champion, history, max_age_seconds)
+
+    def _count(self, signal: Signal) -> None:
+        if signal.source == FALLBACK_SOURCE:
+            self.stats.fallback_signals += 1
+            self.stats.last_fallback_at = datetime.now(UTC)
+            FALLBACK_SIGNALS.inc()
+            logger.warning("signal_from_fallback", extra={"symbol": signal.symbol, "reason": signal.detail})
+        else:
+            self.stats.signals += 1
+        SIGNALS.labels(source=signal.source).inc()
+
+    def _fallback_refused(self, why: str) -> None:
+        raise ServiceUnavailable(f"{why}, and the momentum fallback is disabled (SIGNAL_FALLBACK_ENABLED)")
+
+    def _freshness(self, candles: Candles, at_ms: int, max_age_seconds: float) -> tuple[datetime, float, bool]:
+        """The newest candle's close, its age at `at_ms` (seconds) and whether that is stale."""
+        closed_ms = int(candles.timestamp[-1]) + self.timeframe_ms
+        age = (at_ms - closed_ms) / 1000
+        return datetime.fromtimestamp(closed_ms / 1000, tz=UTC), age, age > max_age_seconds
+
+    def _fallback(self, history: History, why: str, max_age_seconds: float) -> Signal:
+        candles = history.candles
         if not self.allow_fallback:
-            raise ServiceUnavailable(f"{why}, and the momentum fallback is disabled (SIGNAL_FALLBACK_ENABLED)")
+            self._fallback_refused(why)
         try:
             rule = momentum_signal(candles)
         except NotEnoughHistory as exc:
             raise ServiceUnavailable(f"{why}; fallback: {exc}") from exc
-        self.stats.fallback_signals += 1
-        self.stats.last_fallback_at = datetime.now(UTC)
-        FALLBACK_SIGNALS.inc()
-        SIGNALS.labels(source=FALLBACK_SOURCE).inc()
-        logger.warning("signal_from_fallback", extra={"symbol": candles.symbol, "reason": why})
         rvol = compute_features(candles).column("rvol_24")[-1]
+        as_of, age, stale = self._freshness(candles, history.at_ms, max_age_seconds)
         return Signal(
             symbol=candles.symbol,
             side=rule.side,
@@ -261,55 +379,60 @@ class SignalService:
             regime=None,
             strategy=None,
             votes=[],
-            as_of=datetime.fromtimestamp(rule.as_of_ms / 1000, tz=UTC),
+            as_of=as_of,
             model_version_id=None,
             price=float(candles.close[-1]),
             volatility=float(rvol) if np.isfinite(rvol) else None,
             detail=f"{why}; 24h change {rule.change_24h_pct:+.2f} %",
+            stale=stale,
+            age_seconds=age,
         )
 
-    def _vote(self, champion: Champion, history: list[tuple[Candles, Funding]]) -> list[Signal]:
+    def _vote(self, champion: Champion, history: list[History], max_age_seconds: float) -> list[Signal]:
         trained = champion.trained
-        inputs = [latest_inputs(c, f, trained.config) for c, f in history]
+        inputs = [latest_inputs(h.candles, h.funding, trained.config) for h in history]
         ready = [i for i, item in enumerate(inputs) if item.ready]
         out: list[Signal | None] = [None] * len(history)
         for i, item in enumerate(inputs):
             if not item.ready:
-                out[i] = self._fallback(history[i], "not enough history for the models' features")
+                out[i] = self._fallback(history[i], "not enough history for the models' features", max_age_seconds)
         if ready:
             x = np.vstack([inputs[i].x for i in ready])
             windows = np.vstack([inputs[i].window for i in ready])
-            per_model = trained.probabilities(x, windows)
+            per_model = weighted_probabilities(trained, x, windows)
             combined = trained.ensemble.combine(per_model)
             for row, i in enumerate(ready):
-                out[i] = self._signal(champion, history[i][0], inputs[i].features, per_model, combined, row)
+                out[i] = self._signal(
+                    champion, history[i], inputs[i].features, per_model, combined, row, max_age_seconds
+                )
         return [s for s in out if s is not None]
 
     def _signal(
         self,
         champion: Champion,
-        candles: Candles,
+        history: History,
         features: FeatureMatrix,
         per_model: dict[str, FloatArray],
         combined: FloatArray,
         row: int,
+        max_age_seconds: float,
     ) -> Signal:
+        candles = history.candles
         last = len(candles) - 1
         decision = decide(combined[row], features, last)
         side, confidence, regime, strategy = decision.side, decision.confidence, decision.regime, decision.strategy
         weights = champion.trained.ensemble.weights
-        votes = [
-            ModelVote(
-                kind=kind,
-                version_id=champion.member_ids.get(kind),
-                side=CLASSES[int(p[row].argmax())],
-                probabilities={c: float(v) for c, v in zip(CLASSES, p[row], strict=True)},
-                weight=float(weights.get(kind, 0.0)),
-            )
-            for kind, p in per_model.items()
-        ]
-        self.stats.signals += 1
-        SIGNALS.labels(source=ENSEMBLE_SOURCE).inc()
+        votes = []
+        for kind in member_kinds(champion.trained):
+            p = per_model.get(kind)
+            version_id = champion.member_ids.get(kind)
+            weight = float(weights.get(kind, 0.0))
+            if p is None:
+                votes.append(ModelVote(kind, version_id, None, None, weight, ran=False, note=NOT_RUN))
+                continue
+            probabilities = {c: float(v) for c, v in zip(CLASSES, p[row], strict=True)}
+            votes.append(ModelVote(kind, version_id, CLASSES[int(p[row].argmax())], probabilities, weight))
+        as_of, age, stale = self._freshness(candles, history.at_ms, max_age_seconds)
         return Signal(
             symbol=candles.symbol,
             side=side,
@@ -318,8 +441,51 @@ class SignalService:
             regime=regime.value,
             strategy=strategy.value,
             votes=votes,
-            as_of=datetime.fromtimestamp(int(candles.timestamp[-1]) / 1000, tz=UTC),
+            as_of=as_of,
             model_version_id=str(champion.version.id),
             price=float(candles.close[-1]),
             volatility=float(features.column("rvol_24")[last]),
+            stale=stale,
+            age_seconds=age,
         )
+
+
+def member_kinds(trained: TrainedModels) -> list[str]:
+    """Every member of the set, in the order the trained set lists them (boosted trees, then forecasters)."""
+    return [*trained.gbm, *trained.forecasters]
+
+
+def weighted_probabilities(trained: TrainedModels, x: FloatArray, windows: FloatArray) -> dict[str, FloatArray]:
+    """`TrainedModels.probabilities` for the members the ensemble weighs only: a zero-weight member is not run."""
+    active = set(trained.ensemble.active)
+    out = {kind: model.predict_proba(x) for kind, model in trained.gbm.items() if kind in active}
+    for kind, forecaster in trained.forecasters.items():
+        if kind in active:
+            forecast = forecaster.predict(windows)
+            out[kind] = forecast_to_probabilities(forecast, trained.residual_std[kind], trained.config.band)
+    return out
+
+
+def warm_up(trained: TrainedModels) -> None:
+    """Run every weighted member on a dummy input now (the forecasters are traced, frozen and profiled by
+    torch's JIT on their first calls), so that the first request does not pay for it."""
+    active = set(trained.ensemble.active)
+    x = np.zeros((1, len(FEATURES)), dtype=np.float64)
+    for kind, model in trained.gbm.items():
+        if kind in active:
+            model.predict_proba(x)
+    for kind, forecaster in trained.forecasters.items():
+        if kind in active:
+            forecaster.warm_up(WARM_UP_CALLS)
+
+
+def _load_and_warm(directory: Path) -> tuple[TrainedModels, dict[str, Any]]:
+    trained, metadata = load_ensemble(directory)
+    began = time.perf_counter()
+    warm_up(trained)
+    logger.info("signal_champion_warmed", extra={"seconds": round(time.perf_counter() - began, 3)})
+    return trained, metadata
+
+
+def _iso(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, tz=UTC).isoformat()

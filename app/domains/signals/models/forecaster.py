@@ -305,6 +305,13 @@ class TorchForecaster:
                 return self.module
         return self._inference
 
+    def warm_up(self, calls: int = 3) -> None:
+        """Trace and freeze the inference network now and run it `calls` times on a dummy window (torch's
+        JIT profiles the first calls of a frozen module before optimising it), so that serving starts warm."""
+        example = np.zeros((1, self.config.window, self.config.channels), dtype=np.float64)
+        for _ in range(calls):
+            self.predict(example)
+
     def predict(self, x: np.ndarray) -> FloatArray:
         """Step-1 forecast `(N,)` for `(N, L, C)` windows, in target units (what the ensemble consumes)."""
         return self.predict_horizon(x)[:, 0]
