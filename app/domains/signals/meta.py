@@ -16,7 +16,8 @@ reaches into the next slice:
 The calibration is Platt scaling on the raw score's logit, p = sigmoid(a * logit(raw) + b), fitted on the calibration
 slice only, which neither the trees nor early stopping saw. a = 1 / temperature. By default a <= 1 (a temperature
 >= 1: calibration may soften, never sharpen); a > 1 (temperature < 1) is used only when it wins on held-out
-forward-chaining folds of the calibration slice (lower mean log loss and a win in most folds).
+forward-chaining folds of the calibration slice (a win in most folds, and a mean log loss lower by more than two
+standard errors: on real candles a score with no skill readily "wins" sharpening by luck), and never beyond a = 4.
 """
 
 import hashlib
@@ -314,7 +315,7 @@ def _sigmoid(z: FloatArray) -> FloatArray:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * np.asarray(z))))
 
 
-MAX_SLOPE = 20.0
+MAX_SLOPE = 4.0  # the sharpest calibration ever allowed: temperature >= 0.25
 
 
 def fit_platt(raw: FloatArray, y: FloatArray, *, sharpen: bool) -> tuple[float, float]:
@@ -355,12 +356,21 @@ class Calibration:
         return _sigmoid(self.slope * _logit(raw) + self.intercept)
 
 
+def _clearly_negative(deltas: FloatArray) -> bool:
+    """The mean held-out change in log loss is below zero by more than two standard errors across folds: a
+    sharper calibration that only wins by luck (as it readily does on a score with no skill) is not taken."""
+    mean = float(deltas.mean())
+    se = float(deltas.std(ddof=1)) / math.sqrt(len(deltas))
+    return mean + 2.0 * se < 0
+
+
 def fit_calibration(
     raw: FloatArray, y: FloatArray, start: IntArray, end: IntArray, folds: int = 4, embargo_ms: int = 0
 ) -> Calibration:
-    """Platt scaling with slope <= 1 (temperature >= 1), unless the unconstrained fit (which may sharpen) wins on
-    held-out forward-chaining folds of these rows: a lower mean held-out log loss and a win in most folds. Rows are
-    in time order; each held-out block is scored by calibrators fitted on the purged rows before it."""
+    """Platt scaling with slope <= 1 (temperature >= 1), unless the unconstrained fit (which may sharpen, up to
+    `MAX_SLOPE`) wins on held-out forward-chaining folds of these rows: a win in most folds and a mean held-out log
+    loss lower by more than two standard errors. Rows are in time order; each held-out block is scored by
+    calibrators fitted on the purged rows before it."""
     soft = fit_platt(raw, y, sharpen=False)
     free = fit_platt(raw, y, sharpen=True)
     evidence: dict[str, Any] = {"soft_slope": soft[0], "free_slope": free[0], "folds": []}
@@ -381,7 +391,7 @@ def fit_calibration(
         deltas.append(losses[1] - losses[0])
         wins += losses[1] < losses[0]
         evidence["folds"].append({"soft_log_loss": losses[0], "sharpened_log_loss": losses[1]})
-    if deltas and float(np.mean(deltas)) < 0 and wins > len(deltas) / 2:
+    if len(deltas) >= 2 and wins > len(deltas) / 2 and _clearly_negative(np.asarray(deltas)):
         return Calibration(free[0], free[1], True, {**evidence, "choice": "sharpened: won on held-out folds"})
     return Calibration(soft[0], soft[1], False, {**evidence, "choice": "soft: sharpening did not win held out"})
 
