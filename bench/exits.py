@@ -42,11 +42,11 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from app.domains.execution.exchange import OrderRequest, OrderSide, OrderType
 from app.domains.execution.paper import Bar, PaperBook
@@ -76,6 +76,7 @@ from app.domains.risk.guard import Side
 from app.domains.signals.marketdata import ReplayMarketData
 from bench.harness import BenchError, Figure, Target, spread
 
+T = TypeVar("T")
 NAME = "exits"
 PLAN_TARGET_US = 100.0
 UPDATE_TARGET_MS = 1.0
@@ -545,6 +546,17 @@ def _monitor_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[st
 # --- the served path: PaperExecution.apply_bar --------------------------------------------------------
 
 
+def _sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the paper venue awaits nothing) without an event loop, so the
+    figures are the served code's and not a loop's scheduling."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coro.close()
+    raise BenchError("the paper venue suspended: it should never wait")
+
+
 def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = SYMBOLS) -> "PaperExecution":
     """100 positions over `symbols`, opened through the order flow's own calls (plan_for + open) in one
     PaperExecution."""
@@ -561,7 +573,7 @@ def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = S
         if not isinstance(plan, ExitPlan):
             raise BenchError(f"no plan for {symbol} {side} {leverage}x: {plan}")
         trade = {"id": uuid.uuid4(), "symbol": symbol, "side": side, "leverage": leverage, "quantity": amount}
-        execution.open(ExecRows(), trade, plan, mark, now, Decimal(10) ** 9)
+        _sync(execution.open(ExecRows(), trade, plan, mark, now, Decimal(10) ** 9))
     return execution
 
 
@@ -588,7 +600,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
         gc.collect()
         bar = series.bars[btc[0]][open_ms]
         t0 = perf()
-        execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now)
+        _sync(execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now))
         one_symbol.append((perf() - t0) / 1e6)
         execution = _served_positions(series, open_ms)
         gc.collect()
@@ -597,7 +609,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
             bars = [(series.bars[s][at], series.funding[s].get(at)) for s in SYMBOLS if at in series.bars[s]]
             t0 = perf()
             for bar, rate in bars:
-                execution.apply_bar(ExecRows(), bar, rate, datetime.fromtimestamp(at / 1000, tz=UTC))
+                _sync(execution.apply_bar(ExecRows(), bar, rate, datetime.fromtimestamp(at / 1000, tz=UTC)))
             elapsed = (perf() - t0) / 1e6
             (spread_first if u == 0 else replay).append(elapsed)
     figures = [

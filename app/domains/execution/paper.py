@@ -359,14 +359,38 @@ class PaperBook:
         return run
 
     # --- fills and positions -------------------------------------------------------------------------
+    def record_fill(self, state: OrderState) -> list[BookEvent]:
+        """Apply a fill another venue made (the live exchange): `state.filled` contracts at its average
+        price, at the taker fee rate. Its order leaves the resting set; the events are as for a paper fill."""
+        if state.average_price is None or state.filled <= 0:
+            raise InvalidOrder(f"order {state.request.client_order_id} reports no fill to record")
+        self._unrest(state.request.client_order_id)
+        _, events = self._fill(state, state.average_price, maker=False, amount=state.filled, exact=True)
+        return events + self._drain()
+
+    def close_order(self, state: OrderState, now: datetime) -> list[BookEvent]:
+        """An order another venue canceled or expired: it leaves the resting set, reported as expired."""
+        self._unrest(state.request.client_order_id)
+        self.orders[state.request.client_order_id] = state
+        return [BookEvent("expired", state.request.symbol, now, state, detail=state.reason or state.status.value)]
+
     def _fill(
-        self, state: OrderState, raw_price: Decimal, *, maker: bool, at_ms: int | None = None
+        self,
+        state: OrderState,
+        raw_price: Decimal,
+        *,
+        maker: bool,
+        at_ms: int | None = None,
+        amount: Decimal | None = None,
+        exact: bool = False,
     ) -> tuple[OrderState, list[BookEvent]]:
+        """Fill `amount` (default: the whole order) at `raw_price`, rounded to the tick unless `exact`
+        (an exchange's average price)."""
         request = state.request
         now = self.clock()
-        price = price_to_precision(request.symbol, raw_price)
+        price = raw_price if exact else price_to_precision(request.symbol, raw_price)
         position = self.positions.get(_key(request))
-        amount = request.amount
+        amount = request.amount if amount is None else amount
         if request.reduce_only:
             if position is None or not _closes(request.side, position.side):
                 return self._expire(state, "reduce-only: no position to reduce", now), []

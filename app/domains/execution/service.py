@@ -20,11 +20,20 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domains.execution.exchange import OrderRequest, OrderSide, OrderState, OrderStatus, OrderType
+from app.domains.execution.binance import BinanceUsdmExchange, ExpectedPosition, ReadyState
+from app.domains.execution.exchange import (
+    ExchangeError,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    OrderStatus,
+    OrderType,
+)
 from app.domains.execution.feed import NoPrice, PriceFeed
 from app.domains.execution.models import ExitLegRecord, Order, Position
 from app.domains.execution.paper import Bar, BookEvent, PaperBook, PaperConfig, PaperPosition
 from app.domains.execution.precision import amount_to_precision, price_to_precision
+from app.domains.execution.venue import LiveVenue, PaperVenue, Venue
 from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
 from app.domains.exits.harvest import (
     AdaptiveHarvestPolicy,
@@ -117,7 +126,7 @@ def _side_of(position_side: str, closing: bool) -> OrderSide:
 
 
 class PaperExecution:
-    name = "paper"
+    """Positions on a venue: the paper book (default) or a live exchange mirrored by one (`venue.py`)."""
 
     def __init__(
         self,
@@ -126,13 +135,16 @@ class PaperExecution:
         config: ExecutionConfig,
         account_id: str,
         clock: Callable[[], datetime],
+        live: BinanceUsdmExchange | None = None,
     ) -> None:
         self.feed = feed
         self.markets = markets
         self.config = config
         self.account_id = account_id
         self.clock = clock
-        self.book = self._new_book(ZERO)
+        book = self._new_book(ZERO)
+        self.venue: Venue = PaperVenue(book) if live is None else LiveVenue(live, book)
+        self.name = self.venue.name
         self._open: dict[str, _Open] = {}  # by position id (str)
         self._by_trade: dict[uuid.UUID, str] = {}  # trade id -> position id, of the open positions
         self._exposure: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (Σ signed amount, Σ signed amount x entry)
@@ -190,11 +202,37 @@ class PaperExecution:
                 if leg is not None:
                     owner.legs[o.client_order_id] = _row(leg)
         book.recount_margin()
-        self.book, self._open, self.loaded = book, cache, True
+        self.venue.book, self._open, self.loaded = book, cache, True
         self._by_trade = {cached.row["trade_id"]: k for k, cached in cache.items()}
         self._exposure = {}
         for cached in cache.values():
             self._expose(cached.row, cached.row["amount"])
+
+    @property
+    def book(self) -> PaperBook:
+        """The paper exchange, or the live exchange's local mirror."""
+        return self.venue.book
+
+    async def reconcile(self) -> ReadyState:
+        """Live: compare the stored open orders and positions with the exchange's (trading waits for a
+        clean result). Paper: the book is built from the tables, nothing to compare."""
+        venue = self.venue
+        if not isinstance(venue, LiveVenue):
+            return venue.ready()
+        orders = [o.request for o in self.book.open_orders()]
+        held: dict[tuple[str, str], Decimal] = {}
+        for cached in self._open.values():
+            side_key = (cached.row["symbol"], cached.row["side"])
+            held[side_key] = held.get(side_key, ZERO) + cached.row["amount"]
+        positions = [
+            ExpectedPosition(symbol, "LONG" if side == "LONG" else "SHORT", amount)
+            for (symbol, side), amount in held.items()
+        ]
+        try:
+            return await venue.reconcile(orders, positions)
+        except ExchangeError as exc:
+            logger.warning("reconciliation_failed", extra={"error": str(exc)})
+            return venue.ready()
 
     async def refresh_mark(self, symbol: str) -> Decimal:
         """The feed's price now, kept as the symbol's mark for the batch that follows."""
@@ -281,7 +319,7 @@ class PaperExecution:
         """The exit plan for an entry filled at the price the book will give it (validated before any order):
         the dynamic one when the feed gave an ATR, else the default ladder."""
         order_side = OrderSide.BUY if side == "LONG" else OrderSide.SELL
-        entry = self.book.expected_fill(symbol, order_side, mark)
+        entry = self.venue.expected_fill(symbol, order_side, mark)
         context = ExitContext(
             side, entry, amount, leverage, symbol, atr=atr, policy=policy, wallet_balance=entry * amount / leverage
         )
@@ -300,7 +338,7 @@ class PaperExecution:
         )
         return replace(plan, legs=legs)
 
-    def open(
+    async def open(
         self, rows: ExecRows, trade: Row, plan: ExitPlan, mark: Decimal, now: datetime, balance: Decimal
     ) -> Opened:
         """Fill the entry at the market and place the plan's protective orders (reduce-only)."""
@@ -318,7 +356,7 @@ class PaperExecution:
             trade["quantity"],
             position_id=key,
         )
-        state, events = self.book.submit(request, mark)
+        state, events = await self.venue.submit(request, mark)
         fill = events[0].fill
         assert fill is not None and state.status is OrderStatus.FILLED
         book_position = self.book.positions[key]
@@ -392,7 +430,7 @@ class PaperExecution:
                     reduce_only=True,
                     position_id=key,
                 )
-                resting, _ = self.book.submit(protective, mark)
+                resting, _ = await self.venue.submit(protective, mark)
                 order = self._order_row(resting, position_id, leg.kind.value, None, "exit_plan", now)
                 rows.new_orders.append(order)
                 cached.orders[client_id] = order
@@ -424,7 +462,7 @@ class PaperExecution:
         return Opened(position, plan, fill.price, fill.amount, fill.fee)
 
     # --- close -------------------------------------------------------------------------------------
-    def close(
+    async def close(
         self,
         rows: ExecRows,
         position_id: str,
@@ -444,33 +482,33 @@ class PaperExecution:
             if amount is None
             else ExitProposal(source, ExitKind.REDUCE, reason, amount=amount)
         )
-        return self._execute(rows, cached, [proposal], mark, now, None)
+        return await self._execute(rows, cached, [proposal], mark, now, None)
 
     # --- bars --------------------------------------------------------------------------------------
-    def apply_bar(self, rows: ExecRows, bar: Bar, funding_rate: Decimal | None, now: datetime) -> list[Closed]:
+    async def apply_bar(self, rows: ExecRows, bar: Bar, funding_rate: Decimal | None, now: datetime) -> list[Closed]:
         """Everything `bar` does to the open positions of its symbol, then the trailing stops."""
         self.marks[bar.symbol] = bar.close
         targets = {k: o for k, o in self._open.items() if o.row["symbol"] == bar.symbol}
         fresh = {k for k, o in targets.items() if o.row["last_bar_ms"] is None or o.row["last_bar_ms"] < bar.open_ms}
         if not fresh:
             return []
-        closed = self._apply_events(rows, self.book.on_bar(bar, funding_rate), now, bar.open_ms)
+        closed = await self._apply_events(rows, await self.venue.on_bar(bar, funding_rate), now, bar.open_ms)
         for key in fresh:
             cached = self._open.get(key)
             if cached is None:
                 continue
             cached.row["last_bar_ms"] = bar.open_ms
             rows.positions[cached.row["id"]] = cached.row
-            closed += self._manage(rows, cached, bar, now)
+            closed += await self._manage(rows, cached, bar, now)
         return closed
 
-    def _manage(self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime) -> list[Closed]:
+    async def _manage(self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime) -> list[Closed]:
         """After the bar: the trailing stop follows its best price and harvest proposes partials and the
         break-even stop; all of it goes through the arbiter in one round (the stop before harvest)."""
         proposals = self._trailing_proposals(rows, cached, bar) + self._harvest_proposals(rows, cached, bar)
         if not proposals:
             return []
-        return self._execute(rows, cached, proposals, bar.close, now, bar.open_ms)
+        return await self._execute(rows, cached, proposals, bar.close, now, bar.open_ms)
 
     def _trailing_proposals(self, rows: ExecRows, cached: _Open, bar: Bar) -> list[ExitProposal]:
         row = cached.row
@@ -545,7 +583,7 @@ class PaperExecution:
         return self.markets.resolve(row["symbol"]).amount_step
 
     # --- the arbiter and the book ------------------------------------------------------------------------
-    def _execute(
+    async def _execute(
         self,
         rows: ExecRows,
         cached: _Open,
@@ -579,7 +617,7 @@ class PaperExecution:
             )
             if action.kind is ExitKind.MOVE_STOP:
                 assert action.stop is not None
-                self._move_stop(rows, cached, action.stop, now)
+                await self._move_stop(rows, cached, action.stop, now)
                 continue
             request = OrderRequest(
                 f"{key[:8]}-{action.kind.value.lower()}-{uuid.uuid4().hex[:12]}",
@@ -590,19 +628,19 @@ class PaperExecution:
                 reduce_only=True,
                 position_id=key,
             )
-            state, events = self.book.submit(request, mark)
+            state, events = await self.venue.submit(request, mark)
             rows.new_orders.append(
                 self._order_row(state, row["id"], action.kind.value, None, action.source.name, now, action.reason)
             )
-            closed += self._apply_events(rows, events, now, bar_ms, order_row=rows.new_orders[-1])
+            closed += await self._apply_events(rows, events, now, bar_ms, order_row=rows.new_orders[-1])
         return closed
 
-    def _move_stop(self, rows: ExecRows, cached: _Open, stop: Decimal, now: datetime) -> None:
+    async def _move_stop(self, rows: ExecRows, cached: _Open, stop: Decimal, now: datetime) -> None:
         row = cached.row
         for client_id, order in list(cached.orders.items()):
             if order["purpose"] != "SL":
                 continue
-            self.book.cancel(client_id)
+            await self.venue.cancel(client_id)
             order.update(status=OrderStatus.CANCELED.value, reason=f"replaced by a stop at {stop}", updated_at=now)
             rows.orders[client_id] = order
             del cached.orders[client_id]
@@ -624,7 +662,7 @@ class PaperExecution:
                 reduce_only=True,
                 position_id=str(row["id"]),
             )
-            state, _ = self.book.submit(request, stop)
+            state, _ = await self.venue.submit(request, stop)
             new_order = self._order_row(state, row["id"], "SL", None, ExitSource.STOP.name, now)
             rows.new_orders.append(new_order)
             cached.orders[new_id] = new_order
@@ -633,7 +671,7 @@ class PaperExecution:
         row["stop_price"] = stop
         rows.positions[row["id"]] = row
 
-    def _apply_events(
+    async def _apply_events(
         self,
         rows: ExecRows,
         events: list[BookEvent],
@@ -672,7 +710,7 @@ class PaperExecution:
                         row, "liquidation", "LIQUIDATION", event.detail, event.amount, event.realized_pnl, bar_ms, now
                     )
                 )
-                closed.append(self._finish(rows, cached, "LIQUIDATED", event.detail, now, liquidated=True))
+                closed.append(await self._finish(rows, cached, "LIQUIDATED", event.detail, now, liquidated=True))
                 continue
             elif event.kind == "fill":
                 assert event.fill is not None and event.order is not None
@@ -694,19 +732,23 @@ class PaperExecution:
                 if book_position is not None:
                     row["liquidation_price"] = _shown(row["symbol"], book_position.liquidation())
                 if row["amount"] <= 0:
-                    closed.append(self._finish(rows, cached, "CLOSED", order.get("reason") or order["purpose"], now))
+                    closed.append(
+                        await self._finish(rows, cached, "CLOSED", order.get("reason") or order["purpose"], now)
+                    )
                     continue
-                self._resize_stop(rows, cached, now)
+                await self._resize_stop(rows, cached, now)
             rows.positions[row["id"]] = row
         return closed
 
-    def _resize_stop(self, rows: ExecRows, cached: _Open, now: datetime) -> None:
+    async def _resize_stop(self, rows: ExecRows, cached: _Open, now: datetime) -> None:
         """After a partial close the stop covers what is left (reduce-only would cut it anyway). The
         book has already played the whole bar: a stop it no longer holds is reported by a later event."""
         row = cached.row
+        if not self.venue.amends:
+            return  # live: reduce-only caps the stop at what is left on the exchange
         for client_id, order in cached.orders.items():
             if order["purpose"] == "SL" and order["amount"] > row["amount"] and self.book.resting(client_id):
-                self.book.amend(client_id, row["amount"])
+                await self.venue.amend(client_id, row["amount"])
                 order.update(amount=row["amount"], updated_at=now)
                 rows.orders[client_id] = order
 
@@ -732,13 +774,13 @@ class PaperExecution:
             rows.legs[leg["id"]] = leg
         return order
 
-    def _finish(
+    async def _finish(
         self, rows: ExecRows, cached: _Open, status: str, reason: str, now: datetime, *, liquidated: bool = False
     ) -> Closed:
         row = cached.row
         key = str(row["id"])
         for client_id in list(cached.orders):
-            state = self.book.cancel(client_id)
+            state = await self.venue.cancel(client_id)
             if state.status is OrderStatus.NEW:  # already done in the book (expired with the position)
                 state = replace(state, status=OrderStatus.CANCELED, reason="position closed")
             self._order_done(rows, state, now, cached)

@@ -477,13 +477,13 @@ class TradingService:
             for command in commands:
                 try:
                     if isinstance(command, OpenTrade):
-                        results.append(self._open(batch, command))
+                        results.append(await self._open(batch, command))
                     elif isinstance(command, CloseTrade):
-                        results.append(self._close(batch, command))
+                        results.append(await self._close(batch, command))
                     elif isinstance(command, ApplyBars):
-                        results.append(self._apply_bars(batch, command))
+                        results.append(await self._apply_bars(batch, command))
                     else:
-                        results.append(self._reset(batch, command))
+                        results.append(await self._reset(batch, command))
                 except AppError as exc:
                     results.append(exc)
                 except Exception as exc:
@@ -513,7 +513,7 @@ class TradingService:
         trades = await repo.trades_by_id(trade_ids)
         return _Batch(account, safety, self._policy.snapshot, now, decisions, trades), stored
 
-    def _open(self, b: _Batch, cmd: OpenTrade) -> OpenOutcome:
+    async def _open(self, b: _Batch, cmd: OpenTrade) -> OpenOutcome:
         intent = cmd.intent
         if cmd.client_order_id and cmd.client_order_id in b.decisions:
             original = b.decisions[cmd.client_order_id]
@@ -644,7 +644,7 @@ class TradingService:
             "close_trace_id": None,
         }
         # The exchange sets the fill: the entry, then the plan's protective orders.
-        opened = execution.open(b.execution, trade, plan, intent.market_price, b.now, account["equity"])
+        opened = await execution.open(b.execution, trade, plan, intent.market_price, b.now, account["equity"])
         notional = (opened.amount * opened.fill_price).quantize(USDT, rounding=ROUND_HALF_UP)
         trade.update(
             quantity=opened.amount,
@@ -682,7 +682,7 @@ class TradingService:
             rows.cash = rows.notional = rows.margin = Decimal(0)
             account["updated_at"] = b.now
 
-    def _close(self, b: _Batch, cmd: CloseTrade) -> Row:
+    async def _close(self, b: _Batch, cmd: CloseTrade) -> Row:
         trade = b.trades.get(cmd.trade_id)
         if trade is None or trade["account_id"] != self.account_id:
             raise NotFound(f"trade {cmd.trade_id} not found")
@@ -695,12 +695,12 @@ class TradingService:
         if cmd.price is not None:
             self._check_deviation(trade["symbol"], cmd.price, mark)
         reason = cmd.reason or ("close requested" if cmd.amount is None else f"partial close of {cmd.amount} requested")
-        closed = self._execution.close(
+        closed = await self._execution.close(
             b.execution, str(position["id"]), mark, b.now, amount=cmd.amount, source=cmd.source, reason=reason
         )
         self._settle(b)
         for done in closed:
-            self._finish_trade(b, done, cmd.trace_id)
+            await self._finish_trade(b, done, cmd.trace_id)
         return trade
 
     def _check_deviation(self, symbol: str, expected: Decimal, mark: Decimal) -> None:
@@ -713,24 +713,25 @@ class TradingService:
                 market_price=str(mark),
             )
 
-    def _apply_bars(self, b: _Batch, cmd: ApplyBars) -> int:
+    async def _apply_bars(self, b: _Batch, cmd: ApplyBars) -> int:
         """The monitor's bars: fills, funding, liquidations and trailing stops, then the governor."""
         applied = 0
         for bar, rate in cmd.bars:
-            closed = self._execution.apply_bar(b.execution, bar, rate, b.now)
+            closed = await self._execution.apply_bar(b.execution, bar, rate, b.now)
             self._settle(b)
             for done in closed:
-                self._finish_trade(b, done, cmd.trace_id)
+                await self._finish_trade(b, done, cmd.trace_id)
             applied += 1
         marked = b.account["equity"] + self._execution.unrealized()
         before = b.safety
         b.safety = self._governor.evaluate(before, marked, b.policy.profile, b.now)
-        self._note_safety_change(b, before, cmd.trace_id)
+        await self._note_safety_change(b, before, cmd.trace_id)
         if b.safety.emergency and before.emergency and self._execution.open_rows():
-            self._flatten(b, f"SafetyGovernor emergency: {b.safety.reason}", cmd.trace_id)  # left over from before
+            # an emergency left over from before
+            await self._flatten(b, f"SafetyGovernor emergency: {b.safety.reason}", cmd.trace_id)
         return applied
 
-    def _finish_trade(self, b: _Batch, done: Closed, trace_id: str) -> None:
+    async def _finish_trade(self, b: _Batch, done: Closed, trace_id: str) -> None:
         """A position closed (by a stop, a target, a liquidation, an operator): its trade is closed."""
         position = done.position
         trade = b.trades.get(position["trade_id"])
@@ -761,9 +762,9 @@ class TradingService:
         )
         before = b.safety
         b.safety = self._governor.on_trade_closed(before, pnl, account["equity"], b.policy.profile, b.now)
-        self._note_safety_change(b, before, trace_id)
+        await self._note_safety_change(b, before, trace_id)
 
-    def _reset(self, b: _Batch, cmd: ResetSafety) -> SafetyState:
+    async def _reset(self, b: _Batch, cmd: ResetSafety) -> SafetyState:
         before = b.safety
         if not before.emergency:
             raise Conflict(f"no emergency to reset (state {before.state.value}: {before.reason})")
@@ -779,10 +780,10 @@ class TradingService:
                 "created_at": b.now,
             }
         )
-        self._note_safety_change(b, before, cmd.trace_id)
+        await self._note_safety_change(b, before, cmd.trace_id)
         return b.safety
 
-    def _note_safety_change(self, b: _Batch, before: SafetyState, trace_id: str) -> None:
+    async def _note_safety_change(self, b: _Batch, before: SafetyState, trace_id: str) -> None:
         after = b.safety
         if (before.state, before.emergency, before.leverage_multiplier) == (
             after.state,
@@ -802,9 +803,9 @@ class TradingService:
             )
         )
         if after.emergency and not before.emergency:
-            self._flatten(b, f"SafetyGovernor emergency: {after.reason}", trace_id)
+            await self._flatten(b, f"SafetyGovernor emergency: {after.reason}", trace_id)
 
-    def _flatten(self, b: _Batch, reason: str, trace_id: str) -> None:
+    async def _flatten(self, b: _Batch, reason: str, trace_id: str) -> None:
         """An emergency closes every open position at its latest mark, through the exit arbiter."""
         execution = self._execution
         for position in list(execution.open_rows()):
@@ -814,12 +815,12 @@ class TradingService:
             if mark is None:
                 logger.error("emergency_close_without_mark", extra={"position_id": str(position["id"])})
                 continue
-            closed = execution.close(
+            closed = await execution.close(
                 b.execution, str(position["id"]), mark, b.now, amount=None, source=ExitSource.EMERGENCY, reason=reason
             )
             self._settle(b)
             for done in closed:
-                self._finish_trade(b, done, trace_id)
+                await self._finish_trade(b, done, trace_id)
 
     # Queries ------------------------------------------------------------------------
 
