@@ -254,12 +254,12 @@ class Reliability:
             f"rows {self.count}  observed {self.observed_frequency:.4f}  predicted mean {self.predicted_mean:.4f}",
             f"Brier {self.brier:.5f} (base rate {self.base_rate:.4f}: {self.base_brier:.5f}; skill "
             f"{self.brier_skill:+.4f})  log loss {self.log_loss:.5f} (base rate: {self.base_log_loss:.5f})",
-            "  bin            count  predicted  observed",
+            "  bin              count  predicted  observed",
         ]
         for b in self.bins:
             if b.count:
                 row = f"{b.count:6d}  {b.predicted_mean:9.4f}  {b.observed_frequency:8.4f}"
-                lines.append(f"  [{b.lower:.2f}, {b.upper:.2f})  {row}")
+                lines.append(f"  [{b.lower:.3f}, {b.upper:.3f})  {row}")
         return "\n".join(lines)
 
 
@@ -602,8 +602,8 @@ class MetaWalkForward:
     label: FloatArray
     folds: list[dict[str, Any]]
 
-    def reliability(self, n_bins: int = 10) -> Reliability:
-        table = reliability_table(self.predicted, self.label, n_bins)
+    def reliability(self, n_bins: int = 10, *, quantile: bool = False) -> Reliability:
+        table = reliability_table(self.predicted, self.label, n_bins, quantile=quantile)
         base = brier_score(self.base_rate, self.label), binary_log_loss(self.base_rate, self.label)
         return replace(table, base_rate=float(self.base_rate.mean()), base_brier=base[0], base_log_loss=base[1])
 

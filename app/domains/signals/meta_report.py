@@ -184,6 +184,7 @@ def run(
         "base_rate_all_rows": float(rows.label.mean()),
         "out_of_sample": table.as_dict(),
         "reliability": table.format(),
+        "reliability_deciles": result.reliability(quantile=True).format(),  # equal-count bins: any resolution?
         "side_base_rate": {
             "brier": brier_score(side_base, result.label),
             "log_loss": binary_log_loss(side_base, result.label),
@@ -217,6 +218,10 @@ def run(
     }
 
 
+def _temperature(value: float) -> str:
+    return "inf (flat: the base rate of the calibration slice)" if value >= 999 else f"{value:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--symbols", nargs="+", default=["BTC/USDT:USDT", "ETH/USDT:USDT"])
@@ -243,14 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base rate P(TP1 before stop), all meta rows: {out['base_rate_all_rows']:.4f}")
     print("out of sample (walk-forward, refitted per fold):")
     print(out["reliability"])
+    print("the same by deciles of the prediction:")
+    print("\n".join(out["reliability_deciles"].splitlines()[2:]))
     side = out["side_base_rate"]
     prim = out["primary_side_probability"]
     print(f"per-side base rate: Brier {side['brier']:.5f}, log loss {side['log_loss']:.5f}")
-    print(f"primary P(side) read as the probability: Brier {prim['brier']:.5f}, log loss {prim['log_loss']:.5f}")
+    if out["primary"] != "momentum":  # a rule's one-hot class is no probability
+        print(f"primary P(side) read as the probability: Brier {prim['brier']:.5f}, log loss {prim['log_loss']:.5f}")
     for f in out["folds"]:
         print(
             f"  fold {f['test_from']} .. {f['test_until']}: train {f['train_rows']}, test {f['test_rows']}, "
-            f"trees {f['best_iteration']}, T {f['temperature']:.3f} ({f['calibration_choice']}); Brier "
+            f"trees {f['best_iteration']}, T {_temperature(f['temperature'])} ({f['calibration_choice']}); Brier "
             f"{f['brier']:.5f} vs base {f['base_brier']:.5f}, log loss {f['log_loss']:.5f} vs {f['base_log_loss']:.5f}"
         )
     return 0
