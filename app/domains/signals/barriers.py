@@ -165,7 +165,7 @@ def triple_barrier_labels(
         outcome[idx] = np.where(won, TP, np.where(lost, SL, TIMEOUT))
         exit_bar[idx] = ends
         exit_return[idx] = ret
-    return BarrierLabels(label, outcome, exit_bar, exit_return, np.asarray(tp, dtype=np.float64), np.asarray(sl))
+    return BarrierLabels(label, outcome, exit_bar, exit_return, np.array(tp, dtype=np.float64), np.array(sl))
 
 
 def exit_plan_labels(candles: Candles, sides: npt.ArrayLike, config: BarrierConfig | None = None) -> BarrierLabels:

@@ -1,5 +1,6 @@
 """Triple-barrier labels: hand-computed cases, the exit plan's distances, no look-ahead, speed."""
 
+import math
 import time
 
 import numpy as np
@@ -213,3 +214,36 @@ def test_fifty_thousand_candles_well_under_a_second() -> None:
     out = exit_plan_labels(candles, sides, BarrierConfig(max_hold_bars=48))
     assert time.perf_counter() - began < 0.5
     assert out.known.sum() == 50_000 - 14 - 48
+
+
+def reference(candles: Candles, t: int, side: int, tp: float, sl: float, hold: int) -> tuple[float, int]:
+    """The label of row t walked candle by candle, as a trader would read the chart."""
+    if side == 0 or t + hold > len(candles) - 1 or not (np.isfinite(tp) and np.isfinite(sl)):
+        return math.nan, NO_EXIT
+    entry = candles.open[t + 1]
+    tp_price, sl_price = entry * (1 + side * tp), entry * (1 - side * sl)
+    for k in range(t + 1, t + hold + 1):
+        high, low = candles.high[k], candles.low[k]
+        stop = low <= sl_price if side > 0 else high >= sl_price
+        take = high >= tp_price if side > 0 else low <= tp_price
+        if stop:
+            return 0.0, k
+        if take:
+            return 1.0, k
+    return 0.0, t + hold
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_real_candles_match_a_candle_by_candle_walk(btc_candles: Candles, scaled: bool) -> None:
+    rng = np.random.default_rng(21)
+    sides = rng.choice([-1, 0, 1], size=len(btc_candles))
+    cfg = BarrierConfig(max_hold_bars=24, volatility_scaled=scaled)
+    out = exit_plan_labels(btc_candles, sides, cfg)
+    tp, sl = barrier_distances(btc_candles, cfg)
+    for t in rng.choice(len(btc_candles), size=600, replace=False):
+        expected = reference(btc_candles, int(t), int(sides[t]), float(tp[t]), float(sl[t]), 24)
+        assert (out.label[t], out.exit_bar[t]) == pytest.approx(expected, nan_ok=True), t
+    known = out.known
+    assert 0.3 < out.label[known].mean() < 0.6
+    shares = [(out.outcome[known] == o).mean() for o in (TP, SL, TIMEOUT)]
+    assert sum(shares) == pytest.approx(1.0) and min(shares) > 0.02
