@@ -181,6 +181,27 @@ def purged_walk_forward_splits(
     return splits
 
 
+def average_uniqueness(start: IntArray, end: IntArray, group: IntArray, bar_ms: int = HOUR_MS) -> FloatArray:
+    """López de Prado's average uniqueness of each label: the mean over the candles of its window (start, end] of
+    1 / the number of labels of the same symbol whose windows cover that candle. Hourly rows that each hold for a
+    day share most of their outcome with their neighbours; weighting by uniqueness counts them about once."""
+    out = np.ones(len(start))
+    for g in np.unique(group):
+        sel = np.flatnonzero(group == g)
+        origin = int(start[sel].min())
+        first = (start[sel] - origin) // bar_ms + 1  # the candle after the entry decision
+        last = np.maximum((end[sel] - origin) // bar_ms, first)
+        size = int(last.max()) + 2
+        cover = np.zeros(size)
+        np.add.at(cover, first, 1.0)
+        np.add.at(cover, last + 1, -1.0)
+        concurrency = np.cumsum(cover)
+        inverse = np.where(concurrency > 0, 1.0 / np.maximum(concurrency, 1.0), 0.0)
+        csum = np.concatenate([[0.0], np.cumsum(inverse)])
+        out[sel] = (csum[last + 1] - csum[first]) / (last - first + 1)
+    return out
+
+
 def time_slices(
     start: IntArray, end: IntArray, fractions: tuple[float, ...], embargo_ms: int
 ) -> list[npt.NDArray[np.intp]]:
@@ -415,6 +436,7 @@ class MetaConfig:
     calibration_fraction: float = 0.2  # the newest rows: fit the calibration, nothing else
     embargo_ms: int = 24 * HOUR_MS
     calibration_folds: int = 4
+    uniqueness_weights: bool = True  # weight the trees' training rows by `average_uniqueness`
 
     def __post_init__(self) -> None:
         stop, cal = self.early_stop_fraction, self.calibration_fraction
@@ -553,8 +575,13 @@ def fit_meta(
         raise ValueError(f"too few rows to fit honestly: fit {len(fit_i)}, stop {len(stop_i)}, calibrate {len(cal_i)}")
     x = rows.x
     base_rate = float(rows.label[fit_i].mean())
-    train_set = lgb.Dataset(x[fit_i], label=rows.label[fit_i])
-    stop_set = lgb.Dataset(x[stop_i], label=rows.label[stop_i], reference=train_set)
+    weights: FloatArray | None = None
+    stop_weights: FloatArray | None = None
+    if cfg.uniqueness_weights:
+        unique = average_uniqueness(rows.timestamp, rows.end_ms, rows.group)
+        weights, stop_weights = unique[fit_i] / unique[fit_i].mean(), unique[stop_i] / unique[stop_i].mean()
+    train_set = lgb.Dataset(x[fit_i], label=rows.label[fit_i], weight=weights)
+    stop_set = lgb.Dataset(x[stop_i], label=rows.label[stop_i], weight=stop_weights, reference=train_set)
     booster = lgb.train(
         _params(cfg),
         train_set,

@@ -15,6 +15,7 @@ from app.domains.signals.meta import (
     MetaConfig,
     MetaModel,
     MetaRows,
+    average_uniqueness,
     fit_calibration,
     fit_meta,
     meta_inputs,
@@ -96,6 +97,18 @@ def test_time_slices_are_purged_and_embargoed() -> None:
         assert end[earlier].max() + embargo < start[later].min()
     with pytest.raises(ValueError):
         time_slices(start, end, (0.5, 0.2), embargo)
+
+
+def test_average_uniqueness_by_hand() -> None:
+    # A holds candles 1..3, B candles 2..4 (concurrency 1, 2, 2, 1); C, another symbol, alone; D inside A and B
+    start = np.array([0, 1, 0, 1], dtype=np.int64) * HOUR_MS
+    end = np.array([3, 4, 2, 2], dtype=np.int64) * HOUR_MS
+    group = np.array([0, 0, 1, 0], dtype=np.int64)
+    unique = average_uniqueness(start, end, group)
+    # with D, candle 2 has concurrency 3: A = (1 + 1/3 + 1/2) / 3, B = (1/3 + 1/2 + 1) / 3, D = 1/3
+    np.testing.assert_allclose(unique, [(1 + 1 / 3 + 1 / 2) / 3, (1 / 3 + 1 / 2 + 1) / 3, 1.0, 1 / 3])
+    alone = average_uniqueness(start[:2], end[:2], group[:2])
+    np.testing.assert_allclose(alone, [2 / 3, 2 / 3])
 
 
 # --- scores -------------------------------------------------------------------------------------------------
