@@ -14,7 +14,8 @@ from app.core.bus import EventBus, HandlerTable
 from app.core.db import create_engine, create_sessionmaker, database_failure
 from app.core.lease import Leadership
 from app.core.settings import Settings
-from app.domains.execution.feed import PriceFeed, ReplayPriceFeed
+from app.domains.execution.binance import BinanceUsdmExchange
+from app.domains.execution.feed import LivePriceFeed, PriceFeed, ReplayPriceFeed
 from app.domains.execution.monitor import PositionMonitor
 from app.domains.execution.service import ExecutionConfig, PaperExecution
 from app.domains.governance.policy import PolicyConfig
@@ -37,7 +38,7 @@ from app.domains.riskbrain.metrics import RiskBrainConfig
 from app.domains.riskbrain.service import RiskBrain
 from app.domains.safety.governor import GovernorConfig, SafetyGovernor
 from app.domains.signals.clm import ClmConfig, ContinuousLearning
-from app.domains.signals.marketdata import MarketData, ReplayMarketData
+from app.domains.signals.marketdata import CcxtMarketData, MarketData, ReplayMarketData
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.service import SignalService
@@ -70,6 +71,7 @@ class Container:
     modes: OperatingModes
     leadership: Leadership
     monitor: PositionMonitor
+    live_exchange: BinanceUsdmExchange | None = None
     _deferred: "asyncio.Task[None] | None" = None
 
     async def start(self) -> None:
@@ -118,6 +120,8 @@ class Container:
         await self.governance.stop()
         await self.leadership.stop()
         await self.trading.close()
+        if self.live_exchange is not None:
+            await self.live_exchange.close()
         await self.bus.drain()
         await self.policy_store.stop()
         await self.engine.dispose()
@@ -177,7 +181,10 @@ def bootstrap(
     governance_config: GovernanceConfig | None = None,
     modes_config: ModesConfig | None = None,
     price_feed: PriceFeed | None = None,
+    live_exchange: BinanceUsdmExchange | None = None,
 ) -> Container:
+    """`live_exchange`: the Binance adapter to use with EXCHANGE=binance (tests pass one on a fake
+    transport); built from the settings when None."""
     engine = engine or create_engine(settings.database_url, settings.db_pool_size, **settings.db_engine_options())
     sessions = create_sessionmaker(engine)
     bus = EventBus(handlers if handlers is not None else default_handlers())
@@ -215,6 +222,16 @@ def bootstrap(
         )
     )
     markets = markets or MarketCatalog.load(settings.markets_file)
+    live = None
+    if settings.exchange == "binance":
+        live = live_exchange or BinanceUsdmExchange(
+            api_key=settings.binance_api_key.get_secret_value(),
+            secret=settings.binance_secret.get_secret_value(),
+            testnet=settings.binance_testnet,
+        )
+        # Live: candles, funding and marks from the same exchange (one client, one rate limiter).
+        market_data = market_data or CcxtMarketData(live.client)
+        price_feed = price_feed or LivePriceFeed(live, market_data, clock)
     market_data = market_data or ReplayMarketData(
         Path(settings.market_data_dir) if settings.market_data_dir else None, cache_size=64
     )
@@ -229,6 +246,7 @@ def bootstrap(
         ),
         settings.account_id,
         clock,
+        live,
     )
     policy_of: list[Callable[[], str | None]] = []  # the governance policy, built below
     trading = TradingService(
@@ -243,7 +261,8 @@ def bootstrap(
         fee_rate=settings.taker_fee_rate,
         execution=execution,
         clock=clock,
-        max_batch=settings.sequencer_max_batch,
+        # Live: one command per transaction, so a failed write never undoes another command's orders.
+        max_batch=1 if live is not None else settings.sequencer_max_batch,
         exit_policy=lambda: policy_of[0]() if policy_of else None,
     )
     registry = ModelRegistry(
@@ -313,7 +332,10 @@ def bootstrap(
         governance=governance,
         modes=modes,
         leadership=leadership,
-        monitor=PositionMonitor(execution.symbols, trading.apply_bars, settings.monitor_interval_seconds),
+        monitor=PositionMonitor(
+            execution.symbols, trading.apply_bars, settings.monitor_interval_seconds, trading.housekeeping
+        ),
+        live_exchange=live,
     )
     built.append(container)
     return container

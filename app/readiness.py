@@ -150,11 +150,19 @@ async def readiness(container: "Container") -> tuple[str, int, dict[str, Any]]:
         },
     }
     execution, monitor = container.trading.execution, container.monitor
+    venue = execution.venue.ready()
+    if not execution.loaded:
+        exchange_status = "loading"
+    elif not venue.reconciled:
+        exchange_status = "not_reconciled"  # live: no new trade until the exchange matches the tables
+    else:
+        exchange_status = "up" if monitor.last_error is None else "degraded"
     components["exchange"] = {
-        "status": "up"
-        if execution.loaded and monitor.last_error is None
-        else ("loading" if not execution.loaded else "degraded"),
+        "status": exchange_status,
         "name": execution.name,
+        "reconciled": venue.reconciled,
+        "reconciliation": venue.reason,
+        "reconciled_at": venue.checked_at.isoformat() if venue.checked_at else None,
         "feed": execution.feed.name,
         "feed_time": execution.feed.now().isoformat(),
         "open_positions": len(execution.open_rows()),
@@ -175,7 +183,8 @@ async def readiness(container: "Container") -> tuple[str, int, dict[str, Any]]:
     if database["status"] != "up":
         safety = {"status": "unknown", "error": "database_down"}
     components["safety_governor"] = safety
-    loading = components["exchange"]["status"] == "loading"  # positions not read yet: trades answer 503
+    # positions not read yet, or a live exchange not reconciled: trades answer 503
+    loading = components["exchange"]["status"] in ("loading", "not_reconciled")
     if database["status"] != "up" or safety["status"] not in ("up", "halted") or loading:
         overall, code = "not_ready", 503
     elif policy["status"] != "up":

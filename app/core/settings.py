@@ -5,7 +5,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal, TypedDict
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.domains.execution.margin import DEFAULT_LIQUIDATION_BUFFER_PCT
@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     price_feed_speed: float = Field(default=1.0, gt=0, le=1_000_000)  # simulated seconds per second
     monitor_interval_seconds: float = Field(default=1.0, gt=0)
     exit_atr_bars: int = Field(default=14, ge=0, le=1000)  # 0: exit plans use the static ladder
+    # Where orders go: the paper exchange (default) or Binance USDⓈ-M through ccxt (live; testnet by default)
+    exchange: Literal["paper", "binance"] = "paper"
+    binance_api_key: SecretStr = SecretStr("")
+    binance_secret: SecretStr = SecretStr("")
+    binance_testnet: bool = True
 
     losing_streak_threshold: int = Field(default=3, ge=1)
     losing_streak_leverage_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
@@ -124,6 +129,14 @@ class Settings(BaseSettings):
         if value.tzinfo is None:
             raise ValueError("PRICE_FEED_START needs a timezone, e.g. 2025-08-01T00:00:00Z")
         return value
+
+    @model_validator(mode="after")
+    def _live_needs_keys(self) -> "Settings":
+        if self.exchange == "binance" and not (
+            self.binance_api_key.get_secret_value() and self.binance_secret.get_secret_value()
+        ):
+            raise ValueError("EXCHANGE=binance needs BINANCE_API_KEY and BINANCE_SECRET")
+        return self
 
     @field_validator("redis_url", "markets_file", "market_data_dir", mode="before")
     @classmethod

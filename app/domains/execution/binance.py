@@ -317,6 +317,11 @@ class BinanceUsdmExchange:
     def ready(self) -> ReadyState:
         return self._ready
 
+    def mark_unreconciled(self, reason: str) -> None:
+        """The app's record may differ from the exchange (a failed write after an order): refuse new
+        entries until `reconcile` succeeds again."""
+        self._ready = ReadyState(False, reason, datetime.now(UTC))
+
     @property
     def client(self) -> Any:
         """The underlying `ccxt.async_support.binanceusdm` instance (rate limiter, urls, options)."""

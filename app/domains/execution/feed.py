@@ -4,6 +4,8 @@
 simulated time = `start` + (seconds since the feed started) × `speed`. As of a simulated time t it
 knows only the candles closed by t: the price is the close of the last one (no look-ahead), and the
 monitor receives each candle once it has closed, with the funding rate settled at its open.
+
+`LivePriceFeed` (EXCHANGE=binance) takes the exchange's mark price now and its closed candles.
 """
 
 import time
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from app.domains.execution.exchange import ExchangeError
 from app.domains.execution.paper import Bar
 from app.domains.signals.marketdata import MarketData, MarketDataError
 
@@ -32,6 +35,12 @@ class PriceFeed(Protocol):
     async def closed_bars(self, symbol: str, after_open_ms: int | None) -> list[Bar]: ...
 
     async def funding_rate(self, symbol: str, open_ms: int) -> Decimal | None: ...
+
+
+class MarkSource(Protocol):
+    name: str
+
+    async def fetch_mark_price(self, symbol: str) -> Decimal: ...
 
 
 def _decimal(value: float) -> Decimal:
@@ -106,3 +115,33 @@ class ReplayPriceFeed:
         except MarketDataError:
             return None  # no funding data: none settled (said by the position's events having none)
         return _decimal(funding.rate[0]) if len(funding) else None
+
+
+class LivePriceFeed:
+    """Live: the exchange's mark price now, and closed 1h candles (for the monitor and the ATR) from the
+    same exchange through `CcxtMarketData`, on the wall clock. Funding is settled by the exchange itself,
+    so the live venue does not apply rates from here."""
+
+    def __init__(self, marks: MarkSource, market_data: MarketData, clock: Callable[[], datetime]) -> None:
+        self._marks = marks
+        self.name = f"live:{marks.name}"
+        self._clock = clock
+        self._bars = ReplayPriceFeed(market_data, clock(), 1.0, monotonic=self._seconds)
+
+    def _seconds(self) -> float:
+        return self._clock().timestamp()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    async def price(self, symbol: str) -> Decimal:
+        try:
+            return await self._marks.fetch_mark_price(symbol)
+        except ExchangeError as exc:
+            raise NoPrice(f"no mark price of {symbol} from {self._marks.name}: {exc}") from exc
+
+    async def closed_bars(self, symbol: str, after_open_ms: int | None) -> list[Bar]:
+        return await self._bars.closed_bars(symbol, after_open_ms)
+
+    async def funding_rate(self, symbol: str, open_ms: int) -> Decimal | None:
+        return await self._bars.funding_rate(symbol, open_ms)

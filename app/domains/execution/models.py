@@ -117,7 +117,7 @@ class ExitLegRecord(Base):
     fraction: Mapped[Decimal] = mapped_column(Exact())
     quantity: Mapped[Decimal] = mapped_column(Exact())
     reason: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))  # ACTIVE, FILLED, CANCELED, EXPIRED
+    status: Mapped[str] = mapped_column(String(16))  # ACTIVE, FILLED, CANCELED, EXPIRED, NOT_PLACED
     order_client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -18,9 +18,11 @@ class PositionMonitor:
         symbols: Callable[[], set[str]],
         apply_bars: Callable[[str, str], Awaitable[int]],
         interval_seconds: float,
+        housekeeping: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._symbols = symbols
         self._apply = apply_bars
+        self._housekeeping = housekeeping  # run first on every tick (a live exchange's reconciliation)
         self.interval_seconds = interval_seconds
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
@@ -39,6 +41,8 @@ class PositionMonitor:
 
     async def tick(self) -> int:
         """One pass over the held symbols; returns the bars applied."""
+        if self._housekeeping is not None:
+            await self._housekeeping()
         applied = 0
         trace_id = uuid.uuid4().hex
         for symbol in sorted(self._symbols()):

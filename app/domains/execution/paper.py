@@ -365,7 +365,7 @@ class PaperBook:
         if state.average_price is None or state.filled <= 0:
             raise InvalidOrder(f"order {state.request.client_order_id} reports no fill to record")
         self._unrest(state.request.client_order_id)
-        _, events = self._fill(state, state.average_price, maker=False, amount=state.filled, exact=True)
+        _, events = self._fill(state, state.average_price, maker=False, amount=state.filled, external=True)
         return events + self._drain()
 
     def close_order(self, state: OrderState, now: datetime) -> list[BookEvent]:
@@ -382,13 +382,13 @@ class PaperBook:
         maker: bool,
         at_ms: int | None = None,
         amount: Decimal | None = None,
-        exact: bool = False,
+        external: bool = False,
     ) -> tuple[OrderState, list[BookEvent]]:
-        """Fill `amount` (default: the whole order) at `raw_price`, rounded to the tick unless `exact`
-        (an exchange's average price)."""
+        """Fill `amount` (default: the whole order) at `raw_price`, rounded to the tick; an `external` fill
+        (the exchange's, at its average price) is recorded as it is: no rounding, no margin check."""
         request = state.request
         now = self.clock()
-        price = raw_price if exact else price_to_precision(request.symbol, raw_price)
+        price = raw_price if external else price_to_precision(request.symbol, raw_price)
         position = self.positions.get(_key(request))
         amount = request.amount if amount is None else amount
         if request.reduce_only:
@@ -407,7 +407,7 @@ class PaperBook:
             amount -= closing
             fee -= fill.fee
         if amount > 0:
-            opened = self._open(request, amount, price, fee)
+            opened = self._open(request, amount, price, fee, check_margin=not external)
             fill = Fill(price, amount, fee, maker, now)
             events.append(BookEvent("fill", request.symbol, now, None, fill, opened.id, -fee, amount, "open"))
         fills = tuple(e.fill for e in events if e.fill is not None)
@@ -425,10 +425,12 @@ class PaperBook:
         self._outbox.append(BookEvent("expired", state.request.symbol, now, expired, detail=reason))
         return expired
 
-    def _open(self, request: OrderRequest, amount: Decimal, price: Decimal, fee: Decimal) -> PaperPosition:
+    def _open(
+        self, request: OrderRequest, amount: Decimal, price: Decimal, fee: Decimal, *, check_margin: bool = True
+    ) -> PaperPosition:
         leverage = self.leverage.get(_key(request), self.leverage.get(request.symbol, ONE))
         margin = (amount * price / leverage).quantize(USDT, rounding=ROUND_HALF_UP)
-        if margin + fee > self.available():
+        if check_margin and margin + fee > self.available():
             raise InsufficientMargin(
                 f"margin {margin:.8f} + fee {fee:.8f} USDT exceeds the available {self.available():.8f}"
             )

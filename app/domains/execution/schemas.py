@@ -80,7 +80,9 @@ class ExitLegOut(BaseModel):
     fraction: DecimalStr
     quantity: DecimalStr
     reason: str
-    status: str = Field(description="ACTIVE, FILLED, CANCELED or EXPIRED")
+    status: str = Field(
+        description="ACTIVE, FILLED, CANCELED, EXPIRED, or NOT_PLACED (the exchange refused an earlier leg)"
+    )
     order_client_id: str | None
 
 

@@ -88,6 +88,11 @@ class ExecRows:
         ) or bool(self.legs or self.events)
 
 
+class ExchangeStateUnknown(RuntimeError):
+    """The exchange holds something this batch cannot record truthfully: the batch fails and the venue
+    is reconciled again before any new trade (not an ExchangeError: it must not read as a clean refusal)."""
+
+
 @dataclass(frozen=True)
 class Opened:
     position: Row
@@ -95,6 +100,7 @@ class Opened:
     fill_price: Decimal
     amount: Decimal
     fee: Decimal
+    closed: tuple["Closed", ...] = ()  # closed at once: the exchange refused its protective orders
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,11 @@ class PaperExecution:
         except ExchangeError as exc:
             logger.warning("reconciliation_failed", extra={"error": str(exc)})
             return venue.ready()
+
+    def invalidate(self, reason: str) -> None:
+        """A batch failed: the book is rebuilt from the tables; a live venue must be reconciled again."""
+        if isinstance(self.venue, LiveVenue):
+            self.venue.invalidate(reason)
 
     async def refresh_mark(self, symbol: str) -> Decimal:
         """The feed's price now, kept as the symbol's mark for the batch that follows."""
@@ -415,9 +426,10 @@ class PaperExecution:
                 "created_at": now,
             }
         )
+        unprotected: ExchangeError | None = None
         for seq, leg in enumerate(plan.legs):
             client_id = None
-            if leg.kind is not LegKind.TRAILING:
+            if leg.kind is not LegKind.TRAILING and unprotected is None:
                 order_type = OrderType.STOP_MARKET if leg.kind is LegKind.SL else OrderType.TAKE_PROFIT_MARKET
                 client_id = f"{key[:8]}-{leg.kind.value.lower()}{seq}-{uuid.uuid4().hex[:12]}"
                 protective = OrderRequest(
@@ -430,10 +442,14 @@ class PaperExecution:
                     reduce_only=True,
                     position_id=key,
                 )
-                resting, _ = await self.venue.submit(protective, mark)
-                order = self._order_row(resting, position_id, leg.kind.value, None, "exit_plan", now)
-                rows.new_orders.append(order)
-                cached.orders[client_id] = order
+                try:
+                    resting, _ = await self.venue.submit(protective, mark)
+                except ExchangeError as exc:  # never left unprotected: closed below
+                    unprotected, client_id = exc, None
+                else:
+                    order = self._order_row(resting, position_id, leg.kind.value, None, "exit_plan", now)
+                    rows.new_orders.append(order)
+                    cached.orders[client_id] = order
             leg_row = {
                 "id": uuid.uuid4(),
                 "plan_id": plan_id,
@@ -444,7 +460,7 @@ class PaperExecution:
                 "fraction": leg.fraction,
                 "quantity": leg.quantity,
                 "reason": leg.reason,
-                "status": "ACTIVE",
+                "status": "ACTIVE" if client_id is not None or leg.kind is LegKind.TRAILING else "NOT_PLACED",
                 "order_client_id": client_id,
                 "updated_at": now,
             }
@@ -459,7 +475,17 @@ class PaperExecution:
         )
         position["trailing"] = trailing
         cached.trailing = trailing
-        return Opened(position, plan, fill.price, fill.amount, fill.fee)
+        closed: list[Closed] = []
+        if unprotected is not None:
+            reason = f"the exchange refused a protective order ({unprotected}): closed rather than left unprotected"
+            logger.error("protective_order_refused", extra={"position_id": key, "error": str(unprotected)})
+            rows.events.append(self._event(position, "protection_failed", "EMERGENCY", reason, None, None, None, now))
+            proposal = ExitProposal(ExitSource.EMERGENCY, ExitKind.CLOSE, reason)
+            try:
+                closed = await self._execute(rows, cached, [proposal], mark, now, None)
+            except ExchangeError as exc:  # open, unprotected and not closable: the batch must not pretend
+                raise ExchangeStateUnknown(f"position {key} is open without protection: {exc}") from exc
+        return Opened(position, plan, fill.price, fill.amount, fill.fee, tuple(closed))
 
     # --- close -------------------------------------------------------------------------------------
     async def close(
@@ -636,22 +662,14 @@ class PaperExecution:
         return closed
 
     async def _move_stop(self, rows: ExecRows, cached: _Open, stop: Decimal, now: datetime) -> None:
+        """The new stop order is placed first and the old one canceled after, so the position is never
+        without a stop: a refused new stop keeps the old one, and an old one that cannot be canceled stays
+        tracked (reduce-only caps both at the position). Each failure is a position event."""
         row = cached.row
         for client_id, order in list(cached.orders.items()):
             if order["purpose"] != "SL":
                 continue
-            await self.venue.cancel(client_id)
-            order.update(status=OrderStatus.CANCELED.value, reason=f"replaced by a stop at {stop}", updated_at=now)
-            rows.orders[client_id] = order
-            del cached.orders[client_id]
-            leg = cached.legs.pop(client_id, None)
-            if leg is not None:
-                leg.update(trigger_price=stop, updated_at=now)
-                new_id = f"{str(row['id'])[:8]}-sl-{uuid.uuid4().hex[:12]}"
-                leg["order_client_id"] = new_id
-                rows.legs[leg["id"]] = leg
-            else:
-                new_id = f"{str(row['id'])[:8]}-sl-{uuid.uuid4().hex[:12]}"
+            new_id = f"{str(row['id'])[:8]}-sl-{uuid.uuid4().hex[:12]}"
             request = OrderRequest(
                 new_id,
                 row["symbol"],
@@ -662,12 +680,31 @@ class PaperExecution:
                 reduce_only=True,
                 position_id=str(row["id"]),
             )
-            state, _ = await self.venue.submit(request, stop)
+            try:
+                state, _ = await self.venue.submit(request, stop)
+            except ExchangeError as exc:
+                why = f"the exchange refused the stop at {stop} ({exc}); the stop at {order['stop_price']} stays"
+                rows.events.append(
+                    self._event(row, "stop_move_failed", ExitSource.STOP.name, why, None, None, None, now)
+                )
+                return
             new_order = self._order_row(state, row["id"], "SL", None, ExitSource.STOP.name, now)
             rows.new_orders.append(new_order)
             cached.orders[new_id] = new_order
+            leg = cached.legs.pop(client_id, None)
             if leg is not None:
+                leg.update(trigger_price=stop, order_client_id=new_id, updated_at=now)
+                rows.legs[leg["id"]] = leg
                 cached.legs[new_id] = leg
+            try:
+                await self.venue.cancel(client_id)
+            except ExchangeError as exc:
+                why = f"the replaced stop {client_id} could not be canceled ({exc}); it stays tracked"
+                rows.events.append(self._event(row, "cancel_failed", ExitSource.STOP.name, why, None, None, None, now))
+                continue
+            order.update(status=OrderStatus.CANCELED.value, reason=f"replaced by a stop at {stop}", updated_at=now)
+            rows.orders[client_id] = order
+            del cached.orders[client_id]
         row["stop_price"] = stop
         rows.positions[row["id"]] = row
 
@@ -780,7 +817,12 @@ class PaperExecution:
         row = cached.row
         key = str(row["id"])
         for client_id in list(cached.orders):
-            state = await self.venue.cancel(client_id)
+            try:
+                state = await self.venue.cancel(client_id)
+            except ExchangeError as exc:  # live: left to reduce-only (nothing to reduce) and reconciliation
+                logger.warning("cancel_failed", extra={"client_order_id": client_id, "error": str(exc)})
+                cached.orders.pop(client_id, None)
+                continue
             if state.status is OrderStatus.NEW:  # already done in the book (expired with the position)
                 state = replace(state, status=OrderStatus.CANCELED, reason="position closed")
             self._order_done(rows, state, now, cached)

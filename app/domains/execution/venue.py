@@ -116,7 +116,10 @@ class LiveVenue:
                     f"one-way mode: {request.symbol} holds a {opposite[0].side} position; close it before "
                     f"opening the other side"
                 )
-            leverage = int(self.book.leverage.get(key, self.book.leverage.get(request.symbol, Decimal(1))))
+            wanted = self.book.leverage.get(key, self.book.leverage.get(request.symbol, Decimal(1)))
+            if wanted != wanted.to_integral_value():
+                raise InvalidOrder(f"Binance takes whole-number leverage, not {wanted}")
+            leverage = int(wanted)
             if self._leverage.get(request.symbol) != leverage:
                 await self.exchange.set_margin_mode(request.symbol, "isolated")
                 await self.exchange.set_leverage(request.symbol, leverage)
@@ -144,15 +147,20 @@ class LiveVenue:
 
     async def on_bar(self, bar: Bar, funding_rate: Decimal | None) -> list[BookEvent]:
         """What the exchange did to the resting orders of the bar's symbol since the last look."""
+        resting = self.book.open_orders(bar.symbol)
+        # Every answer first, then the mirror: a failed request leaves the mirror as it was.
+        states = [await self.exchange.fetch_order(bar.symbol, o.request.client_order_id) for o in resting]
         events: list[BookEvent] = []
-        for resting in self.book.open_orders(bar.symbol):
-            cid = resting.request.client_order_id
-            state = await self.exchange.fetch_order(bar.symbol, cid)
+        for known, state in zip(resting, states, strict=True):
             if state.status is OrderStatus.FILLED and state.filled > 0 and state.average_price is not None:
-                events += self.book.record_fill(_with_request(state, resting))
+                events += self.book.record_fill(_with_request(state, known))
             elif state.status in DONE:
-                events += self.book.close_order(_with_request(state, resting), _at(bar))
+                events += self.book.close_order(_with_request(state, known), _at(bar))
         return events
+
+    def invalidate(self, reason: str) -> None:
+        """The mirror may no longer be what the exchange holds: no new trade until reconciled again."""
+        self.exchange.mark_unreconciled(reason)
 
 
 def _with_request(state: OrderState, resting: OrderState) -> OrderState:

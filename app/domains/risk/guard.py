@@ -79,6 +79,7 @@ class DenialCode(StrEnum):
     STOP_BEYOND_LIQUIDATION = "STOP_BEYOND_LIQUIDATION"
     PRICE_DEVIATION = "PRICE_DEVIATION"
     EXIT_PLAN_REFUSED = "EXIT_PLAN_REFUSED"  # the Exit Brain found no valid plan (set after the checks)
+    EXCHANGE_REJECTED = "EXCHANGE_REJECTED"  # the exchange refused the entry (margin, filters): nothing opened
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ in order, also across workers sharing one Postgres. Events are published after c
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,8 @@ from app.core.errors import (
     ServiceUnavailable,
 )
 from app.core.sequencer import Sequencer
+from app.domains.execution.binance import ReadyState
+from app.domains.execution.exchange import ExchangeError, OrderRejected
 from app.domains.execution.feed import NoPrice
 from app.domains.execution.models import ExitLegRecord, ExitPlanRecord, FillRecord, Order, Position, PositionEvent
 from app.domains.execution.paper import Bar
@@ -64,6 +67,7 @@ from app.domains.trading.repository import Row, TradingRepository, equity_snapsh
 USDT = Decimal("0.00000001")
 Clock = Callable[[], datetime]
 logger = logging.getLogger(__name__)
+RECONCILE_RETRY_SECONDS = 60.0  # a live exchange not reconciled is tried again this often (82 weight)
 
 
 def utcnow() -> datetime:
@@ -116,7 +120,12 @@ class ResetSafety:
     trace_id: str
 
 
-Command = OpenTrade | CloseTrade | ResetSafety | ApplyBars
+@dataclass(frozen=True)
+class Reconcile:
+    """Compare the live exchange with the stored positions and orders, serialized with the trades."""
+
+
+Command = OpenTrade | CloseTrade | ResetSafety | ApplyBars | Reconcile
 
 
 @dataclass(frozen=True)
@@ -256,6 +265,7 @@ class TradingService:
         self._sessions = sessions
         self._execution = execution
         self._execution_stale = False
+        self._last_reconcile = 0.0  # monotonic time of the last reconciliation attempt
         self._exit_policy = exit_policy
         self._policy = policy
         self._guard = guard
@@ -303,10 +313,27 @@ class TradingService:
         await self.load_execution()
 
     async def load_execution(self) -> None:
-        """Rebuild the paper exchange's book and the open positions from the tables."""
+        """Rebuild the paper exchange's book (or the live exchange's mirror) and the open positions from the
+        tables; a live exchange is then reconciled with them before any new trade."""
         async with self._sessions() as session:
             account = await TradingRepository(session).get_account(self.account_id)
             await self._execution.load(session, account.equity if account is not None else Decimal(0))
+        self._last_reconcile = time.monotonic()
+        await self._execution.reconcile()
+
+    async def reconcile(self) -> ReadyState:
+        """Reconcile the live exchange now (through the sequencer, after any failed batch's reload)."""
+        self._last_reconcile = time.monotonic()
+        state: ReadyState = await self._sequencer.submit(Reconcile())
+        return state
+
+    async def housekeeping(self) -> None:
+        """The monitor's chore: while a live exchange is not reconciled, try again every
+        RECONCILE_RETRY_SECONDS (a discrepancy stays until someone fixes it; an outage passes)."""
+        if self._execution.venue.ready().reconciled or not self._execution.loaded:
+            return
+        if time.monotonic() - self._last_reconcile >= RECONCILE_RETRY_SECONDS:
+            await self.reconcile()
 
     @property
     def execution(self) -> PaperExecution:
@@ -325,6 +352,11 @@ class TradingService:
 
     async def open_trade(self, intent: TradeIntent, client_order_id: str | None, trace_id: str) -> OpenOutcome:
         market = self.market(intent.symbol)
+        ready = self._execution.venue.ready()
+        if not ready.reconciled:
+            raise ServiceUnavailable(
+                f"the exchange ({self._execution.name}) is not ready for new trades: {ready.reason}"
+            )
         mark = intent.market_price if intent.market_price is not None else await self._mark(market.symbol)
         try:
             quantity = market.quantity_for(intent.notional, mark)
@@ -449,8 +481,10 @@ class TradingService:
 
     async def _reload_after_failure(self) -> None:
         """A rolled-back batch may have changed the book: the next batch rebuilds it from the database,
-        inside its own transaction (no extra wait here when the database is what failed)."""
+        inside its own transaction (no extra wait here when the database is what failed). A live exchange
+        may hold what was not stored: no new trade until it is reconciled again."""
         self._execution_stale = True
+        self._execution.invalidate("a batch failed: the exchange is reconciled again before any new trade")
 
     async def _run_one_by_one(self, commands: Sequence[Command]) -> list[Any]:
         results: list[Any] = []
@@ -482,6 +516,8 @@ class TradingService:
                         results.append(await self._close(batch, command))
                     elif isinstance(command, ApplyBars):
                         results.append(await self._apply_bars(batch, command))
+                    elif isinstance(command, Reconcile):
+                        results.append(await self._execution.reconcile())
                     else:
                         results.append(await self._reset(batch, command))
                 except AppError as exc:
@@ -644,7 +680,27 @@ class TradingService:
             "close_trace_id": None,
         }
         # The exchange sets the fill: the entry, then the plan's protective orders.
-        opened = await execution.open(b.execution, trade, plan, intent.market_price, b.now, account["equity"])
+        try:
+            opened = await execution.open(b.execution, trade, plan, intent.market_price, b.now, account["equity"])
+        except OrderRejected as exc:  # nothing happened on the exchange: a denial like the others
+            refused = Reason(DenialCode.EXCHANGE_REJECTED, f"EXCHANGE_REJECTED: {exc}")
+            record.update(allowed=False, reasons=[refused.as_dict()])
+            b.events.append(
+                TradeDenied(
+                    decision_id=str(record["id"]),
+                    symbol=intent.symbol,
+                    side=intent.side.value,
+                    reason_codes=(refused.code.value,),
+                    profile_name=decision.profile_name,
+                    trace_id=cmd.trace_id,
+                )
+            )
+            return OpenOutcome(record, None, replayed=False)
+        except ExchangeError as exc:  # unavailable: nothing happened, nothing is stored
+            b.new_decisions.remove(record)
+            if cmd.client_order_id:
+                b.decisions.pop(cmd.client_order_id, None)
+            raise ServiceUnavailable(f"the exchange did not take the order: {exc}") from exc
         notional = (opened.amount * opened.fill_price).quantize(USDT, rounding=ROUND_HALF_UP)
         trade.update(
             quantity=opened.amount,
@@ -670,6 +726,8 @@ class TradingService:
                 trace_id=cmd.trace_id,
             )
         )
+        for done in opened.closed:  # the exchange refused its protective orders: closed at once
+            await self._finish_trade(b, done, cmd.trace_id)
         return OpenOutcome(record, trade, replayed=False)
 
     def _settle(self, b: _Batch) -> None:
@@ -695,9 +753,14 @@ class TradingService:
         if cmd.price is not None:
             self._check_deviation(trade["symbol"], cmd.price, mark)
         reason = cmd.reason or ("close requested" if cmd.amount is None else f"partial close of {cmd.amount} requested")
-        closed = await self._execution.close(
-            b.execution, str(position["id"]), mark, b.now, amount=cmd.amount, source=cmd.source, reason=reason
-        )
+        try:
+            closed = await self._execution.close(
+                b.execution, str(position["id"]), mark, b.now, amount=cmd.amount, source=cmd.source, reason=reason
+            )
+        except OrderRejected as exc:
+            raise Conflict(f"the exchange refused the close: {exc}", trade_id=str(cmd.trade_id)) from exc
+        except ExchangeError as exc:
+            raise ServiceUnavailable(f"the exchange did not take the close: {exc}") from exc
         self._settle(b)
         for done in closed:
             await self._finish_trade(b, done, cmd.trace_id)
