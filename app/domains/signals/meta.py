@@ -13,11 +13,19 @@ crosses for; the library is already used and saved as text (no pickle). With no 
 Honest fitting (`fit_meta`), all slices in time order, each `embargo_ms` apart and purged of rows whose barrier window
 reaches into the next slice:
   fit (oldest) -> early-stopping slice (chooses the number of trees) -> calibration slice (newest).
+The trees weight their rows by average label uniqueness (hourly rows holding for up to a day overlap heavily).
 The calibration is Platt scaling on the raw score's logit, p = sigmoid(a * logit(raw) + b), fitted on the calibration
 slice only, which neither the trees nor early stopping saw. a = 1 / temperature. By default a <= 1 (a temperature
 >= 1: calibration may soften, never sharpen); a > 1 (temperature < 1) is used only when it wins on held-out
 forward-chaining folds of the calibration slice (a win in most folds, and a mean log loss lower by more than two
 standard errors: on real candles a score with no skill readily "wins" sharpening by luck), and never beyond a = 4.
+
+Use:
+  rows = concat_rows([meta_rows(candles, features, primary_probs, sides, barriers, group=i) for each symbol])
+  model = fit_meta(rows, barriers=barriers); model.save(directory)          # LightGBM text + meta.json
+  confidence = MetaModel.load(directory).predict_proba(x_t, probs_t, side_t)  # NaN where the side is 0
+The primary probabilities the meta model learns from must be out of sample for the primary (walk-forward or
+cross-fitted predictions): in-sample they are sharper than anything served, and the meta model would learn that.
 """
 
 import hashlib
