@@ -4,7 +4,9 @@ train    trains the four models and the ensemble on the bundled (or MARKET_DATA_
          writes artifacts under MODEL_DIR, records versions in the database and runs the
          promotion gate.
 evaluate scores a registered ensemble (the champion or a version id) on any candle file,
-         including files it has never seen, next to the baselines.
+         including files it has never seen, next to the baselines, with the served rule
+         (`app.domains.signals.backtest`: the served decision and the active profile's minimum
+         confidence, next-open entry, TP1/SL/max hold, taker fees, slippage, funding).
 """
 
 import argparse
@@ -23,17 +25,28 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
 from app.domains.signals.artifacts import load_ensemble
+from app.domains.signals.backtest import BASELINES, TradeRule, default_min_confidence, describe_rule, symbol_market
 from app.domains.signals.marketdata import ReplayMarketData
-from app.domains.signals.pipeline import TrainPlan, train_and_promote
+from app.domains.signals.pipeline import TrainPlan, default_rule, score_trained, train_and_promote
 from app.domains.signals.registry.gate import PromotionMargins
-from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.registry.service import ModelRegistry, label_reach
 from app.domains.signals.sizing import SizingPolicy, replay_episodes
-from app.domains.signals.training import BASELINES, MODEL_KINDS, TrainingConfig, evaluate, symbol_rows
+from app.domains.signals.training import MODEL_KINDS, TrainingConfig, split_by_time, symbol_rows
 from app.handlers import default_handlers
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_KEYS = (*MODEL_KINDS, "ensemble", *BASELINES)
-METRICS = ("accuracy", "log_loss", "brier", "net_return", "sharpe")
+METRICS = (
+    "accuracy",
+    "log_loss",
+    "direction_accuracy",
+    "move_auc",
+    "trades",
+    "win_rate",
+    "net_return",
+    "sharpe",
+    "max_drawdown",
+)
 
 
 def _migrate(url: str) -> None:
@@ -48,7 +61,7 @@ def _day_ms(day: str) -> int:
 
 
 def _table(report: dict[str, dict[str, float | None]]) -> str:
-    rows = [f"{'':18s}" + "".join(f"{m:>12s}" for m in METRICS)]
+    rows = [f"{'':18s}" + "".join(f"{m[:11]:>12s}" for m in METRICS)]
     for name in REPORT_KEYS:
         cells = (f"{v:12.4f}" if v is not None else f"{'n/a':>12s}" for v in (report[name].get(m) for m in METRICS))
         rows.append(f"{name:18s}" + "".join(cells))
@@ -77,7 +90,9 @@ async def train(args: argparse.Namespace, settings: Settings) -> int:
     plan = TrainPlan(tuple(args.symbols), until, args.timeframe, args.train_days, args.test_days)
     margins = PromotionMargins(settings.promotion_margin_log_loss, settings.promotion_margin_net_return)
     try:
-        outcome = await train_and_promote(market, registry, args.model_dir, plan, TrainingConfig(), margins)
+        config = TrainingConfig()
+        rule = default_rule(config, default_min_confidence(settings.quantum_risk_mode))
+        outcome = await train_and_promote(market, registry, args.model_dir, plan, config, margins, rule)
     finally:
         await engine.dispose()
     if args.json:
@@ -123,23 +138,40 @@ async def evaluate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     symbol = args.symbol or data.name.split("-")[0].replace("_USDT_USDT", "/USDT:USDT").replace("_USDT", "/USDT")
     candles = ReplayMarketData.load_candles_file(data, symbol, args.timeframe)
     funding = ReplayMarketData.load_funding_file(Path(args.funding), symbol) if args.funding else None
-    rows = symbol_rows(candles, funding, trained.config)
+    if len(candles) == 0:
+        print(f"{data}: no candles", file=sys.stderr)
+        return 2
+    start_ms = _day_ms(args.start) if args.start else int(candles.timestamp[0])
+    end_ms = _day_ms(args.end) if args.end else int(candles.timestamp[-1]) + 1
+    _, rows = split_by_time([symbol_rows(candles, funding, trained.config)], start_ms, 0, end_ms)
     if len(rows.y) == 0:
         print(f"{data}: not enough candles for features and labels", file=sys.stderr)
         return 2
-    trained_until = version.train_end.timestamp() * 1000
-    overlap = int((rows.timestamp < trained_until).sum())
+    min_confidence = args.min_confidence
+    if min_confidence is None:
+        min_confidence = default_min_confidence(settings.quantum_risk_mode)
+    base = default_rule(trained.config, min_confidence)
+    rule = TradeRule(
+        min_confidence=base.min_confidence,
+        max_hold_bars=args.max_hold,
+        fee_rate=args.fee if args.fee is not None else base.fee_rate,
+        slippage=args.slippage,
+    )
+    seen_until = (version.train_end + label_reach(version)).timestamp() * 1000
+    seen_from = version.train_start.timestamp() * 1000
+    overlap = int(((rows.timestamp >= seen_from) & (rows.timestamp < seen_until)).sum())
     if overlap:
         print(
             f"warning: {overlap} of {len(rows.y)} rows are inside the period the model was trained on "
-            f"({', '.join(version.symbols)}, until {version.train_end:%Y-%m-%d})",
+            f"({', '.join(version.symbols)}, {version.train_start:%Y-%m-%d} .. {version.train_end:%Y-%m-%d}); "
+            "use --start to score only later candles",
             file=sys.stderr,
         )
-    report = evaluate(trained, rows)
+    report = score_trained(trained, rows, [symbol_market(candles, funding, start_ms, end_ms)], rule)
     if args.json:
         print(json.dumps({name: report[name] for name in REPORT_KEYS}))
     else:
-        print(f"ensemble {version.id} on {data.name}: {len(rows.y)} rows")
+        print(f"ensemble {version.id} on {data.name}: {len(rows.y)} rows; {describe_rule(rule)}")
         print(_table(report))
     return 0
 
@@ -171,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--funding", help="funding file: timestamp,funding_rate")
     e.add_argument("--symbol", help="ccxt symbol (default: from the file name)")
     e.add_argument("--timeframe", default="1h")
+    e.add_argument("--start", help="first day scored, YYYY-MM-DD (default: the file's first candle)")
+    e.add_argument("--end", help="day the scoring ends (exclusive), YYYY-MM-DD (default: the file's end)")
+    e.add_argument(
+        "--min-confidence",
+        type=float,
+        help="minimum confidence of a served call (default: global_min_confidence of QUANTUM_RISK_MODE's profile)",
+    )
+    e.add_argument("--max-hold", type=int, default=TradeRule.max_hold_bars, help="maximum holding time, candles")
+    e.add_argument("--slippage", type=float, default=TradeRule.slippage, help="per fill, a fraction of the price")
+    e.add_argument("--fee", type=float, help="taker fee per fill (default: the model's training config)")
     e.add_argument("--json", action="store_true")
     z = sub.add_parser("train-sizing", help="train the position-sizing policy on replayed episodes")
     z.add_argument(

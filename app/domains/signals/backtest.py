@@ -55,6 +55,20 @@ STOP_LOSS = _EXITS.sl_distance
 BASELINES = ("prior", "fallback_momentum", "always_hold", "buy_and_hold")
 EXIT_REASONS = ("take_profit", "stop_loss", "max_hold", "window_end")
 SIDES = {"LONG": 1, "SHORT": -1}
+CLASSIFICATION_METRICS = ("accuracy", "log_loss", "brier")
+SKILL_METRICS = ("moved_share", "up_share", "direction_accuracy", "direction_log_loss", "move_log_loss", "move_auc")
+TRADING_METRICS = (
+    "trades",
+    "turnover",
+    "win_rate",
+    "net_return",
+    "sharpe",
+    "max_drawdown",
+    "exposure",
+    "avg_trade_return",
+    *(f"exits_{reason}" for reason in EXIT_REASONS),
+)
+MODEL_METRICS = (*CLASSIFICATION_METRICS, *SKILL_METRICS, *TRADING_METRICS)
 Metrics = dict[str, float | None]
 SideAt = Callable[[int], str]
 """The side to open at the close of candle index t: LONG, SHORT or HOLD."""
@@ -296,6 +310,18 @@ def momentum_side(candles: Candles, min_confidence: float) -> SideAt:
     return side_at
 
 
+def prior_side(prior: FloatArray, rows_of_candle: IntArray) -> SideAt:
+    """The class prior's call: always its majority direction (LONG on a tie), wherever it has a row."""
+
+    def side_at(t: int) -> str:
+        row = int(rows_of_candle[t])
+        if row < 0:
+            return "HOLD"
+        return "LONG" if prior[row, LONG] >= prior[row, SHORT] else "SHORT"
+
+    return side_at
+
+
 def constant_side(side: str) -> SideAt:
     return lambda _t: side
 
@@ -415,10 +441,13 @@ def score_probabilities(
 def score_baselines(
     markets: Sequence[SymbolMarket], rows: Dataset, prior: FloatArray, rule: TradeRule
 ) -> dict[str, Metrics]:
-    """The baselines under the same rule; the prior also gets its classification and skill metrics."""
-    majority = "LONG" if prior[LONG] >= prior[SHORT] else "SHORT"
-    prior_p = np.tile(prior, (len(rows.y), 1))
-    prior_trading, _ = run_rule(markets, [constant_side(majority) for _ in markets], rule)
+    """The baselines under the same rule; the prior also gets its classification and skill metrics.
+
+    `prior`: the training class frequencies, (3,), or one row of them per row of `rows` (walk-forward
+    folds each have their own). The prior's call at a candle is its majority direction there."""
+    prior_p = np.tile(prior, (len(rows.y), 1)) if prior.ndim == 1 else prior
+    majority = [prior_side(prior_p[mine], rows_of_candle) for mine, rows_of_candle in _rows_of(markets, rows)]
+    prior_trading, _ = run_rule(markets, majority, rule)
     momentum, _ = run_rule(markets, [momentum_side(m.candles, rule.min_confidence) for m in markets], rule)
     hold, _ = run_rule(markets, [constant_side("HOLD") for _ in markets], rule)
     buy_rule = replace(rule, take_profit=None, stop_loss=None, max_hold_bars=None)
@@ -445,7 +474,7 @@ def served_report(
     """Every model (None: it has no probabilities, e.g. an ensemble without weights) and the baselines."""
     out: dict[str, Metrics] = {}
     for name, p in probabilities.items():
-        out[name] = score_probabilities(p, markets, rows, rule) if p is not None else {}
+        out[name] = score_probabilities(p, markets, rows, rule) if p is not None else dict.fromkeys(MODEL_METRICS)
     out.update(score_baselines(markets, rows, prior, rule))
     return out
 

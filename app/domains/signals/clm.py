@@ -7,6 +7,9 @@ torch thread; the event loop only awaits the job's future. The child registers t
 runs the promotion gate itself; the API process then re-publishes `ModelPromoted` on its own bus,
 so the signal service picks up a new champion.
 
+Candidates and champions are scored with the served rule (`backtest`, through the pipeline), with the
+minimum confidence of the risk profile the service starts in (`QUANTUM_RISK_MODE`).
+
 One job at a time: per process by state, and per host by an exclusive lock file in `model_dir`,
 so several uvicorn workers never train at once.
 """
@@ -33,8 +36,9 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import Settings
+from app.domains.signals.backtest import default_min_confidence
 from app.domains.signals.marketdata import MarketData, MarketDataError, ReplayMarketData
-from app.domains.signals.pipeline import TrainPlan, train_and_promote
+from app.domains.signals.pipeline import TrainPlan, default_rule, train_and_promote
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.service import ModelRegistry, json_safe
@@ -128,7 +132,9 @@ async def _train(job: dict[str, Any]) -> dict[str, Any]:
             create_sessionmaker(engine), EventBus(), model_dir, keep_candidates=int(job["keep_candidates"])
         )
         market = ReplayMarketData(Path(market_dir) if market_dir else None)
-        outcome = await train_and_promote(market, registry, model_dir, plan, config, margins)
+        min_confidence = job.get("min_confidence")
+        rule = default_rule(config, None if min_confidence is None else float(min_confidence))
+        outcome = await train_and_promote(market, registry, model_dir, plan, config, margins, rule)
     finally:
         await engine.dispose()
     summary = {
@@ -417,6 +423,7 @@ class ContinuousLearning:
             "train_days": self.config.train_days,
             "test_days": self.config.test_days,
             "torch_epochs": self.config.torch_epochs,
+            "min_confidence": default_min_confidence(s.quantum_risk_mode),
         }
 
     async def _run(self, job: _Job, until_ms: int) -> None:

@@ -1,8 +1,11 @@
-"""Datasets, walk-forward splits and out-of-sample metrics shared by training and promotion.
+"""Datasets, walk-forward splits and the classification metrics shared by training and promotion.
 
-Economic value is measured with one simple rule for every model: hold +1 when it calls
-LONG, -1 for SHORT, 0 for HOLD, from a candle's close to the next one, paying the taker fee
-on every change of position. Metrics are computed on out-of-sample rows only.
+Economic value is NOT measured here: the report, `python -m app evaluate`, the promotion gate and
+the CLM score what is served with `backtest` (the served decision and minimum confidence, next-open
+entry, TP1/SL/max hold, fees, slippage, funding). `rule_metrics` (hold the argmax side from each
+close to the next, re-decided every candle) remains only for `training.report`, which nothing that
+judges a model uses any more; it trades at prices no one could have had. Metrics are computed on
+out-of-sample rows only.
 """
 
 import math
@@ -99,7 +102,8 @@ def rule_metrics(
     group: IntArray | None = None,
     timestamp: IntArray | None = None,
 ) -> dict[str, float]:
-    """Net-of-fee result of holding `positions` (in -1..1) over each next candle.
+    """Net-of-fee result of holding `positions` (in -1..1) over each next candle (not the served rule:
+    see `backtest`).
 
     With several symbols (`group`), capital is split equally between them, turnover is
     counted within each symbol, and returns are summed per timestamp before compounding.

@@ -1,8 +1,10 @@
 """One training run end to end: data -> models -> artifacts -> registry -> promotion gate.
 
-Every kind (the four models and the ensemble) gets a candidate version; each champion is
-re-scored on the candidate's own test window before the gate compares them, so both are
-judged on the same out-of-sample rows.
+Every kind (the four models and the ensemble) gets a candidate version. Candidates and champions are
+scored the same way on the candidate's test window: classification metrics of their probabilities,
+and the served rule's economic value (`backtest`: the served decision, next-open entry, TP1/SL/max
+hold, fees, slippage, funding). A champion trained on that window is not scored there: the registry
+refuses the comparison.
 """
 
 import json
@@ -15,22 +17,31 @@ from typing import Any
 import numpy as np
 
 from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, save_ensemble, save_member
+from app.domains.signals.backtest import (
+    Metrics,
+    SymbolMarket,
+    TradeRule,
+    score_probabilities,
+    served_report,
+    symbol_market,
+)
+from app.domains.signals.candles import Candles, FloatArray, Funding
 from app.domains.signals.ensemble import forecast_to_probabilities
-from app.domains.signals.evaluation import evaluate_probabilities
 from app.domains.signals.features import FEATURES
 from app.domains.signals.marketdata import MarketData
 from app.domains.signals.models.forecaster import TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.models import ModelVersion
-from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, code_version
+from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, code_version, trained_on_window
 from app.domains.signals.training import (
     MODEL_KINDS,
     SymbolRows,
+    TrainedModels,
     TrainingConfig,
     as_dataset,
-    evaluate,
     fit_models,
+    predictions,
     split_by_time,
     symbol_rows,
 )
@@ -38,7 +49,6 @@ from app.domains.signals.training import (
 DAY_MS = 86_400_000
 WARMUP_DAYS = 10  # history loaded before the training window, only to warm indicators up
 CALIBRATION_FILE = "calibration.json"
-Metrics = dict[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -68,14 +78,38 @@ class TrainOutcome:
     test_rows: int
 
 
-async def load_rows(market: MarketData, plan: TrainPlan, config: TrainingConfig) -> list[SymbolRows]:
+@dataclass(frozen=True)
+class MarketSeries:
+    """One symbol's candles and funding, from the warm-up before training to the end of the plan."""
+
+    candles: Candles
+    funding: Funding
+
+
+async def load_rows(
+    market: MarketData, plan: TrainPlan, config: TrainingConfig
+) -> tuple[list[SymbolRows], list[MarketSeries]]:
     start = plan.train_from_ms - WARMUP_DAYS * DAY_MS
-    parts = []
+    parts, series = [], []
     for symbol in plan.symbols:
         candles = await market.candles(symbol, plan.timeframe, start, plan.until_ms)
         funding = await market.funding(symbol, start, plan.until_ms)
         parts.append(symbol_rows(candles, funding, config))
-    return parts
+        series.append(MarketSeries(candles, funding))
+    return parts, series
+
+
+def window_markets(series: list[MarketSeries], start_ms: int, end_ms: int) -> list[SymbolMarket]:
+    """The test window of every symbol, in the order of `plan.symbols` (the rows' group index)."""
+    return [symbol_market(s.candles, s.funding, start_ms, end_ms) for s in series]
+
+
+def default_rule(config: TrainingConfig, min_confidence: float | None = None) -> TradeRule:
+    """The served rule with the training config's taker fee, and `min_confidence` (default: the
+    active risk profile's `global_min_confidence`)."""
+    if min_confidence is None:
+        return TradeRule(fee_rate=config.fee_rate)
+    return TradeRule(min_confidence=min_confidence, fee_rate=config.fee_rate)
 
 
 def _as_gate_metrics(metrics: Metrics) -> dict[str, float]:
@@ -86,19 +120,34 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def score_version(version: ModelVersion, test: SymbolRows, fee_rate: float) -> Metrics:
-    """An existing version's metrics on `test` (the candidate's window)."""
+def version_probabilities(version: ModelVersion, test: SymbolRows) -> FloatArray | None:
+    """An existing version's class probabilities on `test` (None: an ensemble without weights)."""
     directory = Path(version.artifact_path)
     if version.kind == "ensemble":
         trained, _ = load_ensemble(directory)
-        return dict(evaluate(trained, test)["ensemble"])
+        return predictions(trained, test).get("ensemble")
     if version.kind in TORCH_KINDS:
         calibration = json.loads((directory / CALIBRATION_FILE).read_text())
         forecast = TorchForecaster.load(directory).predict(test.windows)
-        probabilities = forecast_to_probabilities(forecast, calibration["residual_std"], calibration["band"])
-    else:
-        probabilities = GbmClassifier.load(directory).predict_proba(test.x)
-    return dict(evaluate_probabilities(probabilities, as_dataset(test), fee_rate))
+        return forecast_to_probabilities(forecast, calibration["residual_std"], calibration["band"])
+    return GbmClassifier.load(directory).predict_proba(test.x)
+
+
+def score_version(version: ModelVersion, test: SymbolRows, markets: list[SymbolMarket], rule: TradeRule) -> Metrics:
+    """An existing version's metrics on `test` (the candidate's window), with the served rule."""
+    probabilities = version_probabilities(version, test)
+    if probabilities is None:
+        return {"log_loss": None, "net_return": None}
+    return score_probabilities(probabilities, markets, as_dataset(test), rule)
+
+
+def score_trained(
+    trained: TrainedModels, test: SymbolRows, markets: list[SymbolMarket], rule: TradeRule
+) -> dict[str, Metrics]:
+    """Every model, the ensemble and the baselines on the test window (`backtest.served_report`)."""
+    probabilities = predictions(trained, test)
+    named = {kind: probabilities.get(kind) for kind in (*MODEL_KINDS, "ensemble")}
+    return served_report(named, markets, as_dataset(test), trained.prior, rule)
 
 
 async def train_and_promote(
@@ -108,13 +157,19 @@ async def train_and_promote(
     plan: TrainPlan,
     config: TrainingConfig,
     margins: PromotionMargins,
+    rule: TradeRule | None = None,
 ) -> TrainOutcome:
-    parts = await load_rows(market, plan, config)
+    """Train, register every kind, and gate each against its champion on the test window.
+
+    `rule`: the served rule the economic metrics use (default: `default_rule(config)`)."""
+    rule = rule if rule is not None else default_rule(config)
+    parts, series = await load_rows(market, plan, config)
     train, test = split_by_time(parts, plan.test_from_ms, config.embargo_hours, plan.until_ms, plan.train_from_ms)
     if len(train.y) == 0 or len(test.y) == 0:
         raise ValueError(f"no data for {plan.symbols} between {_utc(plan.train_from_ms)} and {_utc(plan.until_ms)}")
     trained = fit_models(train, config)
-    report = evaluate(trained, test)
+    markets = window_markets(series, plan.test_from_ms, plan.until_ms)
+    report = score_trained(trained, test, markets, rule)
     run = uuid.uuid4().hex[:12]
     common: dict[str, Any] = {
         "symbols": list(plan.symbols),
@@ -161,13 +216,15 @@ async def train_and_promote(
         metrics=_as_gate_metrics(report["ensemble"]),
         artifact_sha256=saved["sha256"],
     )
+    # Without a champion a candidate must beat the prior's log loss and always-HOLD's net return (0).
     baseline = {"log_loss": float(report["prior"]["log_loss"] or np.nan), "net_return": 0.0}
     decisions: dict[str, PromotionDecision] = {}
     for kind, version in versions.items():
         champion = await registry.champion(kind)
-        champion_metrics = (
-            _as_gate_metrics(score_version(champion, test, config.fee_rate)) if champion is not None else None
-        )
+        champion_metrics = None
+        if champion is not None and trained_on_window("", champion, common["test_start"], common["test_end"]) is None:
+            # scored in-sample otherwise: the registry refuses that comparison, with the reason
+            champion_metrics = _as_gate_metrics(score_version(champion, test, markets, rule))
         decisions[kind] = await registry.decide(
             version.id,
             _as_gate_metrics(report[kind]),

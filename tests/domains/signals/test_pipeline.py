@@ -13,6 +13,7 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
 from app.domains.signals.artifacts import load_ensemble
+from app.domains.signals.backtest import MODEL_METRICS, TRADING_METRICS
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.pipeline import TrainPlan, train_and_promote
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
@@ -44,6 +45,7 @@ async def test_train_register_and_gate(
     )
     assert set(outcome.versions) == set(outcome.decisions) == KINDS
     baseline = {"log_loss": outcome.report["prior"]["log_loss"], "net_return": 0.0}
+    assert set(outcome.report["ensemble"]) == set(MODEL_METRICS)  # scored with the served rule
     for kind, decision in outcome.decisions.items():
         metrics = {k: float("nan") if v is None else v for k, v in outcome.report[kind].items()}
         expected, _ = promotion_gate(metrics, None, baseline, PromotionMargins())  # type: ignore[arg-type]
@@ -73,6 +75,11 @@ async def test_train_register_and_gate(
         "always_hold",
         "buy_and_hold",
     ]
-    for metrics in report.values():
-        assert set(metrics) == {"accuracy", "log_loss", "brier", "net_return", "sharpe"}
-    assert report["always_hold"]["log_loss"] is None and report["ensemble"]["log_loss"] is not None
+    for name in ("xgboost", "lightgbm", "nhits", "patchtst", "ensemble", "prior"):
+        assert set(report[name]) == set(MODEL_METRICS), name
+    for name in ("fallback_momentum", "always_hold", "buy_and_hold"):
+        assert set(report[name]) == set(TRADING_METRICS), name
+    assert report["always_hold"]["trades"] == 0 and report["always_hold"]["net_return"] == 0.0
+    assert report["buy_and_hold"]["trades"] == 1 and report["ensemble"]["log_loss"] is not None
+    # the served rule trades far less than once an hour
+    assert report["xgboost"]["trades"] < 0.2 * len(ReplayMarketData.load_candles_file(data, "ETH/USDT:USDT", "1h"))

@@ -93,7 +93,8 @@ def label_reach(version: ModelVersion) -> timedelta:
     return timedelta(milliseconds=int(horizon) * step_ms) if isinstance(horizon, int) else timedelta(0)
 
 
-def _overlap(who: str, version: ModelVersion, window_start: datetime, window_end: datetime) -> str | None:
+def trained_on_window(who: str, version: ModelVersion, window_start: datetime, window_end: datetime) -> str | None:
+    """Why `version`'s training data (labels included) overlaps the window, or None (`gate.training_overlap`)."""
     return training_overlap(who, version.train_start, version.train_end, window_start, window_end, label_reach(version))
 
 
@@ -207,11 +208,13 @@ class ModelRegistry:
                 raise NotFound(f"model version {candidate_id} not found")
             if candidate.status != CANDIDATE:
                 raise Conflict(f"model version {candidate_id} is {candidate.status}, not a candidate")
-            overlap = _overlap("the candidate", candidate, window_start, window_end)
+            overlap = trained_on_window("the candidate", candidate, window_start, window_end)
             if overlap is not None:
                 raise ValueError(overlap)
             champion = await repo.champion_of(candidate.kind, for_update=True)
-            refused = _overlap(f"champion {champion.id}", champion, window_start, window_end) if champion else None
+            refused = (
+                trained_on_window(f"champion {champion.id}", champion, window_start, window_end) if champion else None
+            )
             if champion is not None and champion_metrics is None and refused is None:
                 raise Conflict(f"{candidate.kind} has champion {champion.id}: its metrics on the window are needed")
             if champion is None and champion_metrics is not None:
