@@ -15,6 +15,7 @@ Live specifics (Binance USDⓈ-M, one-way mode):
 - funding and liquidation happen on the exchange: the mirror does not simulate them.
 """
 
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,15 +23,19 @@ from typing import Protocol
 
 from app.domains.execution.binance import BinanceUsdmExchange, ExpectedOrder, ExpectedPosition, ReadyState
 from app.domains.execution.exchange import (
+    ExchangeError,
     InvalidOrder,
+    OrderNotFound,
     OrderRejected,
     OrderRequest,
     OrderSide,
     OrderState,
     OrderStatus,
+    OrderType,
 )
 from app.domains.execution.paper import Bar, BookEvent, PaperBook
 
+logger = logging.getLogger(__name__)
 DONE = (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
 
 
@@ -129,7 +134,8 @@ class LiveVenue:
             raise OrderRejected(f"{request.client_order_id}: {state.status.value} {state.reason or ''}".strip())
         if state.filled > 0 and state.average_price is not None:
             events = self.book.record_fill(state)
-            done = next((e.order for e in events if e.order is not None), state)
+            await self._cancel_orphans(events)
+            done = next((e.order for e in events if e.order is not None and e.kind == "fill"), state)
             return done, events
         self.book.restore(state)  # resting on the exchange; the mirror only remembers it
         return state, []
@@ -156,7 +162,27 @@ class LiveVenue:
                 events += self.book.record_fill(_with_request(state, known))
             elif state.status in DONE:
                 events += self.book.close_order(_with_request(state, known), _at(bar))
+        await self._cancel_orphans(events)
         return events
+
+    async def _cancel_orphans(self, events: list[BookEvent]) -> None:
+        """Orders the mirror expired because their position closed still rest on the exchange (Binance
+        keeps reduce-only conditional orders): cancel them there. A failure is logged; reduce-only keeps
+        such an order harmless, and reconciliation reports it."""
+        for event in events:
+            if event.kind != "expired" or event.order is None or event.order.status is not OrderStatus.EXPIRED:
+                continue
+            request = event.order.request
+            if not request.reduce_only or request.type not in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET):
+                continue
+            try:
+                await self.exchange.cancel_order(request.symbol, request.client_order_id)
+            except OrderNotFound:
+                pass
+            except ExchangeError as exc:
+                logger.warning(
+                    "orphan_cancel_failed", extra={"client_order_id": request.client_order_id, "error": str(exc)}
+                )
 
     def invalidate(self, reason: str) -> None:
         """The mirror may no longer be what the exchange holds: no new trade until reconciled again."""
