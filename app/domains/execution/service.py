@@ -33,15 +33,21 @@ from app.domains.execution.feed import NoPrice, PriceFeed
 from app.domains.execution.models import ExitLegRecord, Order, Position
 from app.domains.execution.paper import Bar, BookEvent, PaperBook, PaperConfig, PaperPosition
 from app.domains.execution.precision import amount_to_precision, price_to_precision
+from app.domains.execution.reading import READING_BARS, MarketReading, read_market
 from app.domains.execution.venue import LiveVenue, PaperVenue, Venue
 from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
 from app.domains.exits.harvest import (
     AdaptiveHarvestPolicy,
+    Bias,
     HarvestAction,
     HarvestContext,
+    HarvestPolicy,
     HarvestPosition,
     HarvestState,
+    heat_gate,
+    kill_score,
     propose,
+    r_multiple,
     resolve_settings,
 )
 from app.domains.exits.plan import ExitConfig, ExitContext, ExitPlan, LegKind, PlanRefused, TrailingStop, build_plan
@@ -157,7 +163,9 @@ class PaperExecution:
         self.marks: dict[str, Decimal] = {}
         self.loaded = False  # the open positions were read from the tables
         self._atr_cache: dict[tuple[str, int], tuple[int, Decimal | None]] = {}
-        self._theta = resolve_settings(AdaptiveHarvestPolicy(), HarvestContext()).theta
+        self._harvest_policy: HarvestPolicy = AdaptiveHarvestPolicy()
+        self._default_harvest = resolve_settings(self._harvest_policy, HarvestContext())
+        self._reading_cache: dict[str, tuple[int, MarketReading | None]] = {}
 
     def _new_book(self, balance: Decimal) -> PaperBook:
         cfg = self.config
@@ -275,6 +283,33 @@ class PaperExecution:
         self._atr_cache[(symbol, bars)] = (hour, value)
         return value
 
+    async def reading(self, symbol: str) -> MarketReading | None:
+        """The market read at the last closed bar (regime, bias, trend strength), or None without enough
+        history: once per symbol and closed bar."""
+        now_ms = int(self.feed.now().timestamp() * 1000)
+        hour = now_ms // HOUR_MS
+        cached = self._reading_cache.get(symbol)
+        if cached is not None and cached[0] == hour:
+            return cached[1]
+        try:
+            history = await self.feed.closed_bars(symbol, now_ms - (READING_BARS + 2) * HOUR_MS)
+        except NoPrice:
+            return None
+        found = read_market(symbol, history, [history[-1].open_ms]) if history else {}
+        value = next(iter(found.values()), None)
+        self._reading_cache[symbol] = (hour, value)
+        return value
+
+    async def readings(self, symbol: str, bars: list[Bar]) -> dict[int, MarketReading]:
+        """The market read at each of `bars` (each from the bars up to it), for the monitor's batch."""
+        if not bars:
+            return {}
+        try:
+            history = await self.feed.closed_bars(symbol, bars[0].open_ms - (READING_BARS + 1) * HOUR_MS)
+        except NoPrice:
+            return {}
+        return read_market(symbol, history, [b.open_ms for b in bars])
+
     def mark_for(self, symbol: str) -> Decimal:
         mark = self.marks.get(symbol)
         if mark is None:
@@ -350,7 +385,14 @@ class PaperExecution:
         return replace(plan, legs=legs)
 
     async def open(
-        self, rows: ExecRows, trade: Row, plan: ExitPlan, mark: Decimal, now: datetime, balance: Decimal
+        self,
+        rows: ExecRows,
+        trade: Row,
+        plan: ExitPlan,
+        mark: Decimal,
+        now: datetime,
+        balance: Decimal,
+        reading: MarketReading | None = None,
     ) -> Opened:
         """Fill the entry at the market and place the plan's protective orders (reduce-only)."""
         self.book.balance = balance
@@ -393,7 +435,8 @@ class PaperExecution:
             "funding": ZERO,
             "stop_price": plan.stop_loss.trigger_price,
             "initial_stop": plan.stop_loss.trigger_price,  # the risk R is measured against (harvest)
-            "harvest": None,
+            # the market read at entry: the kill score measures the regime flip and trend drop from it
+            "harvest": {"fired": [], "peak_r": 0.0, "entry": reading.as_json() if reading is not None else None},
             "liquidation_price": _shown(symbol, book_position.liquidation()),
             "trailing": None,
             "last_bar_ms": entry_bar_ms - HOUR_MS,  # the bars from the entry's on are applied to it
@@ -511,7 +554,15 @@ class PaperExecution:
         return await self._execute(rows, cached, [proposal], mark, now, None)
 
     # --- bars --------------------------------------------------------------------------------------
-    async def apply_bar(self, rows: ExecRows, bar: Bar, funding_rate: Decimal | None, now: datetime) -> list[Closed]:
+    async def apply_bar(
+        self,
+        rows: ExecRows,
+        bar: Bar,
+        funding_rate: Decimal | None,
+        now: datetime,
+        reading: MarketReading | None = None,
+        exposure: float = 0.0,
+    ) -> list[Closed]:
         """Everything `bar` does to the open positions of its symbol, then the trailing stops."""
         self.marks[bar.symbol] = bar.close
         targets = {k: o for k, o in self._open.items() if o.row["symbol"] == bar.symbol}
@@ -525,13 +576,17 @@ class PaperExecution:
                 continue
             cached.row["last_bar_ms"] = bar.open_ms
             rows.positions[cached.row["id"]] = cached.row
-            closed += await self._manage(rows, cached, bar, now)
+            closed += await self._manage(rows, cached, bar, now, reading, exposure)
         return closed
 
-    async def _manage(self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime) -> list[Closed]:
+    async def _manage(
+        self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime, reading: MarketReading | None, exposure: float
+    ) -> list[Closed]:
         """After the bar: the trailing stop follows its best price and harvest proposes partials and the
         break-even stop; all of it goes through the arbiter in one round (the stop before harvest)."""
-        proposals = self._trailing_proposals(rows, cached, bar) + self._harvest_proposals(rows, cached, bar)
+        proposals = self._trailing_proposals(rows, cached, bar) + self._harvest_proposals(
+            rows, cached, bar, reading, exposure
+        )
         if not proposals:
             return []
         return await self._execute(rows, cached, proposals, bar.close, now, bar.open_ms)
@@ -570,32 +625,63 @@ class PaperExecution:
             )
         ]
 
-    def _harvest_proposals(self, rows: ExecRows, cached: _Open, bar: Bar) -> list[ExitProposal]:
+    def _harvest_proposals(
+        self, rows: ExecRows, cached: _Open, bar: Bar, reading: MarketReading | None, exposure: float
+    ) -> list[ExitProposal]:
         """Partials at T1/T2/T3 R (down to 75/50/25 % of the entry amount, never below what the take-profits
-        left) and the break-even-plus-fees stop at lock R, from the adaptive policy's theta. No kill score:
-        the monitor has no regime or trend view of the position yet, so the heat gate does not run."""
+        left) and the break-even-plus-fees stop at lock R; with a market reading of this bar and one from the
+        entry, the kill score (FULL_CLOSE_PROPOSED at kill_threshold) and the heat gate (close at K_CLOSE).
+        Theta and K_CLOSE come from the adaptive policy for the bar's regime, volatility and the book's
+        exposure (bounded by `resolve_settings`)."""
         row = cached.row
         initial_stop = row.get("initial_stop")
         if initial_stop is None:
             return []
+        stored = row.get("harvest") or {}
+        entry = stored.get("entry")
         position = HarvestPosition(
             side=Side(row["side"]),
             entry_price=float(row["entry_price"]),
             initial_stop=float(initial_stop),
             amount=float(row["initial_amount"]),
             taker_fee_rate=float(self.config.taker_fee),
+            bias_at_entry=Bias(entry["bias"]) if entry else Bias.NEUTRAL,
+            trend_at_entry=float(entry["trend_strength"]) if entry else 0.0,
         )
-        found, state = propose(position, float(bar.close), self._theta, cached.harvest)
+        settings = self._default_harvest
+        if reading is not None:
+            context = HarvestContext(reading.regime, reading.volatility_ratio, exposure)
+            settings = resolve_settings(self._harvest_policy, context)
+        market = reading.view if reading is not None and entry else None
+        mark = float(bar.close)
+        found, state = propose(position, mark, settings.theta, cached.harvest, market=market)
+        out: list[ExitProposal] = []
+        if market is not None and HarvestAction.FULL_CLOSE_PROPOSED not in cached.harvest.fired:
+            kill = kill_score(
+                side=position.side,
+                bias_at_entry=position.bias_at_entry,
+                bias_now=market.bias,
+                trend_at_entry=position.trend_at_entry,
+                trend_now=market.trend_strength,
+                peak_r=state.peak_r,
+                r_now=r_multiple(position, mark),
+            )
+            heat = heat_gate(kill.score, settings.k_close)
+            if heat.close:
+                why = (
+                    f"heat gate: {heat.reason} (regime_flip {kill.regime_flip:.2f}, trend_drop {kill.trend_drop:.2f}, "
+                    f"pnl_giveback {kill.pnl_giveback:.2f}; {reading.regime.value if reading else ''})"
+                )
+                out.append(ExitProposal(ExitSource.HEAT_GATE, ExitKind.CLOSE, why))
         if state != cached.harvest:
             cached.harvest = state
-            row["harvest"] = {"fired": sorted(a.value for a in state.fired), "peak_r": state.peak_r}
+            row["harvest"] = {"fired": sorted(a.value for a in state.fired), "peak_r": state.peak_r, "entry": entry}
             rows.positions[row["id"]] = row
-        out: list[ExitProposal] = []
         for p in found:
             if p.action is HarvestAction.UPDATE_SL and p.new_stop is not None:
                 stop = price_to_precision(row["symbol"], Decimal(repr(p.new_stop)))
                 out.append(ExitProposal(ExitSource.HARVEST, ExitKind.MOVE_STOP, p.reason, stop=stop))
-            elif p.remaining_fraction is not None:
+            elif p.remaining_fraction is not None and p.action is not HarvestAction.FULL_CLOSE_PROPOSED:
                 keep = row["initial_amount"] * Decimal(repr(p.remaining_fraction))
                 amount = row["amount"] - keep
                 if amount > 0:

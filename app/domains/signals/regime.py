@@ -44,19 +44,38 @@ STRATEGY = {
 def detect_regime(features: FeatureMatrix, row: int, config: RegimeConfig | None = None) -> Regime:
     """The regime at `row`, from that row and earlier ones only."""
     cfg = config or RegimeConfig()
+    ratio = volatility_ratio(features, row, cfg)
+    if np.isfinite(ratio) and ratio > cfg.volatility_ratio:
+        return Regime.VOLATILE
+    t_stat = drift_t_stat(features, row)
+    if np.isfinite(t_stat) and abs(t_stat) >= cfg.trend_t_stat:
+        return Regime.TRENDING
+    return Regime.RANGING
+
+
+def drift_t_stat(features: FeatureMatrix, row: int) -> float:
+    """The 72-candle move against its own noise, signed (up > 0): ret_72 / (rvol_24 · √72); NaN while
+    undefined. |t| ≥ `trend_t_stat` is what TRENDING means; the exit side reads its sign as the bias
+    and |t| as the trend's strength."""
+    move = features.column("ret_72")[row]
+    current = features.column("rvol_24")[row]
+    if not (np.isfinite(move) and np.isfinite(current) and current > 0):
+        return float("nan")
+    return float(move / (current * np.sqrt(72.0)))
+
+
+def volatility_ratio(features: FeatureMatrix, row: int, config: RegimeConfig | None = None) -> float:
+    """Realized volatility now over its median of the lookback (1 = normal; VOLATILE above
+    `volatility_ratio`); NaN without 24 defined values."""
+    cfg = config or RegimeConfig()
     rvol = features.column("rvol_24")
-    start = max(0, row - cfg.volatility_lookback + 1)
-    history = rvol[start : row + 1]
+    history = rvol[max(0, row - cfg.volatility_lookback + 1) : row + 1]
     history = history[np.isfinite(history)]
     current = rvol[row]
-    if history.size >= 24 and np.isfinite(current) and current > cfg.volatility_ratio * float(np.median(history)):
-        return Regime.VOLATILE
-    move = features.column("ret_72")[row]
-    if np.isfinite(move) and np.isfinite(current) and current > 0:
-        t_stat = abs(move) / (current * np.sqrt(72.0))
-        if t_stat >= cfg.trend_t_stat:
-            return Regime.TRENDING
-    return Regime.RANGING
+    if history.size < 24 or not np.isfinite(current):
+        return float("nan")
+    median = float(np.median(history))
+    return float(current / median) if median > 0 else float("nan")
 
 
 def apply_strategy(

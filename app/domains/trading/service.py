@@ -9,7 +9,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, DecimalException
@@ -33,6 +33,7 @@ from app.domains.execution.exchange import ExchangeError, OrderRejected
 from app.domains.execution.feed import NoPrice
 from app.domains.execution.models import ExitLegRecord, ExitPlanRecord, FillRecord, Order, Position, PositionEvent
 from app.domains.execution.paper import Bar
+from app.domains.execution.reading import MarketReading
 from app.domains.execution.repository import ExecutionRepository
 from app.domains.execution.service import Closed, ExecRows, PaperExecution
 from app.domains.exits.arbiter import ExitSource
@@ -92,6 +93,7 @@ class OpenTrade:
     request_hash: str
     trace_id: str
     atr: Decimal | None = None  # of the feed's last closed bars: the exit plan is dynamic with it
+    reading: MarketReading | None = None  # the market at the last closed bar: the kill score's baseline
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class ApplyBars:
     symbol: str
     bars: tuple[tuple[Bar, Decimal | None], ...]
     trace_id: str
+    readings: Mapping[int, MarketReading] = field(default_factory=dict)  # by bar open time
 
 
 @dataclass(frozen=True)
@@ -366,7 +369,8 @@ class TradingService:
             raise InvalidRequest(str(exc), fields=["notional", "price"]) from exc
         priced = replace(intent, market_price=mark)
         atr = await self._execution.atr(market.symbol, self._execution.config.atr_bars)
-        command = OpenTrade(priced, market, quantity, client_order_id, request_hash(intent), trace_id, atr)
+        reading = await self._execution.reading(market.symbol)
+        command = OpenTrade(priced, market, quantity, client_order_id, request_hash(intent), trace_id, atr, reading)
         outcome: OpenOutcome = await self._sequencer.submit(command)
         return outcome
 
@@ -456,7 +460,8 @@ class TradingService:
         if not bars:
             return 0
         with_rates = tuple([(bar, await self._execution.feed.funding_rate(symbol, bar.open_ms)) for bar in bars])
-        applied: int = await self._sequencer.submit(ApplyBars(symbol, with_rates, trace_id))
+        readings = await self._execution.readings(symbol, bars)
+        applied: int = await self._sequencer.submit(ApplyBars(symbol, with_rates, trace_id, readings))
         return applied
 
     async def reset_safety(self, reason: str, actor: str, trace_id: str) -> SafetyState:
@@ -681,7 +686,9 @@ class TradingService:
         }
         # The exchange sets the fill: the entry, then the plan's protective orders.
         try:
-            opened = await execution.open(b.execution, trade, plan, intent.market_price, b.now, account["equity"])
+            opened = await execution.open(
+                b.execution, trade, plan, intent.market_price, b.now, account["equity"], cmd.reading
+            )
         except OrderRejected as exc:  # nothing happened on the exchange: a denial like the others
             refused = Reason(DenialCode.EXCHANGE_REJECTED, f"EXCHANGE_REJECTED: {exc}")
             record.update(allowed=False, reasons=[refused.as_dict()])
@@ -729,6 +736,13 @@ class TradingService:
         for done in opened.closed:  # the exchange refused its protective orders: closed at once
             await self._finish_trade(b, done, cmd.trace_id)
         return OpenOutcome(record, trade, replayed=False)
+
+    def _exposure(self, b: _Batch) -> float:
+        """The share of the hard total-exposure limit in use (open notional / (marked equity x limit)): the
+        harvest policy closes on weaker kill evidence as the book fills."""
+        equity = b.account["equity"] + self._execution.unrealized()
+        room = equity * self._guard.config.hard.max_total_exposure_pct / 100
+        return float(b.account["open_notional"] / room) if room > 0 else 1.0
 
     def _settle(self, b: _Batch) -> None:
         """Apply the exchange side's cash, exposure and margin changes to the account row."""
@@ -780,7 +794,9 @@ class TradingService:
         """The monitor's bars: fills, funding, liquidations and trailing stops, then the governor."""
         applied = 0
         for bar, rate in cmd.bars:
-            closed = await self._execution.apply_bar(b.execution, bar, rate, b.now)
+            exposure = self._exposure(b)
+            reading = cmd.readings.get(bar.open_ms)
+            closed = await self._execution.apply_bar(b.execution, bar, rate, b.now, reading, exposure)
             self._settle(b)
             for done in closed:
                 await self._finish_trade(b, done, cmd.trace_id)

@@ -1,0 +1,84 @@
+"""What the exit side reads of the market at a closed bar, from that bar and earlier ones only.
+
+The signals' own features and regime rule (`signals.regime`), not a second definition:
+- regime: `detect_regime` (TRENDING / RANGING / VOLATILE);
+- bias: the sign of the 72-bar drift t-statistic (`drift_t_stat`) where |t| reaches the TRENDING
+  threshold (BULLISH above, BEARISH below), NEUTRAL otherwise;
+- trend strength: |t| (the kill score's trend-drop compares it with the value at entry);
+- volatility ratio: realized volatility over its median of the last 720 bars (the harvest policy's input).
+
+Needs `READING_BARS` closed bars behind the bar read (the volatility lookback, the 72-bar drift and the
+indicators' warm-up); with fewer, there is no reading and the kill score and heat gate do not run.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.domains.execution.paper import Bar
+from app.domains.exits.harvest import Bias, MarketView
+from app.domains.signals.candles import Candles
+from app.domains.signals.features import WARMUP, compute_features
+from app.domains.signals.regime import Regime, RegimeConfig, detect_regime, drift_t_stat, volatility_ratio
+
+READING_BARS = RegimeConfig().volatility_lookback + WARMUP
+
+
+@dataclass(frozen=True, slots=True)
+class MarketReading:
+    open_ms: int  # the bar read (as of its close)
+    regime: Regime
+    bias: Bias
+    trend_strength: float
+    volatility_ratio: float | None
+
+    @property
+    def view(self) -> MarketView:
+        return MarketView(self.bias, self.trend_strength)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "open_ms": self.open_ms,
+            "regime": self.regime.value,
+            "bias": self.bias.value,
+            "trend_strength": self.trend_strength,
+            "volatility_ratio": self.volatility_ratio,
+        }
+
+
+def read_market(
+    symbol: str, bars: Sequence[Bar], at_open_ms: Sequence[int], config: RegimeConfig | None = None
+) -> dict[int, MarketReading]:
+    """Readings at the bars opening at `at_open_ms` (each from the bars up to it; `bars` ascending, consecutive
+    1h bars). A bar without enough history behind it, or not in `bars`, has no reading."""
+    cfg = config or RegimeConfig()
+    if not bars or not at_open_ms:
+        return {}
+    candles = Candles(
+        symbol,
+        "1h",
+        np.array([b.open_ms for b in bars], dtype=np.int64),
+        np.array([float(b.open) for b in bars]),
+        np.array([float(b.high) for b in bars]),
+        np.array([float(b.low) for b in bars]),
+        np.array([float(b.close) for b in bars]),
+        np.zeros(len(bars)),
+    )
+    features = compute_features(candles)
+    index = {int(t): i for i, t in enumerate(candles.timestamp)}
+    out: dict[int, MarketReading] = {}
+    for open_ms in at_open_ms:
+        row = index.get(open_ms)
+        if row is None or not features.valid[row]:
+            continue
+        t = drift_t_stat(features, row)
+        if not math.isfinite(t):
+            continue
+        bias = Bias.BULLISH if t >= cfg.trend_t_stat else Bias.BEARISH if t <= -cfg.trend_t_stat else Bias.NEUTRAL
+        ratio = volatility_ratio(features, row, cfg)
+        out[open_ms] = MarketReading(
+            open_ms, detect_regime(features, row, cfg), bias, abs(t), ratio if math.isfinite(ratio) else None
+        )
+    return out
