@@ -6,7 +6,8 @@ the training pipeline). The rule, per symbol, on the candles of a window:
 - Decision at the close of candle t: the served call `decision.decide(probabilities[t], features, t)`
   (argmax, then the regime's behaviour), then the active risk profile's minimum confidence
   (`global_min_confidence`; a call below it is HOLD, as RiskGuard refuses it). Probabilities and
-  features at t come from candles up to t only.
+  features at t come from candles up to t only. A candle without a probability row (the last label
+  horizon of a window, whose labels are unknown) makes no call.
 - Entry at the open of candle t + 1, filled `slippage` worse for the trader, paying the taker fee.
   One position per symbol: no decision is taken while one is open.
 - Exit at the first of: the stop (SL), the first take-profit (TP1), both at the exit plan's default
@@ -66,6 +67,7 @@ TRADING_METRICS = (
     "max_drawdown",
     "exposure",
     "avg_trade_return",
+    "trade_t_stat",
     *(f"exits_{reason}" for reason in EXIT_REASONS),
 )
 MODEL_METRICS = (*CLASSIFICATION_METRICS, *SKILL_METRICS, *TRADING_METRICS)
@@ -363,10 +365,19 @@ def portfolio_metrics(markets: Sequence[SymbolMarket], runs: Sequence[SymbolRun]
         "max_drawdown": drawdown,
         "exposure": float(np.mean(exposure)) if exposure else 0.0,
         "avg_trade_return": float(np.mean([t.net_return for t in trades])) if trades else None,
+        "trade_t_stat": _t_stat([t.net_return for t in trades]),
     }
     for reason in EXIT_REASONS:
         out[f"exits_{reason}"] = float(sum(t.reason == reason for t in trades))
     return out
+
+
+def _t_stat(values: list[float]) -> float | None:
+    """Mean / standard error of the trades' net returns: how far from zero the mean trade is, in noise units."""
+    if len(values) < 2:
+        return None
+    std = float(np.std(values, ddof=1))
+    return float(np.mean(values) / std * math.sqrt(len(values))) if std > 0 else None
 
 
 def run_rule(

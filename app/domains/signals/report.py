@@ -157,6 +157,8 @@ def _cell(value: float | None, kind: str = "f") -> str:
         return f"{value * 100:.1f} %"
     if kind == "int":
         return f"{value:.0f}"
+    if kind == "t":
+        return f"{value:+.2f}"
     return f"{value:.4f}"
 
 
@@ -165,15 +167,16 @@ def _trading_row(name: str, m: Metrics) -> str:
     return (
         f"| {name} | {_cell(m.get('trades'), 'int')} | {_cell(m.get('turnover'), 'int')} | "
         f"{_cell(m.get('win_rate'), 'share')} | {_cell(m.get('avg_trade_return'), 'pct')} | "
+        f"{_cell(m.get('trade_t_stat'), 't')} | "
         f"{_cell(m.get('net_return'), 'pct')} | {_cell(m.get('sharpe'))} | {_cell(m.get('max_drawdown'), 'share')} | "
         f"{_cell(m.get('exposure'), 'share')} | {exits} |"
     )
 
 
 TRADING_HEADER = [
-    "| model | trades | turnover (x capital) | win rate | mean trade | net return | Sharpe (daily, 365) "
-    "| max drawdown | time in market | exits TP/SL/time/end |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| model | trades | turnover (x capital) | win rate | mean trade | t of mean trade | net return "
+    "| Sharpe (daily, 365) | max drawdown | time in market | exits TP/SL/time/end |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -196,7 +199,8 @@ def markdown(result: dict[str, Any]) -> str:
         "every close (drawdown), Sharpe from daily returns. The prior always calls the training set's majority "
         "direction (no confidence filter: its probability would never pass one); the fallback momentum rule's "
         "own confidence meets the same minimum, as served; buy-and-hold is long from the first possible entry "
-        "to the end, with fees, slippage and funding and no TP/SL.",
+        "to the end, with fees, slippage and funding and no TP/SL. The t of the mean trade is its mean over "
+        "its standard error: with a few dozen trades, |t| below about 2 cannot tell the rule from noise.",
         "",
         *TRADING_HEADER,
     ]
@@ -210,7 +214,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"call; {_cell(prior.get('moved_share'), 'share')} of the rows moved, "
         f"{_cell(prior.get('up_share'), 'share')} of those up. A coin has direction log loss ln 2 = 0.6931; "
         "the prior's row is the majority-side baseline. Volatility: P(moved) = 1 - P(HOLD) against "
-        "whether the candle moved (binary log loss, and AUC: 0.5 = no skill).",
+        "whether the candle moved (binary log loss, and AUC: 0.5 = no skill; the prior's AUC differs from "
+        "0.5 only because each fold has its own prior).",
         "",
         "| model | accuracy | log loss | Brier | direction accuracy | direction log loss | move log loss | move AUC |",
         "|---|---|---|---|---|---|---|---|",

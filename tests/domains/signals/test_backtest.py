@@ -293,3 +293,13 @@ def test_run_rule_splits_capital_between_symbols() -> None:
     assert metrics["trades"] == 1 and metrics["win_rate"] == 1.0
     assert metrics["turnover"] == pytest.approx((1 + (1 + TAKE_PROFIT)) / 2)
     assert len(runs[1].trades) == 0
+
+
+def test_trade_t_stat_is_the_mean_trade_over_its_standard_error() -> None:
+    c = candles([FLAT, FLAT, (100.0, 102.0, 99.5, 101.5), (100.0, 100.5, 97.9, 98.5), FLAT])
+    metrics, (run,) = run_rule([market(c)], [constant_side("LONG")], FREE)
+    returns = np.array([TAKE_PROFIT, -STOP_LOSS, 0.0])
+    assert [t.reason for t in run.trades] == ["take_profit", "stop_loss", "window_end"]
+    assert [t.net_return for t in run.trades] == pytest.approx(returns)
+    assert metrics["trade_t_stat"] == pytest.approx(returns.mean() / returns.std(ddof=1) * math.sqrt(3))
+    assert metrics["win_rate"] == pytest.approx(1 / 3)
