@@ -118,6 +118,15 @@ class History:
     at_ms: int
 
 
+@dataclass(frozen=True)
+class Request:
+    """One call's work for the inference thread: its histories, the champion when it was made, the max age."""
+
+    champion: "Champion | None"
+    history: list[History]
+    max_age_seconds: float
+
+
 @dataclass
 class Champion:
     version: ModelVersion
@@ -191,6 +200,8 @@ class SignalService:
         self.sizing_policy: SizingPolicy | None = None
         self.sizing_config = SizingConfig()
         self._executor: ThreadPoolExecutor | None = None
+        self._queue: list[tuple[Request, asyncio.Future[list[Signal]]]] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     # The inference thread -------------------------------------------------------------------
 
@@ -206,6 +217,9 @@ class SignalService:
 
     async def close(self) -> None:
         """Stop the inference thread (work already queued finishes; a later call starts a new one)."""
+        drainer = self._drainer
+        if drainer is not None and not drainer.done() and drainer.get_loop() is asyncio.get_running_loop():
+            await asyncio.gather(drainer, return_exceptions=True)
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
@@ -300,7 +314,7 @@ class SignalService:
         max_age_seconds: float | None = None,
     ) -> list[Signal]:
         """Signals as of `as_of_ms` (else `now`, else the service's clock) for several offered symbols (see
-        `resolve_symbol`); the models score them in one batch, on the inference thread.
+        `resolve_symbol`), scored on the inference thread in one batch with the other requests waiting then.
 
         `max_age_seconds` overrides the service's for this call (the route passes SIGNAL_MAX_AGE_SECONDS)."""
         at_ms = as_of_ms if as_of_ms is not None else _to_ms(now if now is not None else self.clock())
@@ -311,10 +325,43 @@ class SignalService:
         champion = self.champion
         if champion is None and not self.allow_fallback:
             self._fallback_refused("no champion model is registered")
-        made = await self._off_loop(self.compute, champion, history, max_age)
+        made = await self._infer(Request(champion, history, max_age))
         for signal in made:
             self._count(signal)
         return made
+
+    async def _infer(self, request: "Request") -> list[Signal]:
+        """`request`'s signals, computed with every request queued while the inference thread was busy: one
+        batch per turn of the thread, so a burst of requests costs one vote per turn, not one per request."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Signal]] = loop.create_future()
+        self._queue.append((request, future))
+        drainer = self._drainer
+        if drainer is None or drainer.done() or drainer.get_loop() is not loop:
+            self._drainer = loop.create_task(self._drain(), name="signal-inference-batches")
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch, self._queue = self._queue, []
+            batch = [(r, f) for r, f in batch if not f.done() and f.get_loop() is loop]  # cancelled meanwhile
+            if not batch:
+                continue
+            try:
+                results = await self._off_loop(self.compute_many, [r for r, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the whole batch failed: handed to every request in it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     async def history(self, symbol: str, at_ms: int) -> History:
         """The newest `history_candles` candles closed by `at_ms`, however old (the signal then says it is
@@ -335,12 +382,36 @@ class SignalService:
 
     def compute(self, champion: Champion | None, history: list[History], max_age_seconds: float) -> list[Signal]:
         """The signals of `history` (blocking: features, models, ensemble); the caller counts them."""
-        if champion is None:
-            return [self._fallback(h, "no champion model is registered", max_age_seconds) for h in history]
-        if not champion.trained.ensemble.usable:
-            why = "the champion's ensemble has no weights (no member beat the prior)"
-            return [self._fallback(h, why, max_age_seconds) for h in history]
-        return self._vote(champion, history, max_age_seconds)
+        (result,) = self.compute_many([Request(champion, history, max_age_seconds)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def compute_many(self, requests: list["Request"]) -> list[list[Signal] | ServiceUnavailable]:
+        """The signals of several requests (blocking), the symbols of all requests with the same champion
+        scored by the models in one batch; a request that cannot be answered gets its own error."""
+        rows = [(r, h) for r, request in enumerate(requests) for h in request.history]
+        made: list[Signal | ServiceUnavailable | None] = [None] * len(rows)
+        groups: dict[int, tuple[Champion, list[int]]] = {}
+        for k, (r, h) in enumerate(rows):
+            champion, max_age = requests[r].champion, requests[r].max_age_seconds
+            if champion is None:
+                made[k] = self._fallback_or_error(h, "no champion model is registered", max_age)
+            elif not champion.trained.ensemble.usable:
+                why = "the champion's ensemble has no weights (no member beat the prior)"
+                made[k] = self._fallback_or_error(h, why, max_age)
+            else:
+                groups.setdefault(id(champion), (champion, []))[1].append(k)
+        for champion, ks in groups.values():
+            voted = self._vote(champion, [rows[k][1] for k in ks], [requests[rows[k][0]].max_age_seconds for k in ks])
+            for k, signal in zip(ks, voted, strict=True):
+                made[k] = signal
+        out: list[list[Signal] | ServiceUnavailable] = []
+        for r in range(len(requests)):
+            mine = [m for (owner, _), m in zip(rows, made, strict=True) if owner == r]
+            error = next((m for m in mine if isinstance(m, ServiceUnavailable)), None)
+            out.append(error if error is not None else [m for m in mine if isinstance(m, Signal)])
+        return out
 
     def _count(self, signal: Signal) -> None:
         if signal.source == FALLBACK_SOURCE:
@@ -388,23 +459,30 @@ class SignalService:
             age_seconds=age,
         )
 
-    def _vote(self, champion: Champion, history: list[History], max_age_seconds: float) -> list[Signal]:
+    def _fallback_or_error(self, history: History, why: str, max_age_seconds: float) -> Signal | ServiceUnavailable:
+        try:
+            return self._fallback(history, why, max_age_seconds)
+        except ServiceUnavailable as exc:
+            return exc
+
+    def _vote(
+        self, champion: Champion, history: list[History], max_ages: list[float]
+    ) -> list[Signal | ServiceUnavailable]:
+        """The champion's signals for every history (its max age beside it), the models run once on all rows."""
         trained = champion.trained
         inputs = [latest_inputs(h.candles, h.funding, trained.config) for h in history]
         ready = [i for i, item in enumerate(inputs) if item.ready]
-        out: list[Signal | None] = [None] * len(history)
+        out: list[Signal | ServiceUnavailable | None] = [None] * len(history)
         for i, item in enumerate(inputs):
             if not item.ready:
-                out[i] = self._fallback(history[i], "not enough history for the models' features", max_age_seconds)
+                out[i] = self._fallback_or_error(history[i], "not enough history for the models' features", max_ages[i])
         if ready:
             x = np.vstack([inputs[i].x for i in ready])
             windows = np.vstack([inputs[i].window for i in ready])
             per_model = weighted_probabilities(trained, x, windows)
             combined = trained.ensemble.combine(per_model)
             for row, i in enumerate(ready):
-                out[i] = self._signal(
-                    champion, history[i], inputs[i].features, per_model, combined, row, max_age_seconds
-                )
+                out[i] = self._signal(champion, history[i], inputs[i].features, per_model, combined, row, max_ages[i])
         return [s for s in out if s is not None]
 
     def _signal(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.core.errors import NotFound
+from app.core.errors import NotFound, ServiceUnavailable
 from app.domains.signals.artifacts import save_ensemble
 from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.ensemble import Ensemble
@@ -319,7 +319,8 @@ async def test_inference_runs_on_the_services_thread_and_the_loop_stays_responsi
     finally:
         ticking.cancel()
         await service.close()
-    assert len({as_dict(s)["confidence"] for s in signals}) == 1
+    # the three were scored in one batch (float32 batched matmuls: equal up to rounding)
+    assert [s.confidence for s in signals] == pytest.approx([signals[0].confidence] * 3, rel=1e-6)
     assert threads and all(name.startswith("signal-inference") for name in threads)
     assert len(lags) > 100 and max(lags) < 0.1, max(lags)
 
@@ -348,4 +349,57 @@ async def test_the_champion_is_warmed_when_it_is_loaded(tmp_path: Path, trained:
     forecasters = champion.trained.forecasters
     assert forecasters["nhits"]._inference is not None, "the weighted forecaster is traced at load"
     assert forecasters["patchtst"]._inference is None, "a zero-weight forecaster is not even warmed"
+    await service.close()
+
+
+async def test_concurrent_requests_are_scored_together_and_keep_their_own_errors(
+    tmp_path: Path, btc_around_t: Series, trained: TrainedModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the inference thread is busy, requests queue and the next turn scores them all in one batch;
+    a request that cannot be answered (here: too little history, fallback disabled) fails alone."""
+    t_ms = ms(T_ON_HOUR)
+    eth = bundled_series("ETH/USDT:USDT", t_ms - 50 * HOUR, t_ms + 10 * HOUR)  # warming up: not ready
+    service = service_for(write_market(tmp_path / "m", btc_around_t, eth), trained)
+    service.allow_fallback = False
+    batches: list[int] = []
+    compute_many = service.compute_many
+
+    def spy(requests: list[Any]) -> Any:
+        batches.append(len(requests))
+        time.sleep(0.05 if len(batches) == 1 else 0)  # the first turn is slow: the others queue meanwhile
+        return compute_many(requests)
+
+    monkeypatch.setattr(service, "compute_many", spy)
+    calls = [service.signal("BTCUSDT", t_ms - k * HOUR) for k in range(8)] + [service.signal("ETHUSDT", t_ms)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert batches == [1, 8], batches
+    assert all(isinstance(r, Signal) and r.source == "ensemble" for r in results[:8])
+    assert [r.as_of for r in results[:8]] == [  # type: ignore[union-attr]
+        datetime.fromtimestamp((t_ms - k * HOUR) / 1000, tz=UTC) for k in range(8)
+    ]
+    assert isinstance(results[8], ServiceUnavailable) and "not enough history" in str(results[8])
+    alone = await service.signal("BTCUSDT", t_ms)
+    assert alone.side == results[0].side and alone.confidence == pytest.approx(results[0].confidence)  # type: ignore[union-attr]
+    await service.close()
+
+
+async def test_a_cancelled_request_does_not_stop_the_others(
+    tmp_path: Path, btc_around_t: Series, trained: TrainedModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = service_for(write_market(tmp_path / "m", btc_around_t), trained)
+    compute_many = service.compute_many
+
+    def slow(requests: list[Any]) -> Any:
+        time.sleep(0.05)
+        return compute_many(requests)
+
+    monkeypatch.setattr(service, "compute_many", slow)
+    first = asyncio.create_task(service.signal("BTCUSDT", ms(T_ON_HOUR)))
+    others = [asyncio.create_task(service.signal("BTCUSDT", ms(T_ON_HOUR) - k * HOUR)) for k in range(1, 4)]
+    await asyncio.sleep(0.01)
+    first.cancel()
+    others[0].cancel()
+    done = await asyncio.gather(*others[1:])
+    assert [s.source for s in done] == ["ensemble", "ensemble"]
+    assert first.cancelled() and others[0].cancelled()
     await service.close()
