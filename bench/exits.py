@@ -51,6 +51,7 @@ from typing import Any, TypeVar, cast
 from app.domains.execution.exchange import OrderRequest, OrderSide, OrderType
 from app.domains.execution.paper import Bar, PaperBook
 from app.domains.execution.precision import amount_to_precision, price_to_precision
+from app.domains.execution.reading import READING_BARS, MarketReading, read_market
 from app.domains.execution.service import ExecRows, ExecutionConfig, PaperExecution
 from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
 from app.domains.exits.harvest import (
@@ -557,12 +558,34 @@ def _sync(coro: Coroutine[Any, Any, T]) -> T:
     raise BenchError("the paper venue suspended: it should never wait")
 
 
+class _AtBar:
+    """The feed's clock only (the bench hands bars to `apply_bar` itself): positions enter at this time's bar."""
+
+    name = "bench"
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now
+
+
+def _history(series: Series, symbol: str, open_ms: int) -> list[Bar]:
+    """The closed bars the monitor reads the market from at `open_ms` (as `PaperExecution.readings` asks the feed)."""
+    bars = series.bars[symbol]
+    return [bars[t] for t in range(open_ms - READING_BARS * HOUR, open_ms + 1, HOUR) if t in bars]
+
+
+def _reading(series: Series, symbol: str, open_ms: int) -> MarketReading | None:
+    return read_market(symbol, _history(series, symbol, open_ms), [open_ms]).get(open_ms)
+
+
 def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = SYMBOLS) -> "PaperExecution":
     """100 positions over `symbols`, opened through the order flow's own calls (plan_for + open) in one
     PaperExecution."""
     now = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
     catalog = MarketCatalog.load()
-    execution = PaperExecution(None, catalog, ExecutionConfig(), "bench", lambda: now)  # type: ignore[arg-type]
+    execution = PaperExecution(_AtBar(now), catalog, ExecutionConfig(), "bench", lambda: now)  # type: ignore[arg-type]
     for i in range(POSITIONS):
         symbol = symbols[i % len(symbols)]
         side = "LONG" if i % 2 == 0 else "SHORT"
@@ -573,14 +596,16 @@ def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = S
         if not isinstance(plan, ExitPlan):
             raise BenchError(f"no plan for {symbol} {side} {leverage}x: {plan}")
         trade = {"id": uuid.uuid4(), "symbol": symbol, "side": side, "leverage": leverage, "quantity": amount}
-        _sync(execution.open(ExecRows(), trade, plan, mark, now, Decimal(10) ** 9))
+        reading = _reading(series, symbol, open_ms - HOUR)  # as the order flow reads it at entry
+        _sync(execution.open(ExecRows(), trade, plan, mark, now, Decimal(10) ** 9, reading))
     return execution
 
 
 def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str, Any]]:
-    """What the position monitor runs on the served code, `PaperExecution.apply_bar`: the book's matching
-    (fills, funding, liquidation), the trailing stops, the arbiter on their moves and the rows the batch
-    will write (the database write itself is not included).
+    """What the position monitor runs on the served code: the market reading of the bar (`read_market`, the
+    signals' features and regime rule over the last READING_BARS bars) and `PaperExecution.apply_bar` with
+    it: the book's matching (fills, funding, liquidation), the trailing stops, harvest, the kill score and
+    heat gate, the arbiter and the rows the batch will write (the database write itself is not included).
 
     - One mark-price update over 100 open positions, all on the updated symbol (BTC/USDT:USDT; the worst
       case: every position reacts to it): the first closed bar after they opened. The target applies here.
@@ -599,17 +624,22 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
         execution = _served_positions(series, open_ms, btc)
         gc.collect()
         bar = series.bars[btc[0]][open_ms]
+        history = _history(series, btc[0], open_ms)
         t0 = perf()
-        _sync(execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now))
+        reading = read_market(btc[0], history, [open_ms]).get(open_ms)
+        _sync(execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now, reading))
         one_symbol.append((perf() - t0) / 1e6)
         execution = _served_positions(series, open_ms)
         gc.collect()
         for u in range(UPDATES_PER_ROUND):
             at = open_ms + u * HOUR
             bars = [(series.bars[s][at], series.funding[s].get(at)) for s in SYMBOLS if at in series.bars[s]]
+            histories = {bar.symbol: _history(series, bar.symbol, at) for bar, _ in bars}
             t0 = perf()
             for bar, rate in bars:
-                _sync(execution.apply_bar(ExecRows(), bar, rate, datetime.fromtimestamp(at / 1000, tz=UTC)))
+                reading = read_market(bar.symbol, histories[bar.symbol], [at]).get(at)
+                when = datetime.fromtimestamp(at / 1000, tz=UTC)
+                _sync(execution.apply_bar(ExecRows(), bar, rate, when, reading))
             elapsed = (perf() - t0) / 1e6
             (spread_first if u == 0 else replay).append(elapsed)
     figures = [
@@ -618,7 +648,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
             one_symbol,
             f"{rounds} rounds",
             True,
-            "PaperExecution.apply_bar: matching + trailing stops + arbiter + rows (no DB write)",
+            "reading + apply_bar: matching, trailing, harvest, kill score, heat gate, arbiter, rows",
         )[0],
         _update_figure(
             "served: 100 positions over 7 symbols, one bar each (7 updates)",
@@ -645,7 +675,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
 def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
     rounds = 10 if quick else 200
     end = T0 + (rounds + 1) * SPACING_HOURS * HOUR + 2 * UPDATES_PER_ROUND * HOUR
-    series = asyncio.run(_load_series(T0 - 2 * HOUR, end))
+    series = asyncio.run(_load_series(T0 - (READING_BARS + 2) * HOUR, end))
     prices = {s: series.bars[s][T0 - HOUR].close for s in SYMBOLS}
     plan_figures, plan_details = _plan_figures(prices, quick)
     monitor_figures, monitor_details = _monitor_figures(series, quick)

@@ -43,6 +43,7 @@ from app.domains.exits.harvest import (
     HarvestContext,
     HarvestPolicy,
     HarvestPosition,
+    HarvestSettings,
     HarvestState,
     heat_gate,
     kill_score,
@@ -130,6 +131,7 @@ class _Open:
     closing_fees: Decimal = ZERO
     trailing: TrailingStop | None = None  # the state of row["trailing"], parsed once
     harvest: HarvestState = field(default_factory=HarvestState)
+    harvest_position: HarvestPosition | None = None  # built once from the row (`_harvest_position`)
 
 
 def _side_of(position_side: str, closing: bool) -> OrderSide:
@@ -570,22 +572,33 @@ class PaperExecution:
         if not fresh:
             return []
         closed = await self._apply_events(rows, await self.venue.on_bar(bar, funding_rate), now, bar.open_ms)
+        settings = self._default_harvest  # theta and K_CLOSE for this bar: one context for the symbol's book
+        if reading is not None:
+            settings = resolve_settings(
+                self._harvest_policy, HarvestContext(reading.regime, reading.volatility_ratio, exposure)
+            )
         for key in fresh:
             cached = self._open.get(key)
             if cached is None:
                 continue
             cached.row["last_bar_ms"] = bar.open_ms
             rows.positions[cached.row["id"]] = cached.row
-            closed += await self._manage(rows, cached, bar, now, reading, exposure)
+            closed += await self._manage(rows, cached, bar, now, reading, settings)
         return closed
 
     async def _manage(
-        self, rows: ExecRows, cached: _Open, bar: Bar, now: datetime, reading: MarketReading | None, exposure: float
+        self,
+        rows: ExecRows,
+        cached: _Open,
+        bar: Bar,
+        now: datetime,
+        reading: MarketReading | None,
+        settings: HarvestSettings,
     ) -> list[Closed]:
         """After the bar: the trailing stop follows its best price and harvest proposes partials and the
         break-even stop; all of it goes through the arbiter in one round (the stop before harvest)."""
         proposals = self._trailing_proposals(rows, cached, bar) + self._harvest_proposals(
-            rows, cached, bar, reading, exposure
+            rows, cached, bar, reading, settings
         )
         if not proposals:
             return []
@@ -626,7 +639,7 @@ class PaperExecution:
         ]
 
     def _harvest_proposals(
-        self, rows: ExecRows, cached: _Open, bar: Bar, reading: MarketReading | None, exposure: float
+        self, rows: ExecRows, cached: _Open, bar: Bar, reading: MarketReading | None, settings: HarvestSettings
     ) -> list[ExitProposal]:
         """Partials at T1/T2/T3 R (down to 75/50/25 % of the entry amount, never below what the take-profits
         left) and the break-even-plus-fees stop at lock R; with a market reading of this bar and one from the
@@ -634,24 +647,10 @@ class PaperExecution:
         Theta and K_CLOSE come from the adaptive policy for the bar's regime, volatility and the book's
         exposure (bounded by `resolve_settings`)."""
         row = cached.row
-        initial_stop = row.get("initial_stop")
-        if initial_stop is None:
+        position = cached.harvest_position or self._harvest_position(cached)
+        if position is None:
             return []
-        stored = row.get("harvest") or {}
-        entry = stored.get("entry")
-        position = HarvestPosition(
-            side=Side(row["side"]),
-            entry_price=float(row["entry_price"]),
-            initial_stop=float(initial_stop),
-            amount=float(row["initial_amount"]),
-            taker_fee_rate=float(self.config.taker_fee),
-            bias_at_entry=Bias(entry["bias"]) if entry else Bias.NEUTRAL,
-            trend_at_entry=float(entry["trend_strength"]) if entry else 0.0,
-        )
-        settings = self._default_harvest
-        if reading is not None:
-            context = HarvestContext(reading.regime, reading.volatility_ratio, exposure)
-            settings = resolve_settings(self._harvest_policy, context)
+        entry = (row.get("harvest") or {}).get("entry")
         market = reading.view if reading is not None and entry else None
         mark = float(bar.close)
         found, state = propose(position, mark, settings.theta, cached.harvest, market=market)
@@ -690,6 +689,23 @@ class PaperExecution:
             elif p.action is HarvestAction.FULL_CLOSE_PROPOSED:
                 out.append(ExitProposal(ExitSource.HARVEST, ExitKind.CLOSE, p.reason))
         return out
+
+    def _harvest_position(self, cached: _Open) -> HarvestPosition | None:
+        """What harvest knows of the position (fixed from its entry: built once)."""
+        row = cached.row
+        if row.get("initial_stop") is None:
+            return None
+        entry = (row.get("harvest") or {}).get("entry")
+        cached.harvest_position = HarvestPosition(
+            side=Side(row["side"]),
+            entry_price=float(row["entry_price"]),
+            initial_stop=float(row["initial_stop"]),
+            amount=float(row["initial_amount"]),
+            taker_fee_rate=float(self.config.taker_fee),
+            bias_at_entry=Bias(entry["bias"]) if entry else Bias.NEUTRAL,
+            trend_at_entry=float(entry["trend_strength"]) if entry else 0.0,
+        )
+        return cached.harvest_position
 
     def _min_step(self, row: Row) -> Decimal:
         return self.markets.resolve(row["symbol"]).amount_step

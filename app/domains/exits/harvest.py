@@ -64,6 +64,7 @@ Policy: a `HarvestPolicy` gives theta and K_CLOSE for a `HarvestContext`; `resol
             kill_threshold, so a loaded book closes on weaker kill evidence.
 """
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -194,6 +195,9 @@ class KillWeights:
             raise ValueError(f"kill weights must sum to 1, got {sum(parts)}")
 
 
+_DEFAULT_WEIGHTS = KillWeights()
+
+
 @dataclass(frozen=True, slots=True)
 class KillScore:
     regime_flip: float
@@ -284,7 +288,7 @@ def kill_score(
     for name, value in (("trend_at_entry", trend_at_entry), ("trend_now", trend_now), ("peak_r", peak_r)):
         _require_finite(name, value)
     _require_finite("r_now", r_now)
-    w = weights or KillWeights()
+    w = weights or _DEFAULT_WEIGHTS
     s = _sign(side)
     regime_flip = _clamp(s * (_BIAS_VALUE[bias_at_entry] - _BIAS_VALUE[bias_now]) / 2, 0.0, 1.0)
     trend_drop = _clamp((trend_at_entry - trend_now) / trend_at_entry, 0.0, 1.0) if trend_at_entry > 0 else 0.0
@@ -302,8 +306,11 @@ def _bounded(name: str, value: float, low: float, high: float) -> float:
     return clamped
 
 
+@functools.lru_cache(maxsize=1024)
 def bound_theta(theta: HarvestTheta) -> HarvestTheta:
-    """Theta with R values in [0.5, 10], t1 ≤ t2 ≤ t3, kill_threshold in [0.3, 0.9]; each clamp logged."""
+    """Theta with R values in [0.5, 10], t1 ≤ t2 ≤ t3, kill_threshold in [0.3, 0.9]; each clamp logged
+    (once per distinct theta: a pure function, memoized, since the monitor bounds the same theta for every
+    position of a bar)."""
     low, high = R_BOUNDS
     t1 = _bounded("t1_r", theta.t1_r, low, high)
     t2 = _bounded("t2_r", theta.t2_r, low, high)
