@@ -362,16 +362,24 @@ async def test_concurrent_requests_are_scored_together_and_keep_their_own_errors
     service = service_for(write_market(tmp_path / "m", btc_around_t, eth), trained)
     service.allow_fallback = False
     batches: list[int] = []
+    entered, release = threading.Event(), threading.Event()
     compute_many = service.compute_many
 
     def spy(requests: list[Any]) -> Any:
         batches.append(len(requests))
-        time.sleep(0.05 if len(batches) == 1 else 0)  # the first turn is slow: the others queue meanwhile
+        if len(batches) == 1:
+            entered.set()
+            release.wait(5)  # the first turn is busy until the others have queued
         return compute_many(requests)
 
     monkeypatch.setattr(service, "compute_many", spy)
-    calls = [service.signal("BTCUSDT", t_ms - k * HOUR) for k in range(8)] + [service.signal("ETHUSDT", t_ms)]
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    first = asyncio.create_task(service.signal("BTCUSDT", t_ms))
+    assert await asyncio.to_thread(entered.wait, 5)
+    calls = [service.signal("BTCUSDT", t_ms - k * HOUR) for k in range(1, 8)] + [service.signal("ETHUSDT", t_ms)]
+    queued = asyncio.gather(*calls, return_exceptions=True)
+    await asyncio.sleep(0.1)
+    release.set()
+    results = [await first, *(await queued)]
     assert batches == [1, 8], batches
     assert all(isinstance(r, Signal) and r.source == "ensemble" for r in results[:8])
     assert [r.as_of for r in results[:8]] == [  # type: ignore[union-attr]
