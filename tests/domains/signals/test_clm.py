@@ -22,6 +22,7 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import Settings
+from app.domains.signals.backtest import MODEL_METRICS, default_min_confidence
 from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.clm import ClmConfig, ContinuousLearning, run_training_job, spawn_pool
 from app.domains.signals.marketdata import MarketDataError, ReplayMarketData, default_data_root
@@ -394,6 +395,14 @@ async def test_stop_cancels_the_job_and_cleans_up(build: Build, tmp_path: Path) 
     assert (await settled(other))["last"]["ok"] is True
 
 
+def test_the_job_scores_with_the_active_profiles_minimum_confidence(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(model_dir=str(tmp_path / "models"), quantum_risk_mode="DEFENSIVE")
+    clm = ContinuousLearning(settings, ClmConfig(), ReplayMarketData())
+    assert clm.job_spec("x", 0)["min_confidence"] == default_min_confidence("DEFENSIVE") == 0.75
+
+
 # --- the real thing ---------------------------------------------------------------------------
 
 
@@ -411,6 +420,7 @@ async def test_run_training_job_in_a_spawned_process(make_settings: Callable[...
     settings = make_settings(model_dir=str(tmp_path / "models"))
     clm = ContinuousLearning(settings, SMALL, ReplayMarketData())
     job = clm.job_spec("real", ms("2023-06-01"))
+    assert job["min_confidence"] == default_min_confidence("NORMAL")
     pool = spawn_pool()
     try:
         summary = await asyncio.get_running_loop().run_in_executor(pool, run_training_job, job)
@@ -420,6 +430,8 @@ async def test_run_training_job_in_a_spawned_process(make_settings: Callable[...
     assert json.loads(json.dumps(summary)) == summary
     assert set(summary["versions"]) == set(summary["decisions"]) == KINDS
     assert summary["data_until_ms"] == ms("2023-06-01") and summary["train_rows"] > summary["test_rows"] > 0
+    for kind in KINDS:  # scored with the served rule
+        assert set(summary["report"][kind]) == set(MODEL_METRICS)
     engine = create_engine(settings.database_url)
     try:
         registry = ModelRegistry(create_sessionmaker(engine), EventBus(), tmp_path / "models")
