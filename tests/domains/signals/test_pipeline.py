@@ -17,6 +17,7 @@ from app.domains.signals.backtest import MODEL_METRICS, TRADING_METRICS
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.pipeline import TrainPlan, train_and_promote
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
+from app.domains.signals.registry.repository import RegistryRepository
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.training import TrainingConfig
 
@@ -56,6 +57,21 @@ async def test_train_register_and_gate(
     trained, metadata = load_ensemble(Path(ensemble.artifact_path))
     assert set(metadata["members"]) == KINDS - {"ensemble"}
     assert set(trained.ensemble.weights) == KINDS - {"ensemble"}
+
+    # Every kind gets this run's version as champion; a run whose test window lies inside their
+    # training data cannot compare with them there: every comparison is refused, nothing promoted.
+    async with create_sessionmaker(engine)() as session, session.begin():
+        for kind, decision in outcome.decisions.items():
+            if not decision.promoted:
+                await RegistryRepository(session).set_status([outcome.versions[kind].id], "champion", datetime.now(UTC))
+    earlier = TrainPlan(("BTC/USDT:USDT",), _ms("2023-04-01"), train_days=60, test_days=20)
+    again = await train_and_promote(
+        ReplayMarketData(), registry, tmp_path / "models", earlier, TrainingConfig(torch_epochs=1), PromotionMargins()
+    )
+    for kind, decision in again.decisions.items():
+        assert not decision.promoted, (kind, decision.reason)
+        assert decision.reason.startswith(f"comparison refused: champion {outcome.versions[kind].id} was trained on")
+        assert (await registry.champion(kind)).id == outcome.versions[kind].id  # type: ignore[union-attr]
     await engine.dispose()
 
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
