@@ -15,13 +15,16 @@ before t that was, and `stale` says the age is above `max_age_seconds`. Without 
 service's clock (the HTTP route passes the price feed's clock: simulated time for the bundled replay, the
 clock POST /trades fills on).
 
-Inference (features, the models, the ensemble) runs on one worker thread owned by the service, never on
-the event loop; members with zero ensemble weight are not run (their votes say so), and the champion's
-models are traced and warmed on that thread when it is loaded, not on the first request.
+Inference (features, the models, the ensemble) runs on one worker thread owned by the service, at a lower
+OS priority than the event loop's, never on the loop; requests that arrive while it is busy are scored
+together in its next turn. Members with zero ensemble weight are not run (their votes say so), and the
+champion's models are traced and warmed on that thread when it is loaded, not on the first request.
 """
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,11 +70,24 @@ ENSEMBLE_SOURCE = "ensemble"
 DEFAULT_MAX_AGE_SECONDS = 7200.0  # two 1 h candles: stale once a whole candle that should have closed is missing
 NOT_RUN = "zero ensemble weight: not run"
 WARM_UP_CALLS = 3  # torch's JIT profiles the first calls of a frozen module before it optimises it
+# How much lower than the event loop's the inference thread's OS priority is (Linux nice, per thread): when
+# both are runnable and the cores are busy, the scheduler runs the event loop first, so a burst of signal
+# requests does not delay /health, the policy read or any other request waiting on the loop.
+INFERENCE_NICE = 10
 T = TypeVar("T")
 
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
+
+
+def _lower_priority() -> None:
+    """Run in the inference thread as it starts: give it a lower OS priority than the event loop's thread."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + INFERENCE_NICE))
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: same priority as the loop
+        logger.info("signal_inference_priority_unchanged", extra={"error": str(exc)[:200]})
 
 
 def _to_ms(moment: datetime) -> int:
@@ -209,7 +225,9 @@ class SignalService:
         if self._executor is None:
             # One worker: the models are called from one thread at a time (no reliance on the libraries'
             # thread safety), and a burst of requests queues here instead of on the event loop.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signal-inference")
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="signal-inference", initializer=_lower_priority
+            )
         return self._executor
 
     async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:

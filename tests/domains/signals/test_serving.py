@@ -6,6 +6,7 @@ when it is loaded."""
 import asyncio
 import dataclasses
 import gzip
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from app.domains.signals.artifacts import save_ensemble
 from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.ensemble import Ensemble
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
-from app.domains.signals.service import NOT_RUN, Champion, Signal, SignalService
+from app.domains.signals.service import INFERENCE_NICE, NOT_RUN, Champion, Signal, SignalService
 from app.domains.signals.training import TrainedModels, TrainingConfig, fit_models, split_by_time, symbol_rows
 
 HOUR = 3_600_000
@@ -296,10 +297,12 @@ async def test_inference_runs_on_the_services_thread_and_the_loop_stays_responsi
     tmp_path: Path, btc_around_t: Series, trained: TrainedModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[str] = []
+    priorities: list[int] = []
     predict = trained.gbm["xgboost"].predict_proba
 
     def slow(x: np.ndarray) -> Any:
         threads.append(threading.current_thread().name)
+        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         time.sleep(0.3)  # a model that takes its time (the GIL is released, as in the libraries' native code)
         return predict(x)
 
@@ -322,6 +325,8 @@ async def test_inference_runs_on_the_services_thread_and_the_loop_stays_responsi
     # the three were scored in one batch (float32 batched matmuls: equal up to rounding)
     assert [s.confidence for s in signals] == pytest.approx([signals[0].confidence] * 3, rel=1e-6)
     assert threads and all(name.startswith("signal-inference") for name in threads)
+    loop_priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert set(priorities) == {min(19, loop_priority + INFERENCE_NICE)}, "a lower OS priority than the loop's"
     assert len(lags) > 100 and max(lags) < 0.1, max(lags)
 
 
