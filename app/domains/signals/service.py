@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from app.core.bus import Event
 from app.core.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -81,8 +82,11 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def _lower_priority() -> None:
-    """Run in the inference thread as it starts: give it a lower OS priority than the event loop's thread."""
+def _setup_inference_thread() -> None:
+    """Run in the inference thread as it starts: one torch intra-op thread for it (OpenMP's setting is per
+    thread; a single window gains nothing from a thread team and loses to its synchronisation on busy cores),
+    and a lower OS priority than the event loop's thread."""
+    torch.set_num_threads(1)
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + INFERENCE_NICE))
@@ -226,7 +230,7 @@ class SignalService:
             # One worker: the models are called from one thread at a time (no reliance on the libraries'
             # thread safety), and a burst of requests queues here instead of on the event loop.
             self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="signal-inference", initializer=_lower_priority
+                max_workers=1, thread_name_prefix="signal-inference", initializer=_setup_inference_thread
             )
         return self._executor
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from app.core.errors import NotFound, ServiceUnavailable
 from app.domains.signals.artifacts import save_ensemble
@@ -298,11 +299,14 @@ async def test_inference_runs_on_the_services_thread_and_the_loop_stays_responsi
 ) -> None:
     threads: list[str] = []
     priorities: list[int] = []
+    torch_threads: list[int] = []
+    loop_torch_threads = torch.get_num_threads()
     predict = trained.gbm["xgboost"].predict_proba
 
     def slow(x: np.ndarray) -> Any:
         threads.append(threading.current_thread().name)
         priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        torch_threads.append(torch.get_num_threads())
         time.sleep(0.3)  # a model that takes its time (the GIL is released, as in the libraries' native code)
         return predict(x)
 
@@ -327,6 +331,7 @@ async def test_inference_runs_on_the_services_thread_and_the_loop_stays_responsi
     assert threads and all(name.startswith("signal-inference") for name in threads)
     loop_priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert set(priorities) == {min(19, loop_priority + INFERENCE_NICE)}, "a lower OS priority than the loop's"
+    assert set(torch_threads) == {1} and torch.get_num_threads() == loop_torch_threads, "set for that thread only"
     assert len(lags) > 100 and max(lags) < 0.1, max(lags)
 
 
