@@ -13,8 +13,9 @@ the training pipeline). The rule, per symbol, on the candles of a window:
 - Exit at the first of: the stop (SL), the first take-profit (TP1), both at the exit plan's default
   distances from the entry fill (`exits.plan.ExitConfig`), or `max_hold_bars` candles (the entry
   candle counts as one) at that candle's close. If the stop and TP1 both lie inside one candle's
-  range the stop counts (the conservative reading). A candle that opens beyond a level exits at its
-  open (a gap through the stop fills worse than the stop). An exit pays slippage and the taker fee.
+  range the stop counts (the conservative reading). As the paper exchange fills them: a candle that
+  opens beyond the stop exits at its open (a gap fills worse than the stop); TP1 fills at its trigger,
+  also on a gap (a TAKE_PROFIT_MARKET order). An exit pays slippage and the taker fee.
   A position still open at the window's last candle closes at its close.
 - Funding: every settlement the position is held over (after the entry, up to and including the
   open of the exit candle) costs rate x notional at that moment; longs pay positive rates, shorts
@@ -254,9 +255,7 @@ def _exit(
         return (price - level) * sign <= 0 if worse else (price - level) * sign >= 0
 
     if t > pos.entry and beyond(opened, stop, worse=True):
-        return opened, "stop_loss"
-    if t > pos.entry and beyond(opened, target, worse=False):
-        return opened, "take_profit"
+        return opened, "stop_loss"  # a gap through the stop fills at the open, worse than the stop
     if stop is not None and beyond(adverse, stop, worse=True):
         return stop, "stop_loss"
     if target is not None and beyond(favourable, target, worse=False):

@@ -96,11 +96,11 @@ def test_a_gap_through_the_stop_exits_at_the_open() -> None:
     assert trade.net_return == pytest.approx(-0.03)
 
 
-def test_a_gap_through_the_target_exits_at_the_open() -> None:
+def test_a_gap_through_the_target_fills_at_the_trigger_as_the_paper_exchange_does() -> None:
     c = candles([FLAT, FLAT, (97.0, 97.5, 96.0, 96.5), FLAT])
     (trade,) = simulate(market(c), first_only("SHORT", 0), FREE).trades
-    assert (trade.reason, trade.exit_price) == ("take_profit", 97.0)
-    assert trade.net_return == pytest.approx(0.03)
+    assert (trade.reason, trade.exit_price) == ("take_profit", pytest.approx(100 * (1 - TAKE_PROFIT)))
+    assert trade.net_return == pytest.approx(TAKE_PROFIT)
 
 
 def test_short_take_profit() -> None:
