@@ -155,7 +155,7 @@ async def evaluate_cmd(args: argparse.Namespace, settings: Settings) -> int:
         min_confidence=base.min_confidence,
         max_hold_bars=args.max_hold,
         fee_rate=args.fee if args.fee is not None else base.fee_rate,
-        slippage=args.slippage,
+        slippage=args.slippage if args.slippage is not None else float(settings.paper_slippage_pct) / 100,
     )
     seen_until = (version.train_end + label_reach(version)).timestamp() * 1000
     seen_from = version.train_start.timestamp() * 1000
@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         help="minimum confidence of a served call (default: global_min_confidence of QUANTUM_RISK_MODE's profile)",
     )
     e.add_argument("--max-hold", type=int, default=TradeRule.max_hold_bars, help="maximum holding time, candles")
-    e.add_argument("--slippage", type=float, default=TradeRule.slippage, help="per fill, a fraction of the price")
+    e.add_argument(
+        "--slippage", type=float, help="per fill, a fraction of the price (default: PAPER_SLIPPAGE_PCT / 100)"
+    )
     e.add_argument("--fee", type=float, help="taker fee per fill (default: the model's training config)")
     e.add_argument("--json", action="store_true")
     z = sub.add_parser("train-sizing", help="train the position-sizing policy on replayed episodes")

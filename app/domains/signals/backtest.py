@@ -77,6 +77,16 @@ SideAt = Callable[[int], str]
 """The side to open at the close of candle index t: LONG, SHORT or HOLD."""
 
 
+def _setting_default(name: str) -> float:
+    return float(Settings.model_fields[name].default)
+
+
+TAKER_FEE = _setting_default("taker_fee_rate")
+"""The venue's taker fee (`TAKER_FEE_RATE`'s default), a fraction of the notional per fill."""
+SLIPPAGE = _setting_default("paper_slippage_pct") / 100
+"""The paper exchange's slippage against the taker (`PAPER_SLIPPAGE_PCT`'s default), a fraction of the price."""
+
+
 def default_min_confidence(mode: str | None = None) -> float:
     """`global_min_confidence` of the risk profile `mode`; by default the profile the service starts in
     (`QUANTUM_RISK_MODE`'s default)."""
@@ -92,8 +102,8 @@ class TradeRule:
     take_profit: float | None = TAKE_PROFIT
     stop_loss: float | None = STOP_LOSS
     max_hold_bars: int | None = 24
-    fee_rate: float = 0.0004  # taker, per side
-    slippage: float = 0.0002  # per fill, against the trader
+    fee_rate: float = TAKER_FEE  # per fill
+    slippage: float = SLIPPAGE  # per fill, against the trader
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:

@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from app.core.settings import Settings
 from app.domains.exits.plan import ExitConfig
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from app.domains.signals.backtest import (
@@ -53,6 +54,9 @@ def test_defaults_come_from_the_exit_plan_and_the_active_profile() -> None:
     assert default_min_confidence() == float(DEFAULT_PROFILES[RiskMode.NORMAL].global_min_confidence)
     assert TradeRule().min_confidence == default_min_confidence()
     assert default_min_confidence("DEFENSIVE") == 0.75
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert TradeRule().fee_rate == float(settings.taker_fee_rate)
+    assert TradeRule().slippage == float(settings.paper_slippage_pct) / 100
 
 
 def test_entry_is_at_the_next_candles_open() -> None:
