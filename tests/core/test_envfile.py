@@ -16,7 +16,9 @@ def test_generates_a_key_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert key and len(key) >= 32
     assert f"API_KEY={key}\n" in (tmp_path / ".env").read_text()
     assert ensure_env(tmp_path) is None
-    assert (tmp_path / ".env").read_text().count("API_KEY=") == 1
+    lines = (tmp_path / ".env").read_text().splitlines()
+    assert [line for line in lines if line.startswith("API_KEY=")] == [f"API_KEY={key}"]
+    assert "BINANCE_API_KEY=" in lines  # another setting that ends in API_KEY is left alone
 
 
 def test_keeps_a_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
