@@ -5,10 +5,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
-from app.bootstrap import bootstrap
+from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
 from app.domains.execution.feed import ReplayPriceFeed
 from app.domains.signals.marketdata import ReplayMarketData
@@ -22,6 +23,12 @@ HOUR = 3_600_000
 
 def tick(price: Decimal) -> Decimal:
     return price.quantize(D("0.1"), rounding=ROUND_HALF_UP)
+
+
+def position_row(container: Container) -> dict[str, Any]:
+    rows = container.trading.execution.open_rows()
+    assert len(rows) == 1
+    return rows[0]
 
 
 async def test_the_plan_follows_the_atr_of_closed_bars_only(make_settings: Callable[..., Settings]) -> None:
@@ -47,8 +54,13 @@ async def test_the_plan_follows_the_atr_of_closed_bars_only(make_settings: Calla
         legs = {leg["kind"] + str(leg["seq"]): D(leg["trigger_price"]) for leg in plan["legs"]}
         vol = atr / entry
         assert D("0.002") < vol < D("0.02")  # an ordinary hour: the ATR, not the floor, sets the distances
-        assert legs["TP0"] == tick(entry * (1 + D("1.95") * vol))
-        assert legs["TP1"] == tick(entry * (1 + D("3.25") * vol))
-        assert legs["TP2"] == tick(entry * (1 + D("5.20") * vol))
+        # The market read at entry (the signals' regime rule on the closed bars) scales the dynamic targets:
+        # 15:00 on 2024-03-01 reads RANGING, take-profits at 0.8x (trending 1.25x, volatile 1x).
+        reading = position_row(container)["harvest"]["entry"]
+        assert reading["regime"] == "ranging"
+        scale = D("0.8")
+        assert legs["TP0"] == tick(entry * (1 + D("1.95") * vol * scale))
+        assert legs["TP1"] == tick(entry * (1 + D("3.25") * vol * scale))
+        assert legs["TP2"] == tick(entry * (1 + D("5.20") * vol * scale))
         assert legs["SL3"] == tick(entry * (1 - 2 * vol))
         assert legs["SL3"] != tick(entry * D("0.98"))  # not the static ladder

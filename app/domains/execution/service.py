@@ -363,13 +363,23 @@ class PaperExecution:
         stop: Decimal | None,
         policy: str | None,
         atr: Decimal | None = None,
+        regime: str | None = None,
     ) -> ExitPlan | PlanRefused:
         """The exit plan for an entry filled at the price the book will give it (validated before any order):
-        the dynamic one when the feed gave an ATR, else the default ladder."""
+        the dynamic one when the feed gave an ATR (its targets scaled by the regime at entry), else the
+        default ladder."""
         order_side = OrderSide.BUY if side == "LONG" else OrderSide.SELL
         entry = self.venue.expected_fill(symbol, order_side, mark)
         context = ExitContext(
-            side, entry, amount, leverage, symbol, atr=atr, policy=policy, wallet_balance=entry * amount / leverage
+            side,
+            entry,
+            amount,
+            leverage,
+            symbol,
+            atr=atr,
+            regime=regime if atr is not None else None,
+            policy=policy,
+            wallet_balance=entry * amount / leverage,
         )
         plan = build_plan(context, self.config.exit)
         if isinstance(plan, PlanRefused) or stop is None:

@@ -607,6 +607,7 @@ class TradingService:
                 intent.stop_loss,
                 self._exit_policy(),
                 cmd.atr,
+                cmd.reading.regime.value if cmd.reading is not None else None,
             )
             if isinstance(plan, PlanRefused):
                 refused = Reason(DenialCode.EXIT_PLAN_REFUSED, f"EXIT_PLAN_REFUSED: {plan.reason}")
