@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/ai", tags=["signals"])
     response_model=SignalOut,
     responses={
         401: {"description": "missing or wrong X-API-Key (the route runs the models)"},
-        404: {"description": "unknown symbol, or a tradable one without market data (up to `as_of`)"},
+        404: {"description": "unknown symbol, or a tradable one without market data (no candle closed by `as_of`)"},
         422: {"description": "invalid body, or a symbol with market data but no exchange metadata: not tradable"},
         503: {"description": "no champion model and the fallback is disabled, or market data unavailable"},
     },
