@@ -13,7 +13,6 @@ from app.domains.execution.feed import NoPrice
 from app.domains.execution.models import Position
 from app.domains.execution.schemas import (
     ClosePositionBody,
-    ExitLegOut,
     ExitPlanOut,
     FillOut,
     MarketPriceOut,
@@ -67,18 +66,7 @@ async def get_position(position_id: uuid.UUID, container: ContainerDep) -> Posit
 async def get_exit_plan(position_id: uuid.UUID, container: ContainerDep) -> ExitPlanOut:
     """The exit plan: its legs (take-profits, stop, trailing) with their state, the liquidation bound, notes."""
     position, plan, legs = await container.trading.exit_plan(position_id)
-    return ExitPlanOut(
-        position_id=position.id,
-        style=plan.style,
-        entry_price=plan.entry_price,
-        liquidation_price=plan.liquidation_price,
-        stop_bound=plan.stop_bound,
-        stop_price=position.stop_price,
-        trailing=position.trailing,
-        notes=list(plan.notes),
-        legs=[ExitLegOut.model_validate(leg) for leg in legs],
-        created_at=plan.created_at,
-    )
+    return ExitPlanOut.of(position, plan, legs)
 
 
 @router.post("/positions/{position_id}/close", response_model=PositionOut)

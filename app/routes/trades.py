@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.core.context import current_trace_id
 from app.core.validation import SymbolText
+from app.domains.execution.schemas import ExitPlanOut, OrderOut, PositionOut
 from app.domains.trading.schemas import (
     DecisionOut,
     RiskDeniedOut,
@@ -56,7 +57,14 @@ async def open_trade(body: TradeCreate, container: AuthorizedContainer) -> Respo
             decision=decision,
         )
         return Response(denied.model_dump_json(), 403, headers, media_type="application/json")
+    view = outcome.opened
+    if view is None and outcome.replayed:
+        view = await container.trading.opened_view(outcome.trade["id"])
     opened = TradeOpenedOut(trade=TradeOut.model_validate(outcome.trade), decision=decision)
+    if view is not None:
+        opened.position = PositionOut.model_validate(view.position)
+        opened.exit_plan = ExitPlanOut.of(view.position, view.plan, view.legs)
+        opened.orders = [OrderOut.model_validate(o) for o in view.orders]
     return Response(opened.model_dump_json(), 201, headers, media_type="application/json")
 
 

@@ -179,6 +179,11 @@ async def test_start_reconciles_then_a_trade_sends_its_entry_and_protective_orde
         assert response.status_code == 201, response.text
         trade = response.json()["trade"]
         assert D(trade["entry_price"]) == FILL  # the exchange's fill, not the quote
+        shown = response.json()
+        assert shown["position"]["exchange"] == "binance-usdm"
+        assert sorted(o["client_order_id"] for o in shown["orders"] if o["purpose"] != "ENTRY") == sorted(
+            leg["order_client_id"] for leg in shown["exit_plan"]["legs"]
+        )
         assert D(trade["quantity"]) == D("0.010")
         sent = [(r.method, r.path, r.business) for r in account.fake.requests]
         assert [c[:2] for c in sent] == [

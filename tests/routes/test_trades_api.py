@@ -264,3 +264,32 @@ async def test_kill_switch_and_blocklist_deny_then_release(api: Api) -> None:
     assert (await client.post("/trades", json=trade_body())).status_code == 201
     kinds = [c["kind"] for c in (await client.get("/api/v2/policy/history")).json()["items"]]
     assert kinds == ["SYMBOL_UNBLOCKED", "SYMBOL_BLOCKED", "KILL_SWITCH", "KILL_SWITCH"]
+
+
+async def test_the_response_shows_the_position_its_exit_plan_and_orders(api: Api) -> None:
+    client, _ = api
+    body = trade_body(client_order_id="shows-all", price="60000", stop_loss="58800", notional="600")
+    response = await client.post("/trades", json=body)
+    assert response.status_code == 201, response.text
+    opened = response.json()
+    trade, position, plan, orders = opened["trade"], opened["position"], opened["exit_plan"], opened["orders"]
+    assert position["trade_id"] == trade["id"] and position["status"] == "OPEN"
+    assert position["entry_price"] == trade["entry_price"] and position["amount"] == trade["quantity"]
+    assert plan["position_id"] == position["id"] and plan["stop_price"] == "58800"
+    assert [leg["kind"] for leg in plan["legs"]] == ["TP", "TP", "TP", "SL"]
+    assert [(o["purpose"], o["status"]) for o in orders] == [
+        ("ENTRY", "FILLED"),
+        ("TP", "NEW"),
+        ("TP", "NEW"),
+        ("TP", "NEW"),
+        ("SL", "NEW"),
+    ]
+    protective = {o["client_order_id"] for o in orders if o["purpose"] != "ENTRY"}
+    assert protective == {leg["order_client_id"] for leg in plan["legs"]}
+    assert all(o["reduce_only"] for o in orders if o["purpose"] != "ENTRY")
+    # The same client_order_id again: the original answer, read back from the tables.
+    again = await client.post("/trades", json=body)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    replayed = again.json()
+    assert replayed["position"] == position and replayed["exit_plan"] == plan
+    assert sorted(o["client_order_id"] for o in replayed["orders"]) == sorted(o["client_order_id"] for o in orders)

@@ -89,6 +89,13 @@ class ExecutionRepository:
         found = await self.session.get(Position, position_id)
         return found if found is not None and found.account_id == account_id else None
 
+    async def position_of_trade(self, account_id: str, trade_id: uuid.UUID) -> Position | None:
+        return (
+            await self.session.execute(
+                select(Position).where(Position.account_id == account_id, Position.trade_id == trade_id)
+            )
+        ).scalar_one_or_none()
+
     async def plan(self, position_id: uuid.UUID) -> tuple[ExitPlanRecord | None, list[ExitLegRecord]]:
         plan = (
             await self.session.execute(select(ExitPlanRecord).where(ExitPlanRecord.position_id == position_id))

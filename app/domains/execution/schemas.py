@@ -1,6 +1,7 @@
 """API shapes of positions, orders, exit plans and market prices."""
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +98,26 @@ class ExitPlanOut(BaseModel):
     notes: list[str]
     legs: list[ExitLegOut]
     created_at: datetime
+
+    @classmethod
+    def of(cls, position: Any, plan: Any, legs: Sequence[Any]) -> "ExitPlanOut":
+        """From the stored records, or from the rows a batch just wrote (mappings)."""
+
+        def get(obj: Any, name: str) -> Any:
+            return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
+
+        return cls(
+            position_id=get(position, "id"),
+            style=get(plan, "style"),
+            entry_price=get(plan, "entry_price"),
+            liquidation_price=get(plan, "liquidation_price"),
+            stop_bound=get(plan, "stop_bound"),
+            stop_price=get(position, "stop_price"),
+            trailing=get(position, "trailing"),
+            notes=list(get(plan, "notes")),
+            legs=[ExitLegOut.model_validate(leg) for leg in legs],
+            created_at=get(plan, "created_at"),
+        )
 
 
 class OrderOut(BaseModel):

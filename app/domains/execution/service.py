@@ -111,6 +111,16 @@ class Opened:
 
 
 @dataclass(frozen=True)
+class OpenedView:
+    """What an opening created, as stored: the position, its exit plan and legs, its orders (rows)."""
+
+    position: Row
+    plan: Row
+    legs: list[Row]
+    orders: list[Row]
+
+
+@dataclass(frozen=True)
 class Closed:
     """A position that closed in this batch: what the trade row and the account need."""
 
@@ -249,6 +259,17 @@ class PaperExecution:
         except ExchangeError as exc:
             logger.warning("reconciliation_failed", extra={"error": str(exc)})
             return venue.ready()
+
+    @staticmethod
+    def opened_view(rows: ExecRows, position: Row) -> OpenedView:
+        """The rows `open` wrote for `position` in this batch (as they stand now)."""
+        pid = position["id"]
+        return OpenedView(
+            {**position, "trailing": trailing_json(position["trailing"])},
+            next(p for p in rows.plans if p["position_id"] == pid),
+            [leg for leg in rows.new_legs if leg["position_id"] == pid],
+            [o for o in rows.new_orders if o["position_id"] == pid],
+        )
 
     def invalidate(self, reason: str) -> None:
         """A batch failed: the book is rebuilt from the tables; a live venue must be reconciled again."""

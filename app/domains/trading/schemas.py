@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.core.money import DecimalStr
 from app.core.validation import ClientOrderId, Label, Price, SymbolText, Timestamp, TradeLeverage, Usd
+from app.domains.execution.schemas import ExitPlanOut, OrderOut, PositionOut
 from app.domains.risk.guard import Side, TradeIntent
 
 Confidence = Annotated[Decimal, Field(ge=0, le=1, max_digits=20, decimal_places=18, allow_inf_nan=False)]
@@ -137,6 +138,9 @@ class TradeOut(BaseModel):
 class TradeOpenedOut(BaseModel):
     trade: TradeOut
     decision: DecisionOut
+    position: PositionOut | None = Field(default=None, description="The position the exchange opened")
+    exit_plan: ExitPlanOut | None = Field(default=None, description="Its exit plan, validated before any order")
+    orders: list[OrderOut] = Field(default=[], description="The entry and the protective orders, as placed")
 
 
 class RiskDeniedOut(BaseModel):

@@ -35,7 +35,7 @@ from app.domains.execution.models import ExitLegRecord, ExitPlanRecord, FillReco
 from app.domains.execution.paper import Bar
 from app.domains.execution.reading import MarketReading
 from app.domains.execution.repository import ExecutionRepository
-from app.domains.execution.service import Closed, ExecRows, PaperExecution
+from app.domains.execution.service import Closed, ExecRows, OpenedView, PaperExecution
 from app.domains.exits.arbiter import ExitSource
 from app.domains.exits.plan import ExitPlan, PlanRefused
 from app.domains.markets.catalog import (
@@ -136,6 +136,7 @@ class OpenOutcome:
     decision: Row
     trade: Row | None
     replayed: bool
+    opened: OpenedView | None = None  # what the opening created (a replay reads it back)
 
 
 @dataclass
@@ -439,6 +440,23 @@ class TradingService:
             repo = ExecutionRepository(session)
             return position, await repo.fills_of(position_id), await repo.position_events(position_id)
 
+    async def opened_view(self, trade_id: uuid.UUID) -> OpenedView | None:
+        """What a trade's opening created, read back (for a replayed POST /trades)."""
+        async with self._sessions() as session:
+            repo = ExecutionRepository(session)
+            position = await repo.position_of_trade(self.account_id, trade_id)
+            if position is None:
+                return None
+            plan, legs = await repo.plan(position.id)
+            orders, _ = await repo.list_orders(self.account_id, None, position.id, 100, 0)
+        if plan is None:
+            return None
+        # as placed: the entry, then the legs' orders in the plan's order, then anything after
+        placed = {"ENTRY": -1} | {leg.order_client_id: leg.seq for leg in legs if leg.order_client_id}
+        rank = {o.client_order_id: placed.get("ENTRY" if o.purpose == "ENTRY" else o.client_order_id) for o in orders}
+        ordered = sorted(orders, key=lambda o: (rank[o.client_order_id] is None, rank[o.client_order_id] or 0))
+        return OpenedView(_as_row(position), _as_row(plan), [_as_row(x) for x in legs], [_as_row(o) for o in ordered])
+
     async def exit_plan(self, position_id: uuid.UUID) -> tuple[Position, ExitPlanRecord, list[ExitLegRecord]]:
         position = await self.position(position_id)
         async with self._sessions() as session:
@@ -736,7 +754,7 @@ class TradingService:
         )
         for done in opened.closed:  # the exchange refused its protective orders: closed at once
             await self._finish_trade(b, done, cmd.trace_id)
-        return OpenOutcome(record, trade, replayed=False)
+        return OpenOutcome(record, trade, replayed=False, opened=execution.opened_view(b.execution, opened.position))
 
     def _exposure(self, b: _Batch) -> float:
         """The share of the hard total-exposure limit in use (open notional / (marked equity x limit)): the
@@ -992,3 +1010,7 @@ class TradingService:
         if account is None or state is None:
             raise ServiceUnavailable(f"account {self.account_id!r} is not initialised")
         return self._governor.roll_day(state, account["equity"], self.clock()), account
+
+
+def _as_row(record: Any) -> Row:
+    return {c.name: getattr(record, c.name) for c in record.__table__.columns}
