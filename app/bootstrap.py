@@ -120,6 +120,7 @@ class Container:
         await self.governance.stop()
         await self.leadership.stop()
         await self.trading.close()
+        await self.signals.close()  # its inference thread
         if self.live_exchange is not None:
             await self.live_exchange.close()
         await self.bus.drain()
@@ -211,6 +212,7 @@ def bootstrap(
             assumed_stop_distance_pct=settings.assumed_stop_distance_pct,
             liquidation_buffer_pct=settings.liquidation_buffer_pct,
             max_price_deviation_pct=settings.max_price_deviation_pct,
+            max_signal_age_seconds=settings.signal_max_age_seconds,
             accept_fallback_signals=settings.accept_fallback_signals,
         )
     )

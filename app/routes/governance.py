@@ -166,7 +166,8 @@ async def should_allow_trade(body: TradeCreate, container: AuthorizedContainer) 
     RiskGuard and the limit stack, exactly as POST /trades decides. Nothing is opened or stored."""
     market = container.trading.market(body.symbol)
     mark = await container.trading.market_price(market.symbol)
-    preview = await container.trading.preview(body.intent(market.symbol, mark), current_trace_id())
+    intent = body.intent(market.symbol, mark, container.trading.market_time())
+    preview = await container.trading.preview(intent, current_trace_id())
     decision = preview.decision
     return ShouldAllowOut(
         allowed=decision.allowed,

@@ -45,7 +45,7 @@ async def open_trade(body: TradeCreate, container: AuthorizedContainer) -> Respo
     market = container.trading.market(body.symbol)
     mark = await container.trading.market_price(market.symbol)
     outcome = await container.trading.open_trade(
-        body.intent(market.symbol, mark), body.client_order_id, current_trace_id()
+        body.intent(market.symbol, mark, container.trading.market_time()), body.client_order_id, current_trace_id()
     )
     decision = DecisionOut.model_validate(outcome.decision)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}

@@ -46,7 +46,9 @@ async def test_without_a_champion_the_fallback_answers_and_says_so(make_settings
         response = await client.post("/api/ai/signal", json={"symbol": "BTCUSDT", "as_of": AS_OF})
         assert response.status_code == 200, response.text
         body = response.json()
-        candles = await ReplayMarketData().candles("BTC/USDT:USDT", "1h", AS_OF_MS - 720 * 3_600_000, AS_OF_MS + 1)
+        # the candles closed by as_of: the last one opened an hour before
+        closed_by = AS_OF_MS - 3_600_000 + 1
+        candles = await ReplayMarketData().candles("BTC/USDT:USDT", "1h", AS_OF_MS - 720 * 3_600_000, closed_by)
         rule = momentum_signal(candles)
         assert (body["source"], body["side"], body["votes"]) == ("fallback_momentum", rule.side, [])
         assert body["confidence"] == pytest.approx(rule.confidence)
@@ -155,8 +157,11 @@ async def test_champion_signal_has_every_models_vote(with_champion: Settings) ->
         assert set(votes) == {"xgboost", "lightgbm", "nhits", "patchtst"}
         for kind, vote in votes.items():
             assert vote["version_id"] == champion.member_ids[kind]
-            assert sum(vote["probabilities"].values()) == pytest.approx(1.0)
             assert vote["weight"] == pytest.approx(champion.trained.ensemble.weights[kind])
+            if vote["weight"] > 0:
+                assert vote["ran"] is True and sum(vote["probabilities"].values()) == pytest.approx(1.0)
+            else:  # a member without weight is not run: it says so rather than show numbers it did not compute
+                assert vote["ran"] is False and vote["probabilities"] is None and vote["side"] is None
         assert body["as_of"] == "2023-06-01T00:00:00Z"
         models = (await client.get("/api/ai/models", params={"kind": "ensemble"})).json()
         assert models["total"] == 1 and models["items"][0]["status"] == "champion"

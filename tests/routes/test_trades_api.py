@@ -293,3 +293,21 @@ async def test_the_response_shows_the_position_its_exit_plan_and_orders(api: Api
     replayed = again.json()
     assert replayed["position"] == position and replayed["exit_plan"] == plan
     assert sorted(o["client_order_id"] for o in replayed["orders"]) == sorted(o["client_order_id"] for o in orders)
+
+
+async def test_a_trade_following_a_stale_signal_is_denied(api: Api) -> None:
+    """RiskGuard's stale-price check applies to the signal a trade follows: its age on the price feed's clock
+    (the clock fills are on) against SIGNAL_MAX_AGE_SECONDS (7200 s)."""
+    client, container = api
+    now = container.trading.market_time()
+    old = (now - timedelta(seconds=7201)).isoformat()
+    denied = await client.post("/trades", json=trade_body(signal_as_of=old, source="ensemble"))
+    assert denied.status_code == 403, denied.text
+    reasons = denied.json()["reasons"]
+    assert [r["code"] for r in reasons] == ["STALE_PRICE"]
+    assert "signal_age_s=7201" in reasons[0]["detail"] and "max_s=7200" in reasons[0]["detail"]
+    recent = (now - timedelta(seconds=3500)).isoformat()
+    allowed = await client.post("/trades", json=trade_body(signal_as_of=recent, source="ensemble"))
+    assert allowed.status_code == 201, allowed.text
+    naive = await client.post("/trades", json=trade_body(signal_as_of="2025-01-01T00:00:00"))
+    assert naive.status_code == 422 and "signal_as_of" in naive.text

@@ -95,6 +95,7 @@ class TradeIntent:
     source: str | None = None
     market_price: Decimal | None = None  # the exchange's price now (the feed's), when known
     at_market: bool = False  # the caller gave no price: `price` is the market's
+    signal_age_seconds: float | None = None  # of the signal the trade follows, on the price feed's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,7 @@ class RiskDecision:
 @dataclass(frozen=True, slots=True)
 class RiskGuardConfig:
     max_price_age_seconds: float = 60.0
+    max_signal_age_seconds: float = 7200.0  # SIGNAL_MAX_AGE_SECONDS: the same age the signal calls stale
     max_price_future_skew_seconds: float = 5.0
     assumed_stop_distance_pct: Decimal = Decimal(2)
     accept_fallback_signals: bool = False
@@ -385,6 +387,12 @@ def _confidence(c: CheckContext) -> Reason | None:
 
 
 def _price_age(c: CheckContext) -> Reason | None:
+    signal_age = c.intent.signal_age_seconds
+    if signal_age is not None and signal_age > c.config.max_signal_age_seconds:
+        return Reason(
+            DenialCode.STALE_PRICE,
+            f"STALE_PRICE: signal_age_s={_seconds_up(signal_age)} max_s={c.config.max_signal_age_seconds}",
+        )
     if c.intent.price_as_of is None:
         return None
     age = (c.now - c.intent.price_as_of).total_seconds()

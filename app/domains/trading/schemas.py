@@ -44,6 +44,11 @@ class TradeCreate(BaseModel):
     stop_loss: Price | None = None
     client_order_id: ClientOrderId | None = Field(default=None, description="Idempotency key")
     source: Label | None = Field(default=None, description="Signal source, e.g. ensemble")
+    signal_as_of: Timestamp | None = Field(
+        default=None,
+        description="The `as_of` of the signal this trade follows: older than SIGNAL_MAX_AGE_SECONDS on the "
+        "price feed's clock (the clock fills are on) is denied (STALE_PRICE)",
+    )
 
     @model_validator(mode="after")
     def _stop_on_loss_side(self) -> "TradeCreate":
@@ -54,8 +59,9 @@ class TradeCreate(BaseModel):
                 raise ValueError(f"stop_loss {self.stop_loss} must be above the entry price {self.price} for a SHORT")
         return self
 
-    def intent(self, canonical_symbol: str, market_price: Decimal) -> TradeIntent:
-        """The intent, priced at `price` when given, else at the market (`market_price`)."""
+    def intent(self, canonical_symbol: str, market_price: Decimal, market_time: datetime) -> TradeIntent:
+        """The intent, priced at `price` when given, else at the market (`market_price`); a signal's age is
+        measured at `market_time`, the price feed's now."""
         return TradeIntent(
             symbol=canonical_symbol,
             side=self.side,
@@ -68,6 +74,9 @@ class TradeCreate(BaseModel):
             confidence=self.confidence,
             stop_loss=self.stop_loss,
             source=self.source,
+            signal_age_seconds=(
+                None if self.signal_as_of is None else (market_time - self.signal_as_of).total_seconds()
+            ),
         )
 
 

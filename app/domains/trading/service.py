@@ -375,6 +375,10 @@ class TradingService:
         outcome: OpenOutcome = await self._sequencer.submit(command)
         return outcome
 
+    def market_time(self) -> datetime:
+        """Now on the price feed's clock (simulated for the replay): the time fills and signals are on."""
+        return self._execution.feed.now()
+
     async def market_price(self, symbol: str) -> Decimal:
         """The feed's price of `symbol` now (503 when it has none)."""
         return await self._mark(self.market(symbol).symbol)
