@@ -14,5 +14,11 @@ def test_readme_lists_every_denial_code() -> None:
     assert (
         not set(listed)
         - {code.value for code in DenialCode}
-        - {"ACCEPT_FALLBACK_SIGNALS", "LIQUIDATION_BUFFER_PCT", "MAX_PRICE_DEVIATION_PCT"}
+        - {
+            "ACCEPT_FALLBACK_SIGNALS",
+            "LIQUIDATION_BUFFER_PCT",
+            "MAX_PRICE_DEVIATION_PCT",
+            "MAX_PRICE_AGE_SECONDS",
+            "SIGNAL_MAX_AGE_SECONDS",
+        }
     )
