@@ -54,6 +54,9 @@ TAKE_PROFIT = _EXITS.tp_distances[0]
 """TP1 of the exit plan's default ladder, a fraction of the entry price."""
 STOP_LOSS = _EXITS.sl_distance
 """The exit plan's default stop distance, a fraction of the entry price."""
+MAX_HOLD_BARS = 24
+"""The served rule's maximum holding time in candles (the entry candle counts), also the meta layer's vertical
+barrier: P(TP1 before the stop) is asked within this many candles."""
 BASELINES = ("prior", "fallback_momentum", "always_hold", "buy_and_hold")
 EXIT_REASONS = ("take_profit", "stop_loss", "max_hold", "window_end")
 SIDES = {"LONG": 1, "SHORT": -1}
@@ -101,7 +104,7 @@ class TradeRule:
     min_confidence: float = field(default_factory=default_min_confidence)
     take_profit: float | None = TAKE_PROFIT
     stop_loss: float | None = STOP_LOSS
-    max_hold_bars: int | None = 24
+    max_hold_bars: int | None = MAX_HOLD_BARS
     fee_rate: float = TAKER_FEE  # per fill
     slippage: float = SLIPPAGE  # per fill, against the trader
 
@@ -294,16 +297,24 @@ def row_index(market: SymbolMarket, timestamp: IntArray) -> IntArray:
 
 
 def served_side(
-    probabilities: FloatArray, rows_of_candle: IntArray, features: FeatureMatrix, min_confidence: float
+    probabilities: FloatArray,
+    rows_of_candle: IntArray,
+    features: FeatureMatrix,
+    min_confidence: float,
+    confidence: FloatArray | None = None,
 ) -> SideAt:
-    """The served call: `decide` (argmax, then the regime), then the profile's minimum confidence."""
+    """The served call: `decide` (argmax, then the regime), then the profile's minimum confidence.
+
+    `confidence`: per row, the number the minimum is compared with instead of the decision's (direction)
+    probability, e.g. the meta layer's P(TP1 before the stop) for the row's side; NaN never passes."""
 
     def side_at(t: int) -> str:
         row = int(rows_of_candle[t])
         if row < 0:
             return "HOLD"
         decision = decide(probabilities[row], features, t)
-        return decision.side if decision.confidence >= min_confidence else "HOLD"
+        value = decision.confidence if confidence is None else float(confidence[row])
+        return decision.side if value >= min_confidence else "HOLD"
 
     return side_at
 
@@ -445,13 +456,24 @@ def _rows_of(markets: Sequence[SymbolMarket], rows: Dataset) -> list[tuple[npt.N
 
 
 def score_probabilities(
-    probabilities: FloatArray, markets: Sequence[SymbolMarket], rows: Dataset, rule: TradeRule
+    probabilities: FloatArray,
+    markets: Sequence[SymbolMarket],
+    rows: Dataset,
+    rule: TradeRule,
+    confidence: FloatArray | None = None,
 ) -> Metrics:
     """A model's classification and skill metrics on `rows`, and its served rule on the markets' windows.
 
-    `probabilities` are aligned with `rows` (labelled rows; `rows.group` indexes `markets`)."""
+    `probabilities` are aligned with `rows` (labelled rows; `rows.group` indexes `markets`); so is
+    `confidence`, if given: what the rule's minimum confidence applies to (`served_side`)."""
     sides = [
-        served_side(probabilities[mine], rows_of_candle, market.features, rule.min_confidence)
+        served_side(
+            probabilities[mine],
+            rows_of_candle,
+            market.features,
+            rule.min_confidence,
+            None if confidence is None else confidence[mine],
+        )
         for market, (mine, rows_of_candle) in zip(markets, _rows_of(markets, rows), strict=True)
     ]
     trading, _ = run_rule(markets, sides, rule)
