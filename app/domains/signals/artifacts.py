@@ -3,11 +3,16 @@
 An ensemble artifact is self-contained: `members/<kind>/` holds each member model and
 `ensemble.json` the weights, calibration and everything needed to score new candles, so a
 champion ensemble stays loadable whatever retention does to its members' own versions.
+
+The meta layer (`meta.MetaModel`: P(TP1 before the stop) for the side the ensemble proposes), when trained,
+lives in `members/meta/` (LightGBM text + meta.json), its sha256 recorded under `meta` in ensemble.json.
+An artifact without one (older, or trained with too few out-of-sample rows) still loads: `load_meta` says
+the layer is absent and why.
 """
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,8 @@ import numpy as np
 
 from app.domains.signals.ensemble import Ensemble
 from app.domains.signals.features import FEATURES
+from app.domains.signals.meta import MODEL_FILE as META_MODEL_FILE
+from app.domains.signals.meta import MetaModel
 from app.domains.signals.models.forecaster import TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier
 from app.domains.signals.training import WINDOW_CHANNELS, TrainedModels, TrainingConfig
@@ -22,6 +29,7 @@ from app.domains.signals.training import WINDOW_CHANNELS, TrainedModels, Trainin
 ENSEMBLE_FILE = "ensemble.json"
 GBM_KINDS = ("xgboost", "lightgbm")
 TORCH_KINDS = ("nhits", "patchtst")
+META_DIR = "meta"  # under members/: the meta layer, when the artifact has one
 
 
 def save_member(trained: TrainedModels, kind: str, directory: Path) -> dict[str, str]:
@@ -30,8 +38,15 @@ def save_member(trained: TrainedModels, kind: str, directory: Path) -> dict[str,
     return trained.forecasters[kind].save(directory)
 
 
-def save_ensemble(trained: TrainedModels, directory: Path, metadata: dict[str, Any]) -> dict[str, str]:
-    """Write the whole set; returns the sha256 of ensemble.json, which names every member's hash."""
+def save_ensemble(
+    trained: TrainedModels,
+    directory: Path,
+    metadata: dict[str, Any],
+    meta: MetaModel | None = None,
+    meta_absent: str | None = None,
+) -> dict[str, str]:
+    """Write the whole set; returns the sha256 of ensemble.json, which names every member's hash (and the meta
+    layer's, if given; else `meta_absent` records why there is none)."""
     members = {kind: save_member(trained, kind, directory / "members" / kind) for kind in (*GBM_KINDS, *TORCH_KINDS)}
     document = {
         "config": asdict(trained.config),
@@ -44,6 +59,10 @@ def save_ensemble(trained: TrainedModels, directory: Path, metadata: dict[str, A
         "members": {kind: {"sha256": saved["sha256"]} for kind, saved in members.items()},
         "metadata": metadata,
     }
+    if meta is not None:
+        document["meta"] = {"sha256": meta.save(directory / "members" / META_DIR)["sha256"]}
+    else:
+        document["meta_absent"] = meta_absent or "no meta layer was trained"
     path = directory / ENSEMBLE_FILE
     path.write_text(json.dumps(document, indent=1, sort_keys=True))
     return {"weights": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -78,3 +97,25 @@ def load_ensemble(directory: Path) -> tuple[TrainedModels, dict[str, Any]]:
         prior=np.asarray(document["prior"], dtype=np.float64),
     )
     return trained, dict(document["metadata"])
+
+
+@dataclass(frozen=True)
+class MetaLayer:
+    """An artifact's meta layer, or why it has none (`absent`)."""
+
+    model: MetaModel | None
+    absent: str | None = None
+
+
+def load_meta(directory: Path) -> MetaLayer:
+    """The meta layer of an ensemble artifact; an artifact without one loads with `absent` saying why."""
+    document = json.loads((directory / ENSEMBLE_FILE).read_text())
+    info = document.get("meta")
+    if info is None:
+        why = document.get("meta_absent", "the artifact predates the meta layer")
+        return MetaLayer(None, f"no meta layer in {directory.name}: {why}")
+    model = MetaModel.load(directory / "members" / META_DIR)
+    weights = directory / "members" / META_DIR / META_MODEL_FILE
+    if hashlib.sha256(weights.read_bytes()).hexdigest() != info["sha256"]:
+        raise ArtifactMismatch(f"{weights}: sha256 differs from the one recorded in {ENSEMBLE_FILE}")
+    return MetaLayer(model)
