@@ -157,6 +157,7 @@ class PaperBook:
     orders: dict[str, OrderState] = field(default_factory=dict)  # by client order id, every order ever
     _resting: dict[str, _Resting] = field(default_factory=dict)
     _by_symbol: dict[str, dict[str, _Resting]] = field(default_factory=dict)  # the same orders, per symbol
+    _by_key: dict[str, dict[str, _Resting]] = field(default_factory=dict)  # and per position key
     _seq: "itertools.count[int]" = field(default_factory=itertools.count)
     _outbox: list[BookEvent] = field(default_factory=list)
     _margin_total: Decimal = ZERO  # Σ margin of the open positions  # expiries caused by an action, reported with it
@@ -271,6 +272,12 @@ class PaperBook:
         resting = self._resting.pop(client_order_id, None)
         if resting is not None:
             self._by_symbol.get(resting.state.request.symbol, {}).pop(client_order_id, None)
+            key = _key(resting.state.request)
+            of_key = self._by_key.get(key)
+            if of_key is not None:
+                of_key.pop(client_order_id, None)
+                if not of_key:
+                    del self._by_key[key]  # closed positions leave nothing behind
         return resting
 
     def _rest(self, state: OrderState) -> OrderState:
@@ -278,6 +285,7 @@ class PaperBook:
         resting = _Resting(state, next(self._seq))
         self._resting[state.request.client_order_id] = resting
         self._by_symbol.setdefault(state.request.symbol, {})[state.request.client_order_id] = resting
+        self._by_key.setdefault(_key(state.request), {})[state.request.client_order_id] = resting
         return state
 
     # --- bars --------------------------------------------------------------------------------------
@@ -463,8 +471,8 @@ class PaperBook:
         position.realized_pnl += gross - fee
         if position.amount == 0:
             del self.positions[key]
-            for resting in list(self._by_symbol.get(position.symbol, {}).values()):  # nothing left to reduce
-                if _key(resting.state.request) == key and resting.state.request.reduce_only:
+            for resting in list(self._by_key.get(key, {}).values()):  # nothing left to reduce
+                if resting.state.request.reduce_only:
                     self._expire(resting.state, "position closed", self.clock())
         return gross - fee
 
@@ -500,8 +508,8 @@ class PaperBook:
             position.amount = ZERO
             del self.positions[key]
             now = self.clock()
-            for resting in list(self._by_symbol.get(bar.symbol, {}).values()):
-                if _key(resting.state.request) == key and resting.state.request.reduce_only:
+            for resting in list(self._by_key.get(key, {}).values()):
+                if resting.state.request.reduce_only:
                     self._expire(resting.state, "position liquidated", now)
             return [
                 BookEvent(
