@@ -684,17 +684,18 @@ class PaperExecution:
         entry = (row.get("harvest") or {}).get("entry")
         market = reading.view if reading is not None and entry else None
         mark = float(bar.close)
-        found, state = propose(position, mark, settings.theta, cached.harvest, market=market)
         out: list[ExitProposal] = []
+        kill = None
         if market is not None and HarvestAction.FULL_CLOSE_PROPOSED not in cached.harvest.fired:
+            r = r_multiple(position, mark)
             kill = kill_score(
                 side=position.side,
                 bias_at_entry=position.bias_at_entry,
                 bias_now=market.bias,
                 trend_at_entry=position.trend_at_entry,
                 trend_now=market.trend_strength,
-                peak_r=state.peak_r,
-                r_now=r_multiple(position, mark),
+                peak_r=max(cached.harvest.peak_r, r),
+                r_now=r,
             )
             heat = heat_gate(kill.score, settings.k_close)
             if heat.close:
@@ -703,6 +704,7 @@ class PaperExecution:
                     f"pnl_giveback {kill.pnl_giveback:.2f}; {reading.regime.value if reading else ''})"
                 )
                 out.append(ExitProposal(ExitSource.HEAT_GATE, ExitKind.CLOSE, why))
+        found, state = propose(position, mark, settings.theta, cached.harvest, market=market, kill=kill)
         if state != cached.harvest:
             cached.harvest = state
             row["harvest"] = {"fired": sorted(a.value for a in state.fired), "peak_r": state.peak_r, "entry": entry}

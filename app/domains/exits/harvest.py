@@ -410,8 +410,10 @@ def propose(
     *,
     market: MarketView | None = None,
     weights: KillWeights | None = None,
+    kill: KillScore | None = None,
 ) -> tuple[list[Proposal], HarvestState]:
-    """Proposals for `position` at `mark`, and the new state. Without `market` there is no kill score."""
+    """Proposals for `position` at `mark`, and the new state. Without `market` there is no kill score;
+    `kill`, when the caller already computed it for this mark and market (the heat gate), is used as is."""
     r = r_multiple(position, mark)
     th = bound_theta(theta)
     peak = max(state.peak_r, r)
@@ -420,7 +422,7 @@ def propose(
         return [], HarvestState(frozenset(fired), peak)
 
     if market is not None:
-        kill = kill_score(
+        kill = kill or kill_score(
             side=position.side,
             bias_at_entry=position.bias_at_entry,
             bias_now=market.bias,
