@@ -614,6 +614,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
     """
     rounds = 10 if quick else 100
     one_symbol: list[float] = []
+    one_symbol_plain: list[float] = []
     spread_first: list[float] = []
     replay: list[float] = []
     perf = time.perf_counter_ns
@@ -629,6 +630,11 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
         reading = read_market(btc[0], history, [open_ms]).get(open_ms)
         _sync(execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now, reading))
         one_symbol.append((perf() - t0) / 1e6)
+        execution = _served_positions(series, open_ms, btc)  # the same without a reading: no kill score
+        gc.collect()
+        t0 = perf()
+        _sync(execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now, None))
+        one_symbol_plain.append((perf() - t0) / 1e6)
         execution = _served_positions(series, open_ms)
         gc.collect()
         for u in range(UPDATES_PER_ROUND):
@@ -651,6 +657,13 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
             "reading + apply_bar: matching, trailing, harvest, kill score, heat gate, arbiter, rows",
         )[0],
         _update_figure(
+            "served, without the market reading (no kill score / heat gate)",
+            one_symbol_plain,
+            f"{rounds} rounds",
+            False,
+            "the same update with reading=None, same run: what the reading and kill score add",
+        )[0],
+        _update_figure(
             "served: 100 positions over 7 symbols, one bar each (7 updates)",
             spread_first,
             f"{rounds} rounds",
@@ -667,6 +680,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
     ]
     return figures, {
         "served_one_symbol_ms": spread(one_symbol),
+        "served_one_symbol_without_reading_ms": spread(one_symbol_plain),
         "served_seven_symbols_first_ms": spread(spread_first),
         "served_replay_ms": spread(replay),
     }
