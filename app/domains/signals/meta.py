@@ -575,6 +575,8 @@ def fit_meta(
 ) -> MetaModel:
     """Fit, early-stop and calibrate on three purged, embargoed slices of `rows` (see the module docstring)."""
     cfg = config or MetaConfig()
+    if len(rows) < 150:
+        raise ValueError(f"too few rows to fit honestly: {len(rows)} in all")
     fit_f = 1.0 - cfg.early_stop_fraction - cfg.calibration_fraction
     fit_i, stop_i, cal_i = time_slices(
         rows.timestamp, rows.end_ms, (fit_f, cfg.early_stop_fraction, cfg.calibration_fraction), cfg.embargo_ms
@@ -621,6 +623,24 @@ def fit_meta(
     }
     summary = barrier_summary(barriers) if barriers is not None else {}
     return MetaModel(booster, calibration, base_rate, cfg, feature_names, summary, report)
+
+
+def breakeven_probability(
+    take_profit: float | None, stop_loss: float | None, fee_rate: float, slippage: float
+) -> float | None:
+    """The P(TP1 before the stop) at which a trade's expected net return is zero, with the served rule's costs
+    (`backtest`: the entry and exit fills `slippage` worse, the taker fee on each fill's notional), counting
+    every miss as a full stop (a timeout usually loses less: the true breakeven is somewhat lower); a long's
+    returns (a short's differ by tp x slippage). None without both barriers."""
+    if take_profit is None or stop_loss is None:
+        return None
+
+    def net(ratio: float) -> float:  # exit fill / entry fill for a long, after slippage on both fills
+        return ratio - 1.0 - fee_rate - fee_rate * ratio
+
+    win = net((1.0 + take_profit) * (1.0 - slippage))  # the levels are set from the entry fill
+    loss = net((1.0 - stop_loss) * (1.0 - slippage))
+    return -loss / (win - loss)
 
 
 # --- walk-forward evaluation --------------------------------------------------------------------------------

@@ -5,19 +5,35 @@ scored the same way on the candidate's test window: classification metrics of th
 and the served rule's economic value (`backtest`: the served decision, next-open entry, TP1/SL/max
 hold, fees, slippage, funding). A champion trained on that window is not scored there: the registry
 refuses the comparison.
+
+The meta layer (`meta.MetaModel`, saved inside the ensemble artifact): P(TP1 before the stop within the served
+rule's max hold) for the side the ensemble proposes, what the served `confidence` means. It learns from the
+primary ensemble's OUT-OF-SAMPLE probabilities only: `cross_fitted_primary` cuts the training rows into
+`meta_folds + 1` consecutive blocks and, for each block after the first, fits the primary ensemble exactly as
+the champion is fitted (`fit_models`) on the rows ending `embargo_hours` before the block, and predicts the
+block. The champion's own probabilities on its training rows (in sample, sharper than anything served) are
+never used. Labels: `barriers.exit_plan_labels` with the served rule's barriers (`served_barriers`: TP1 and
+the stop of the exit plan's static ladder, and `backtest.MAX_HOLD_BARS`), the rows whose trade would end in
+the test window purged. Cost: the k-th block's fit uses k / (meta_folds + 1) of the training rows, so the
+cross-fit costs meta_folds / 2 full fits (one with the default 2), the meta model itself seconds; `fit_seconds`
+reports both. With too few rows, or no usable ensemble in any block, the artifact records why the layer is
+absent and the served confidence stays the direction probability (and says so).
 """
 
 import json
+import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.domains.exits.plan import ExitConfig
 from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, save_ensemble, save_member
 from app.domains.signals.backtest import (
+    MAX_HOLD_BARS,
     Metrics,
     SymbolMarket,
     TradeRule,
@@ -25,16 +41,30 @@ from app.domains.signals.backtest import (
     served_report,
     symbol_market,
 )
-from app.domains.signals.candles import Candles, FloatArray, Funding
+from app.domains.signals.barriers import BarrierConfig
+from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.ensemble import forecast_to_probabilities
-from app.domains.signals.features import FEATURES
+from app.domains.signals.features import FEATURES, compute_features
 from app.domains.signals.marketdata import MarketData
+from app.domains.signals.meta import (
+    MetaConfig,
+    MetaModel,
+    MetaRows,
+    barrier_summary,
+    breakeven_probability,
+    concat_rows,
+    fit_meta,
+    meta_rows,
+    reliability_table,
+    sides_from_probabilities,
+)
 from app.domains.signals.models.forecaster import TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, code_version, trained_on_window
 from app.domains.signals.training import (
+    HOUR_MS,
     MODEL_KINDS,
     SymbolRows,
     TrainedModels,
@@ -49,6 +79,7 @@ from app.domains.signals.training import (
 DAY_MS = 86_400_000
 WARMUP_DAYS = 10  # history loaded before the training window, only to warm indicators up
 CALIBRATION_FILE = "calibration.json"
+META_FOLDS = 2  # forward-chaining blocks of out-of-sample primary predictions for the meta layer (0: no meta layer)
 
 
 @dataclass(frozen=True)
@@ -76,6 +107,7 @@ class TrainOutcome:
     fit_seconds: dict[str, float]
     train_rows: int
     test_rows: int
+    meta: dict[str, Any] = field(default_factory=dict)  # the meta layer: how it was fitted, its test-window scores
 
 
 @dataclass(frozen=True)
@@ -150,6 +182,189 @@ def score_trained(
     return served_report(named, markets, as_dataset(test), trained.prior, rule)
 
 
+# --- the meta layer -------------------------------------------------------------------------------
+
+
+def served_barriers(rule: TradeRule | None = None) -> BarrierConfig:
+    """The barriers of the trade the served rule makes (`backtest`): TP1 and the stop at the rule's distances (the
+    exit plan's static ladder by default) and its max hold (`backtest.MAX_HOLD_BARS` by default). The meta
+    layer's P(TP1 before the stop) is the probability of that trade's outcome."""
+    r = rule if rule is not None else TradeRule()
+    exits = ExitConfig()
+    if r.take_profit is not None:
+        exits = replace(exits, tp_distances=(r.take_profit, *exits.tp_distances[1:]))
+    if r.stop_loss is not None:
+        exits = replace(exits, sl_distance=r.stop_loss)
+    hold = r.max_hold_bars if r.max_hold_bars is not None else MAX_HOLD_BARS
+    return BarrierConfig(max_hold_bars=hold, volatility_scaled=False, exit=exits)
+
+
+@dataclass(frozen=True)
+class CrossFitted:
+    """The primary ensemble's class probabilities on training rows it was NOT fitted on, one per predicted row."""
+
+    timestamp: IntArray
+    group: IntArray
+    probabilities: FloatArray
+    fitted_until_ms: IntArray  # per row: the newest row the predicting model was fitted on (< timestamp)
+    folds: list[dict[str, Any]]
+
+
+def _take(rows: SymbolRows, mask: np.ndarray) -> SymbolRows:
+    """The rows selected by `mask` (every per-row array of the set)."""
+    n = len(rows.timestamp)
+    per_row = {
+        f.name: value[mask]
+        for f in fields(rows)
+        if isinstance(value := getattr(rows, f.name), np.ndarray) and value.ndim >= 1 and len(value) == n
+    }
+    return replace(rows, **per_row)
+
+
+def cross_fitted_primary(train: SymbolRows, config: TrainingConfig, folds: int = META_FOLDS) -> CrossFitted:
+    """Forward-chaining out-of-sample predictions of the primary ensemble on `train` (rows in time order): the span
+    is cut into `folds + 1` equal blocks; before each block after the first, the ensemble is fitted as the
+    champion is (`fit_models`) on the rows ending `embargo_hours` before it, and predicts the block. A block whose
+    ensemble has no weights (no member beat the prior) gets no predictions."""
+    if folds < 1 or len(train.y) == 0:
+        raise ValueError(f"need folds >= 1 and training rows, got folds={folds}, rows={len(train.y)}")
+    edges = np.linspace(int(train.timestamp[0]), int(train.timestamp[-1]) + 1, folds + 2).astype(np.int64)
+    embargo = config.embargo_hours * HOUR_MS
+    parts: list[tuple[np.ndarray, FloatArray, int]] = []
+    report: list[dict[str, Any]] = []
+    for k in range(1, folds + 1):
+        lo, hi = int(edges[k]), int(edges[k + 1])
+        fit_mask = train.timestamp < lo - embargo
+        block = (train.timestamp >= lo) & (train.timestamp < hi)
+        entry: dict[str, Any] = {"block_from_ms": lo, "block_until_ms": hi, "fit_rows": int(fit_mask.sum())}
+        report.append(entry)
+        if not fit_mask.any() or not block.any():
+            entry["skipped"] = "no rows to fit or to predict"
+            continue
+        began = time.perf_counter()
+        model = fit_models(_take(train, fit_mask), config)
+        entry["fit_seconds"] = time.perf_counter() - began
+        entry["weights"] = model.ensemble.weights
+        if not model.ensemble.usable:
+            entry["skipped"] = "the fold's ensemble has no weights"
+            continue
+        rows = _take(train, block)
+        probabilities = model.ensemble.combine(model.probabilities(rows.x, rows.windows))
+        entry["predicted_rows"] = int(block.sum())
+        parts.append((np.flatnonzero(block), probabilities, int(train.timestamp[fit_mask].max())))
+    if not parts:
+        empty = np.empty(0, dtype=np.int64)
+        return CrossFitted(empty, empty, np.empty((0, 3)), empty, report)
+    index = np.concatenate([p[0] for p in parts])
+    return CrossFitted(
+        train.timestamp[index],
+        train.group[index],
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([np.full(len(p[0]), p[2], dtype=np.int64) for p in parts]),
+        report,
+    )
+
+
+def rows_for_meta(
+    series: list[MarketSeries],
+    timestamp: IntArray,
+    group: IntArray,
+    probabilities: FloatArray,
+    barriers: BarrierConfig,
+    label_until_ms: int | None = None,
+) -> MetaRows:
+    """Meta rows (features, the primary's probabilities and its argmax side at t, the barrier label) at the rows
+    given (`group` indexes `series`); only rows whose trade ends before `label_until_ms` (purged) are kept."""
+    parts = []
+    for g, s in enumerate(series):
+        mine = group == g
+        candles = s.candles
+        at = np.searchsorted(candles.timestamp, timestamp[mine])
+        if not np.array_equal(candles.timestamp[np.minimum(at, len(candles) - 1)], timestamp[mine]):
+            raise ValueError(f"rows without a candle of {candles.symbol}")
+        probs = np.full((len(candles), 3), np.nan)
+        probs[at] = probabilities[mine]
+        sides = np.zeros(len(candles), dtype=np.int64)
+        sides[at] = sides_from_probabilities(probabilities[mine])
+        rows = meta_rows(candles, compute_features(candles, s.funding), probs, sides, barriers, group=g)
+        if label_until_ms is not None:
+            rows = rows.take(rows.end_ms < label_until_ms)
+        parts.append(rows)
+    return concat_rows(parts)
+
+
+@dataclass(frozen=True)
+class MetaLayerFit:
+    model: MetaModel | None
+    absent: str | None  # why there is no model
+    rows: MetaRows | None  # the rows it was fitted on (all out of sample for the primary)
+    cross_fitted: CrossFitted | None
+    evidence: dict[str, Any]
+    seconds: dict[str, float]
+
+
+def train_meta_layer(
+    series: list[MarketSeries],
+    train: SymbolRows,
+    config: TrainingConfig,
+    barriers: BarrierConfig,
+    label_until_ms: int,
+    folds: int = META_FOLDS,
+    meta_config: MetaConfig | None = None,
+) -> MetaLayerFit:
+    """The meta layer for a champion fitted on `train`: cross-fitted primary probabilities, barrier labels of the
+    rows whose trade ends before `label_until_ms`, `meta.fit_meta`. Never raises for lack of data: the result
+    then has no model and says why."""
+    if folds < 1:
+        return MetaLayerFit(None, "the meta layer was not trained (meta_folds=0)", None, None, {}, {})
+    began = time.perf_counter()
+    cross = cross_fitted_primary(train, config, folds)
+    seconds = {"meta_primary_cross_fit": time.perf_counter() - began}
+    evidence: dict[str, Any] = {"meta_folds": folds, "cross_fit": cross.folds, "barriers": barrier_summary(barriers)}
+    if len(cross.timestamp) == 0:
+        why = "no out-of-sample primary predictions (no fold's ensemble had weights)"
+        return MetaLayerFit(None, why, None, cross, evidence, seconds)
+    rows = rows_for_meta(series, cross.timestamp, cross.group, cross.probabilities, barriers, label_until_ms)
+    evidence["rows"] = len(rows)
+    began = time.perf_counter()
+    try:
+        model = fit_meta(rows, meta_config, barriers=barriers)
+    except ValueError as exc:
+        return MetaLayerFit(None, f"meta model not fitted: {exc}", rows, cross, evidence, seconds)
+    seconds["meta"] = time.perf_counter() - began
+    evidence["fit"] = model.report
+    return MetaLayerFit(model, None, rows, cross, evidence, seconds)
+
+
+def score_meta(
+    model: MetaModel,
+    ensemble: FloatArray,
+    test: SymbolRows,
+    series: list[MarketSeries],
+    markets: list[SymbolMarket],
+    rule: TradeRule,
+    barriers: BarrierConfig,
+) -> dict[str, Any]:
+    """The meta layer on the test window: calibration (reliability table, Brier and log loss against the meta
+    model's training base rate) where a side is proposed and the outcome is known, and the served rule with its
+    minimum confidence applied to the meta probability, at the rule's minimum and at the breakeven probability."""
+    sides = sides_from_probabilities(ensemble)
+    p_meta = model.predict_proba(test.x, ensemble, sides)
+    rows = rows_for_meta(series, test.timestamp, test.group, ensemble, barriers)
+    out: dict[str, Any] = {"base_rate": model.base_rate}
+    if len(rows):
+        predicted = model.predict_proba(rows.features, rows.primary_probs, rows.sides)
+        out["reliability"] = reliability_table(predicted, rows.label, base_rate=model.base_rate).as_dict()
+    breakeven = breakeven_probability(rule.take_profit, rule.stop_loss, rule.fee_rate, rule.slippage)
+    dataset = as_dataset(test)
+    out["served_rule"] = {f"{rule.min_confidence:.4f}": score_probabilities(ensemble, markets, dataset, rule, p_meta)}
+    if breakeven is not None:
+        at_breakeven = replace(rule, min_confidence=breakeven)
+        out["breakeven_probability"] = breakeven
+        out["served_rule"][f"{breakeven:.4f}"] = score_probabilities(ensemble, markets, dataset, at_breakeven, p_meta)
+    return out
+
+
 async def train_and_promote(
     market: MarketData,
     registry: ModelRegistry,
@@ -158,8 +373,11 @@ async def train_and_promote(
     config: TrainingConfig,
     margins: PromotionMargins,
     rule: TradeRule | None = None,
+    *,
+    meta_folds: int = META_FOLDS,
 ) -> TrainOutcome:
-    """Train, register every kind, and gate each against its champion on the test window.
+    """Train, register every kind, and gate each against its champion on the test window; the ensemble's
+    artifact carries the meta layer (see the module docstring; `meta_folds=0` trains none).
 
     `rule`: the served rule the economic metrics use (default: `default_rule(config)`)."""
     rule = rule if rule is not None else default_rule(config)
@@ -170,6 +388,12 @@ async def train_and_promote(
     trained = fit_models(train, config)
     markets = window_markets(series, plan.test_from_ms, plan.until_ms)
     report = score_trained(trained, test, markets, rule)
+    barriers = served_barriers(rule)
+    layer = train_meta_layer(series, train, config, barriers, plan.test_from_ms, meta_folds)
+    meta_evidence: dict[str, Any] = {**layer.evidence, "absent": layer.absent}
+    if layer.model is not None and trained.ensemble.usable:
+        ensemble = predictions(trained, test)["ensemble"]
+        meta_evidence["test"] = score_meta(layer.model, ensemble, test, series, markets, rule, barriers)
     run = uuid.uuid4().hex[:12]
     common: dict[str, Any] = {
         "symbols": list(plan.symbols),
@@ -202,7 +426,11 @@ async def train_and_promote(
         )
     directory = model_dir / "ensemble" / run
     saved = save_ensemble(
-        trained, directory, {"members": {k: str(v.id) for k, v in versions.items()}, **_jsonable(common)}
+        trained,
+        directory,
+        {"members": {k: str(v.id) for k, v in versions.items()}, **_jsonable(common)},
+        meta=layer.model,
+        meta_absent=layer.absent,
     )
     versions["ensemble"] = await registry.register(
         "ensemble",
@@ -212,6 +440,7 @@ async def train_and_promote(
             "training": asdict(config),
             "weights": trained.ensemble.weights,
             "temperature": trained.ensemble.temperature,
+            "meta": _plain(meta_evidence),
         },
         metrics=_as_gate_metrics(report["ensemble"]),
         artifact_sha256=saved["sha256"],
@@ -234,7 +463,20 @@ async def train_and_promote(
             common["test_end"],
             margins,
         )
-    return TrainOutcome(report, versions, decisions, trained.fit_seconds, len(train.y), len(test.y))
+    fit_seconds = {**trained.fit_seconds, **layer.seconds}
+    return TrainOutcome(report, versions, decisions, fit_seconds, len(train.y), len(test.y), _plain(meta_evidence))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars as floats, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    number = float(value)
+    return number if np.isfinite(number) else None
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
