@@ -161,7 +161,10 @@ def btc_trade(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def test_start_reconciles_then_a_trade_sends_its_entry_and_protective_orders(live_settings: Settings) -> None:
+async def test_start_reconciles_then_a_trade_sends_its_entry_and_protective_orders(
+    live_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trading_service, "LIVE_POLL_SECONDS", 1e9)  # the bar path alone (the poll: below)
     account = FakeAccount()
     async with live_app(live_settings, account) as (client, container, feed):
         ready = (await client.get("/ready")).json()
@@ -323,3 +326,31 @@ async def test_a_failed_reconciliation_call_is_retried_by_the_monitor(
         assert (await client.get("/ready")).status_code == 200
         assert (await client.post("/trades", json=btc_trade())).status_code == 201
         await asyncio.sleep(0)
+
+
+async def test_a_stop_the_exchange_fills_between_bars_is_recorded_by_the_next_poll(
+    live_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = FakeAccount()
+    async with live_app(live_settings, account) as (client, container, _):
+        trade = (await client.post("/trades", json=btc_trade())).json()["trade"]
+        monkeypatch.setattr(trading_service, "LIVE_POLL_SECONDS", 0.0)
+        account.fake.requests.clear()
+        await container.monitor.tick()  # no new bar, nothing happened on the exchange: one look, no change
+        assert account.calls() == [("GET", "/fapi/v1/openOrders"), ("GET", "/fapi/v1/openAlgoOrders")]
+        assert (await client.get(f"/trades/{trade['id']}")).json()["status"] == "OPEN"
+
+        account.fake.requests.clear()
+        stop_id = account.trigger("STOP_MARKET", D("41150.0"))
+        await container.monitor.tick()  # still no new bar: the poll finds the stop gone from the open orders
+        calls = account.calls()
+        assert calls[:3] == [
+            ("GET", "/fapi/v1/openOrders"),
+            ("GET", "/fapi/v1/openAlgoOrders"),
+            ("GET", "/fapi/v1/algoOrder"),  # only the order that left the open set is asked about
+        ]
+        assert calls.count(("DELETE", "/fapi/v1/algoOrder")) == 3
+        closed = (await client.get(f"/trades/{trade['id']}")).json()
+        assert closed["status"] == "CLOSED" and D(closed["exit_price"]) == D("41150.0")
+        orders = {o["client_order_id"]: o["status"] for o in (await client.get("/orders")).json()["items"]}
+        assert orders[stop_id] == "FILLED"

@@ -235,6 +235,10 @@ class PaperExecution:
             self._expose(cached.row, cached.row["amount"])
 
     @property
+    def live(self) -> bool:
+        return isinstance(self.venue, LiveVenue)
+
+    @property
     def book(self) -> PaperBook:
         """The paper exchange, or the live exchange's local mirror."""
         return self.venue.book
@@ -270,6 +274,13 @@ class PaperExecution:
             [leg for leg in rows.new_legs if leg["position_id"] == pid],
             [o for o in rows.new_orders if o["position_id"] == pid],
         )
+
+    async def poll_exchange(self, rows: ExecRows, now: datetime) -> list[Closed]:
+        """Live: what the exchange did to the resting orders since the last look (fills of stops and
+        targets between bars). Paper: nothing happens between bars."""
+        if not isinstance(self.venue, LiveVenue):
+            return []
+        return await self._apply_events(rows, await self.venue.poll(now), now, None)
 
     def invalidate(self, reason: str) -> None:
         """A batch failed: the book is rebuilt from the tables; a live venue must be reconciled again."""

@@ -184,6 +184,24 @@ class LiveVenue:
                     "orphan_cancel_failed", extra={"client_order_id": request.client_order_id, "error": str(exc)}
                 )
 
+    async def poll(self, now: datetime) -> list[BookEvent]:
+        """Between bars: the exchange's open orders in one request; each order the mirror still holds that
+        is no longer open there is asked about and its fill (or cancel) recorded."""
+        resting = self.book.open_orders()
+        if not resting:
+            return []
+        still_open = {o.request.client_order_id for o in await self.exchange.fetch_open_orders()}
+        gone = [o for o in resting if o.request.client_order_id not in still_open]
+        states = [await self.exchange.fetch_order(o.request.symbol, o.request.client_order_id) for o in gone]
+        events: list[BookEvent] = []
+        for known, state in zip(gone, states, strict=True):
+            if state.status is OrderStatus.FILLED and state.filled > 0 and state.average_price is not None:
+                events += self.book.record_fill(_with_request(state, known))
+            elif state.status in DONE:
+                events += self.book.close_order(_with_request(state, known), now)
+        await self._cancel_orphans(events)
+        return events
+
     def invalidate(self, reason: str) -> None:
         """The mirror may no longer be what the exchange holds: no new trade until reconciled again."""
         self.exchange.mark_unreconciled(reason)

@@ -68,6 +68,7 @@ from app.domains.trading.repository import Row, TradingRepository, equity_snapsh
 USDT = Decimal("0.00000001")
 Clock = Callable[[], datetime]
 logger = logging.getLogger(__name__)
+LIVE_POLL_SECONDS = 15.0  # a live exchange's open orders are compared this often between bars (weight 80)
 RECONCILE_RETRY_SECONDS = 60.0  # a live exchange not reconciled is tried again this often (82 weight)
 
 
@@ -124,11 +125,18 @@ class ResetSafety:
 
 
 @dataclass(frozen=True)
+class PollExchange:
+    """The live exchange's fills between bars, recorded under the account lock."""
+
+    trace_id: str
+
+
+@dataclass(frozen=True)
 class Reconcile:
     """Compare the live exchange with the stored positions and orders, serialized with the trades."""
 
 
-Command = OpenTrade | CloseTrade | ResetSafety | ApplyBars | Reconcile
+Command = OpenTrade | CloseTrade | ResetSafety | ApplyBars | Reconcile | PollExchange
 
 
 @dataclass(frozen=True)
@@ -270,6 +278,7 @@ class TradingService:
         self._execution = execution
         self._execution_stale = False
         self._last_reconcile = 0.0  # monotonic time of the last reconciliation attempt
+        self._last_poll = 0.0  # and of the last poll of a live exchange's orders
         self._exit_policy = exit_policy
         self._policy = policy
         self._guard = guard
@@ -332,12 +341,20 @@ class TradingService:
         return state
 
     async def housekeeping(self) -> None:
-        """The monitor's chore: while a live exchange is not reconciled, try again every
-        RECONCILE_RETRY_SECONDS (a discrepancy stays until someone fixes it; an outage passes)."""
-        if self._execution.venue.ready().reconciled or not self._execution.loaded:
+        """The monitor's chores with a live exchange: while it is not reconciled, try again every
+        RECONCILE_RETRY_SECONDS (a discrepancy stays until someone fixes it; an outage passes); once it is,
+        record its fills between bars every LIVE_POLL_SECONDS (a stop it filled at 10:15 is not left
+        open until the 11:00 bar)."""
+        execution = self._execution
+        if not execution.live or not execution.loaded:
             return
-        if time.monotonic() - self._last_reconcile >= RECONCILE_RETRY_SECONDS:
-            await self.reconcile()
+        if not execution.venue.ready().reconciled:
+            if time.monotonic() - self._last_reconcile >= RECONCILE_RETRY_SECONDS:
+                await self.reconcile()
+            return
+        if execution.open_rows() and time.monotonic() - self._last_poll >= LIVE_POLL_SECONDS:
+            self._last_poll = time.monotonic()
+            await self._sequencer.submit(PollExchange(uuid.uuid4().hex))
 
     @property
     def execution(self) -> PaperExecution:
@@ -545,6 +562,8 @@ class TradingService:
                         results.append(await self._apply_bars(batch, command))
                     elif isinstance(command, Reconcile):
                         results.append(await self._execution.reconcile())
+                    elif isinstance(command, PollExchange):
+                        results.append(await self._poll_exchange(batch, command))
                     else:
                         results.append(await self._reset(batch, command))
                 except AppError as exc:
@@ -570,7 +589,7 @@ class TradingService:
         order_ids = [c.client_order_id for c in commands if isinstance(c, OpenTrade) and c.client_order_id]
         decisions = await repo.decisions_by_client_order_id(order_ids)
         trade_ids = [c.trade_id for c in commands if isinstance(c, CloseTrade)]
-        if any(isinstance(c, ApplyBars) for c in commands):  # a bar may close any of them (an emergency: all)
+        if any(isinstance(c, ApplyBars | PollExchange) for c in commands):  # may close any of them (emergency: all)
             trade_ids += [p["trade_id"] for p in self._execution.open_rows()]
         trade_ids += [d["trade_id"] for d in decisions.values() if d["trade_id"] is not None]
         trades = await repo.trades_by_id(trade_ids)
@@ -812,6 +831,16 @@ class TradingService:
                 f"the expected {expected} (MAX_PRICE_DEVIATION_PCT {limit})",
                 market_price=str(mark),
             )
+
+    async def _poll_exchange(self, b: _Batch, cmd: PollExchange) -> int:
+        try:
+            closed = await self._execution.poll_exchange(b.execution, b.now)
+        except ExchangeError as exc:
+            raise ServiceUnavailable(f"the exchange did not answer the poll: {exc}") from exc
+        self._settle(b)
+        for done in closed:
+            await self._finish_trade(b, done, cmd.trace_id)
+        return len(closed)
 
     async def _apply_bars(self, b: _Batch, cmd: ApplyBars) -> int:
         """The monitor's bars: fills, funding, liquidations and trailing stops, then the governor."""
