@@ -8,6 +8,13 @@ arbitrary pickled objects) and the hyperparameters as plain JSON (`config.json`)
 Fitting is deterministic for a given seed on a given machine: it runs under a forked RNG, with
 deterministic algorithms and one intra-op thread, and restores torch's global settings afterwards.
 Those settings are process-wide, so run fits one at a time per process.
+
+The default head is distributional (`loss="gaussian_nll"`): for each of the `horizon` steps the network
+predicts a mean and a log σ, trained with the Gaussian negative log-likelihood, so the predicted σ varies
+from row to row. `predict` returns the distribution of the cumulative target over the horizon (the sum
+of the steps): its mean (the sum of the step means) and σ (the root of the summed step variances, i.e.
+the steps treated as independent, which hourly log returns nearly are). Point heads (`mse`, `huber`)
+remain for comparison; their `predict` is the cumulative point forecast `(N,)`.
 """
 
 import copy
@@ -32,7 +39,9 @@ from app.domains.signals.models.tensors import load_state_dict, save_state_dict,
 
 logger = logging.getLogger(__name__)
 KINDS = ("nhits", "patchtst")
-LOSSES = ("mse", "huber")
+LOSSES = ("gaussian_nll", "mse", "huber")
+DISTRIBUTIONAL = "gaussian_nll"
+LOG_SIGMA_BOUND = 6.0  # the standardised log σ is kept in (-6, 6) by a soft bound: σ is never 0 or huge
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 PATIENCE = 3
@@ -62,7 +71,7 @@ class ForecasterConfig:
     d_ff: int = 64
     # Both.
     dropout: float = 0.1
-    loss: str = "mse"
+    loss: str = DISTRIBUTIONAL
     epochs: int = 10
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -81,6 +90,11 @@ class ForecasterConfig:
         if not (self.learning_rate > 0 and self.weight_decay >= 0):
             raise ValueError("learning_rate must be positive and weight_decay non-negative")
 
+    @property
+    def distributional(self) -> bool:
+        """The network predicts a mean and a log σ per step (Gaussian NLL), not a point forecast."""
+        return self.loss == DISTRIBUTIONAL
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ForecasterConfig":
         """Config from `dataclasses.asdict` output or its JSON round trip (lists back to tuples)."""
@@ -93,7 +107,7 @@ class ForecasterConfig:
 
 
 def build_network(config: ForecasterConfig) -> nn.Module:
-    """The untrained `(B, L, C) → (B, H)` network the config describes."""
+    """The untrained `(B, L, C) → (B, H)` network the config describes (distributional: `→ (B, 2, H)`)."""
     if config.kind == "nhits":
         return NHITS(
             config.window,
@@ -105,6 +119,7 @@ def build_network(config: ForecasterConfig) -> nn.Module:
             hidden_size=config.hidden_size,
             mlp_layers=config.mlp_layers,
             dropout=config.dropout,
+            distributional=config.distributional,
         )
     return PatchTST(
         config.window,
@@ -117,20 +132,24 @@ def build_network(config: ForecasterConfig) -> nn.Module:
         n_layers=config.n_layers,
         d_ff=config.d_ff,
         dropout=config.dropout,
+        distributional=config.distributional,
     )
 
 
 class ScaledForecaster(nn.Module):
-    """A network between fitted standardisation of its inputs and of its targets (kept as buffers)."""
+    """A network between fitted standardisation of its inputs and of its targets (kept as buffers).
+
+    A distributional network's output is `(B, 2, H)`: the standardised mean and (softly bounded) log σ."""
 
     x_mean: torch.Tensor
     x_scale: torch.Tensor
     y_mean: torch.Tensor
     y_scale: torch.Tensor
 
-    def __init__(self, network: nn.Module, channels: int, horizon: int) -> None:
+    def __init__(self, network: nn.Module, channels: int, horizon: int, distributional: bool = False) -> None:
         super().__init__()
         self.network = network
+        self.distributional = distributional
         self.register_buffer("x_mean", torch.zeros(channels))
         self.register_buffer("x_scale", torch.ones(channels))
         self.register_buffer("y_mean", torch.zeros(horizon))
@@ -139,10 +158,30 @@ class ScaledForecaster(nn.Module):
     def scale_x(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.x_mean) / self.x_scale
 
+    def standardised(self, x_scaled: torch.Tensor) -> torch.Tensor:
+        """The network's output on standardised windows; a distributional head's log σ softly bounded."""
+        out: torch.Tensor = self.network(x_scaled)
+        if not self.distributional:
+            return out
+        log_sigma = LOG_SIGMA_BOUND * torch.tanh(out[:, 1] / LOG_SIGMA_BOUND)
+        return torch.stack([out[:, 0], log_sigma], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast `(B, H)` in target units of raw `(B, L, C)` windows."""
-        standardised: torch.Tensor = self.network(self.scale_x(x))
-        return standardised * self.y_scale + self.y_mean
+        """Forecast `(B, H)` in target units of raw `(B, L, C)` windows; distributional: `(B, 2, H)`, the mean
+        and σ (not log σ) of every step in target units."""
+        standardised = self.standardised(self.scale_x(x))
+        if not self.distributional:
+            return standardised * self.y_scale + self.y_mean
+        mean = standardised[:, 0] * self.y_scale + self.y_mean
+        sigma = torch.exp(standardised[:, 1]) * self.y_scale
+        return torch.stack([mean, sigma], dim=1)
+
+
+def gaussian_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean Gaussian negative log-likelihood (without the constant ½ log 2π) of `(B, H)` targets under
+    `(B, 2, H)` predicted means and log σ."""
+    mean, log_sigma = output[:, 0], output[:, 1]
+    return torch.mean(log_sigma + 0.5 * ((target - mean) * torch.exp(-log_sigma)) ** 2)
 
 
 def _scale(values: FloatArray, axes: tuple[int, ...]) -> tuple[FloatArray, FloatArray]:
@@ -164,7 +203,7 @@ class TorchForecaster:
     def _build(self) -> ScaledForecaster:
         with seeded_torch(self.config.seed):
             network = build_network(self.config)
-        return ScaledForecaster(network, self.config.channels, self.config.horizon)
+        return ScaledForecaster(network, self.config.channels, self.config.horizon, self.config.distributional)
 
     def _windows(self, x: np.ndarray, name: str) -> FloatArray:
         arr = np.asarray(x, dtype=np.float64)
@@ -185,7 +224,9 @@ class TorchForecaster:
             raise ValueError(f"{name} must be finite")
         return arr
 
-    def _loss(self) -> nn.Module:
+    def _loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        if self.config.distributional:
+            return gaussian_nll
         return nn.MSELoss() if self.config.loss == "mse" else nn.HuberLoss(delta=1.0)
 
     def _evaluate(self, module: ScaledForecaster, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -196,7 +237,7 @@ class TorchForecaster:
         with torch.inference_mode():
             for start in range(0, x.shape[0], _PREDICT_BATCH):
                 xb, yb = x[start : start + _PREDICT_BATCH], y[start : start + _PREDICT_BATCH]
-                total += float(loss_fn(module.network(xb), yb)) * xb.shape[0]
+                total += float(loss_fn(module.standardised(xb), yb)) * xb.shape[0]
         return total / x.shape[0]
 
     def fit(
@@ -210,8 +251,9 @@ class TorchForecaster:
 
         Scaling is fitted on `x`, `y` only. With validation data, training stops after `PATIENCE`
         epochs without a lower validation loss and keeps the best epoch's weights. Losses are of the
-        training objective on the standardised target (1.0 ≈ always predicting the training mean);
-        `val_loss` is NaN without validation data.
+        training objective on the standardised target (MSE: 1.0 ≈ always predicting the training mean;
+        Gaussian NLL without ½ log 2π: 0.5 ≈ the training mean with the training σ); `val_loss` is NaN
+        without validation data.
         """
         cfg = self.config
         x_arr = self._windows(x, "x")
@@ -233,7 +275,7 @@ class TorchForecaster:
             validation = standardise(xv_arr, self._targets(y_val, xv_arr.shape[0], "y_val"))
 
         with seeded_torch(cfg.seed):
-            module = ScaledForecaster(build_network(cfg), cfg.channels, cfg.horizon)
+            module = ScaledForecaster(build_network(cfg), cfg.channels, cfg.horizon, cfg.distributional)
             for name, values in (("x_mean", x_mean), ("x_scale", x_scale), ("y_mean", y_mean), ("y_scale", y_scale)):
                 getattr(module, name).copy_(torch.from_numpy(values.astype(np.float32)))
             optimizer = torch.optim.AdamW(
@@ -249,9 +291,9 @@ class TorchForecaster:
                 module.train()
                 total = 0.0
                 for idx in torch.split(torch.randperm(n, generator=order), cfg.batch_size):
-                    loss = loss_fn(module.network(xt[idx]), yt[idx])
+                    loss: torch.Tensor = loss_fn(module.standardised(xt[idx]), yt[idx])
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()
                     total += float(loss.detach()) * idx.shape[0]
                 train_loss = total / n
@@ -277,7 +319,20 @@ class TorchForecaster:
         }
 
     def predict_horizon(self, x: np.ndarray) -> FloatArray:
-        """Forecasts `(N, H)` of every horizon step for `(N, L, C)` windows, in target units."""
+        """Forecasts `(N, H)` of every horizon step for `(N, L, C)` windows, in target units (a distributional
+        head's means)."""
+        out = self._raw(x)
+        return out[:, 0] if self.config.distributional else out
+
+    def predict_steps(self, x: np.ndarray) -> tuple[FloatArray, FloatArray]:
+        """A distributional head's mean and σ `(N, H)` of every horizon step, in target units."""
+        if not self.config.distributional:
+            raise ValueError(f"a {self.config.loss} forecaster predicts no σ")
+        out = self._raw(x)
+        return out[:, 0], out[:, 1]
+
+    def _raw(self, x: np.ndarray) -> FloatArray:
+        """The scaled module's output for `(N, L, C)` windows: `(N, H)` or `(N, 2, H)`."""
         if not self.fitted:
             raise RuntimeError("fit or load the forecaster before predicting")
         xt = torch.from_numpy(self._windows(x, "x").astype(np.float32))
@@ -313,8 +368,13 @@ class TorchForecaster:
             self.predict(example)
 
     def predict(self, x: np.ndarray) -> FloatArray:
-        """Step-1 forecast `(N,)` for `(N, L, C)` windows, in target units (what the ensemble consumes)."""
-        return self.predict_horizon(x)[:, 0]
+        """What the ensemble consumes (`ensemble.forecast_to_probabilities`), for `(N, L, C)` windows: the
+        cumulative target over the horizon (the sum of the steps). Distributional head: `(N, 2)`, its mean and
+        σ (steps treated as independent); point head: the cumulative point forecast `(N,)`."""
+        if not self.config.distributional:
+            return np.asarray(self.predict_horizon(x).sum(axis=1), dtype=np.float64)
+        mean, sigma = self.predict_steps(x)
+        return np.column_stack([mean.sum(axis=1), np.sqrt((sigma**2).sum(axis=1))])
 
     def save(self, directory: Path) -> dict[str, str]:
         """Write `model.pt` (the state_dict only) and `config.json`; returns their paths and model.pt's SHA-256."""

@@ -12,6 +12,10 @@ pooled and fed to the MLP, and the backcast covers every channel, so the doubly 
 applies to the whole window. The forecast is of the single target series. A downsampling factor
 `d` means `ceil(H / d)` forecast coefficients, i.e. the paper's expressiveness ratio r = 1 / d.
 The last block has no backcast head because nothing would use its residual.
+
+With `distributional=True` every block's forecast head gives two coefficient rows, one for the mean and
+one for log σ of each horizon step, both interpolated the same way and summed over blocks (log σ adds,
+so each block scales σ); the model then maps windows to `(B, 2, H)`: mean and log σ per step.
 """
 
 import math
@@ -44,6 +48,7 @@ class NHITSBlock(nn.Module):
         mlp_layers: int,
         dropout: float,
         backcast: bool,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
         if min(window, channels, horizon, pool_kernel, freq_downsample, hidden_size, mlp_layers) < 1:
@@ -51,6 +56,7 @@ class NHITSBlock(nn.Module):
         self.window = window
         self.channels = channels
         self.horizon = horizon
+        self.outputs = outputs
         self.pool = nn.MaxPool1d(kernel_size=pool_kernel, stride=pool_kernel, ceil_mode=True)
         pooled = math.ceil(window / pool_kernel)
         self.n_forecast_coefficients = math.ceil(horizon / freq_downsample)
@@ -63,30 +69,35 @@ class NHITSBlock(nn.Module):
                 layers.append(nn.Dropout(dropout))
             width = hidden_size
         self.mlp = nn.Sequential(*layers)
-        self.theta_f = nn.Linear(hidden_size, self.n_forecast_coefficients)
+        self.theta_f = nn.Linear(hidden_size, outputs * self.n_forecast_coefficients)
         self.theta_b = nn.Linear(hidden_size, channels * self.n_backcast_coefficients) if backcast else None
 
     def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Backcast `(B, C, n_b)` (None for the last block) and forecast `(B, 1, n_f)` coefficients of `(B, C, L)`."""
+        """Backcast `(B, C, n_b)` (None for the last block) and forecast `(B, outputs, n_f)` coefficients of
+        `(B, C, L)`."""
         pooled: torch.Tensor = self.pool(x)
         hidden: torch.Tensor = self.mlp(pooled.flatten(1))
         theta_f: torch.Tensor = self.theta_f(hidden)
-        theta_f = theta_f.unsqueeze(1)
+        theta_f = theta_f.view(-1, self.outputs, self.n_forecast_coefficients)
         if self.theta_b is None:
             return None, theta_f
         theta_b: torch.Tensor = self.theta_b(hidden)
         return theta_b.view(-1, self.channels, self.n_backcast_coefficients), theta_f
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Backcast `(B, C, L)` (None for the last block) and forecast `(B, H)` of a `(B, C, L)` window."""
+        """Backcast `(B, C, L)` (None for the last block) and forecast of a `(B, C, L)` window: `(B, H)`, or
+        `(B, outputs, H)` with several outputs."""
         theta_b, theta_f = self.coefficients(x)
-        forecast = interpolate(theta_f, self.horizon).squeeze(1)
+        forecast = interpolate(theta_f, self.horizon)
+        if self.outputs == 1:
+            forecast = forecast.squeeze(1)
         backcast = None if theta_b is None else interpolate(theta_b, self.window)
         return backcast, forecast
 
 
 class NHITS(nn.Module):
-    """Stacks of N-HiTS blocks; maps `(B, L, C)` windows to a `(B, H)` forecast of the target."""
+    """Stacks of N-HiTS blocks; maps `(B, L, C)` windows to a `(B, H)` forecast of the target, or with
+    `distributional=True` to `(B, 2, H)`: the mean and log σ of every step."""
 
     def __init__(
         self,
@@ -100,6 +111,7 @@ class NHITS(nn.Module):
         hidden_size: int = 128,
         mlp_layers: int = 2,
         dropout: float = 0.0,
+        distributional: bool = False,
     ) -> None:
         super().__init__()
         if len(pool_kernels) != len(freq_downsample) or not pool_kernels:
@@ -109,6 +121,7 @@ class NHITS(nn.Module):
         self.window = window
         self.channels = channels
         self.horizon = horizon
+        self.distributional = distributional
         specs = [(k, d) for k, d in zip(pool_kernels, freq_downsample, strict=True) for _ in range(blocks_per_stack)]
         self.blocks = nn.ModuleList(
             NHITSBlock(
@@ -121,12 +134,14 @@ class NHITS(nn.Module):
                 mlp_layers=mlp_layers,
                 dropout=dropout,
                 backcast=i < len(specs) - 1,
+                outputs=2 if distributional else 1,
             )
             for i, (k, d) in enumerate(specs)
         )
 
     def block_forecasts(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each block's `(B, H)` forecast; their sum is the model's forecast (doubly residual stacking)."""
+        """Each block's `(B, H)` (distributional: `(B, 2, H)`) forecast; their sum is the model's forecast
+        (doubly residual stacking)."""
         if x.dim() != 3 or x.shape[1:] != (self.window, self.channels):
             raise ValueError(f"expected (B, {self.window}, {self.channels}) windows, got {tuple(x.shape)}")
         residual = x.transpose(1, 2)
@@ -139,7 +154,7 @@ class NHITS(nn.Module):
         return forecasts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast `(B, H)` of `(B, L, C)` windows."""
+        """Forecast `(B, H)` (distributional: `(B, 2, H)`, mean and log σ) of `(B, L, C)` windows."""
         forecasts = self.block_forecasts(x)
         total = forecasts[0]
         for forecast in forecasts[1:]:

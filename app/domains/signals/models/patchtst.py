@@ -12,6 +12,10 @@ scale are restored.
 The model forecasts one target, the continuation of channel `target_channel`; like the reference
 code's multivariate-to-univariate mode, that forecast depends only on the target channel's history,
 so `forward` encodes just that channel (identical to taking it from `forecast_all`).
+
+With `distributional=True` the head gives the mean and log σ of every horizon step; the instance
+normalisation is undone on both (mean · scale + level, log σ + log scale), so the predicted σ moves with
+the window's own recent scale (its realised volatility when the target channel is a return).
 """
 
 import torch
@@ -36,6 +40,7 @@ class PatchTST(nn.Module):
         dropout: float = 0.1,
         target_channel: int = 0,
         eps: float = 1e-5,
+        distributional: bool = False,
     ) -> None:
         super().__init__()
         if min(window, channels, horizon, patch_len, stride, d_model, n_heads, n_layers, d_ff) < 1:
@@ -53,6 +58,7 @@ class PatchTST(nn.Module):
         self.stride = stride
         self.target_channel = target_channel
         self.eps = eps
+        self.distributional = distributional
         self.n_patches = (window - patch_len) // stride + 2
         self.pad = nn.ReplicationPad1d((0, stride))
         self.embed = nn.Linear(patch_len, d_model)
@@ -62,7 +68,7 @@ class PatchTST(nn.Module):
             d_model, n_heads, dim_feedforward=d_ff, dropout=dropout, activation="gelu", batch_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
-        self.head = nn.Linear(self.n_patches * d_model, horizon)
+        self.head = nn.Linear(self.n_patches * d_model, (2 if distributional else 1) * horizon)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1:] != (self.window, self.channels):
@@ -88,11 +94,16 @@ class PatchTST(nn.Module):
         return encoded.reshape(batch, k, self.n_patches, -1)
 
     def _forecast(self, series: torch.Tensor) -> torch.Tensor:
-        """`(B, K, L)` raw series → `(B, K, H)` forecasts in each channel's own units."""
+        """`(B, K, L)` raw series → `(B, K, H)` forecasts (distributional: `(B, K, 2, H)`, mean and log σ) in
+        each channel's own units."""
         normalised, mean, scale = self._normalise(series)
         encoded = self._encode(normalised)
         forecast: torch.Tensor = self.head(encoded.flatten(2))
-        return forecast * scale + mean
+        if not self.distributional:
+            return forecast * scale + mean
+        batch, k = forecast.shape[:2]
+        pair = forecast.view(batch, k, 2, self.horizon)
+        return torch.stack([pair[:, :, 0] * scale + mean, pair[:, :, 1] + torch.log(scale)], dim=2)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Per-channel representations `(B, C, n_patches, d_model)` of `(B, L, C)` windows."""
@@ -101,12 +112,13 @@ class PatchTST(nn.Module):
         return self._encode(normalised)
 
     def forecast_all(self, x: torch.Tensor) -> torch.Tensor:
-        """Every channel's own `(B, C, H)` forecast of `(B, L, C)` windows."""
+        """Every channel's own `(B, C, H)` (distributional: `(B, C, 2, H)`) forecast of `(B, L, C)` windows."""
         self._check(x)
         return self._forecast(x.transpose(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast `(B, H)` of the target channel of `(B, L, C)` windows."""
+        """Forecast `(B, H)` (distributional: `(B, 2, H)`, mean and log σ) of the target channel of `(B, L, C)`
+        windows."""
         self._check(x)
         target = x[:, :, self.target_channel].unsqueeze(1)
         return self._forecast(target).squeeze(1)

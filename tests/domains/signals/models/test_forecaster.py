@@ -1,4 +1,5 @@
-"""TorchForecaster: learns, round-trips bit-identically without pickle, repeats, keeps torch's globals."""
+"""TorchForecaster: learns, round-trips bit-identically without pickle, repeats, keeps torch's globals; the
+distributional head's σ follows the input's volatility and its NLL falls."""
 
 import dataclasses
 import hashlib
@@ -76,19 +77,21 @@ def trained(fitted: Trained) -> TorchForecaster:
 def test_learns_the_target(fitted: Trained, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     trained, info = fitted
     x_val, y_val = data["val"]
-    mse = float(np.mean((trained.predict(x_val) - y_val) ** 2))
+    mse = float(np.mean((trained.predict(x_val)[:, 0] - y_val) ** 2))
     assert mse < 0.25 * float(np.var(y_val))
     x_test, y_test = data["test"]
-    assert float(np.mean((trained.predict(x_test) - y_test) ** 2)) < 0.25 * float(np.var(y_test))
+    assert float(np.mean((trained.predict(x_test)[:, 0] - y_test) ** 2)) < 0.25 * float(np.var(y_test))
     assert set(info) == {"train_loss", "val_loss", "epochs", "best_epoch"}
-    assert 0 < info["val_loss"] < 0.25  # standardised target: 1.0 is the training mean's loss
+    # standardised Gaussian NLL without ½ log 2π: 0.5 is the training mean with the training σ
+    assert info["val_loss"] < 0.0
     assert 1 <= info["best_epoch"] <= info["epochs"] <= 10
 
 
 def test_predict_shapes(trained: TorchForecaster, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     x, _ = data["test"]
     out = trained.predict(x[:7])
-    assert out.shape == (7,) and out.dtype == np.float64
+    assert out.shape == (7, 2) and out.dtype == np.float64  # mean and σ of the cumulative target
+    assert (out[:, 1] > 0).all()
     assert trained.predict_horizon(x[:7]).shape == (7, 1)
     with pytest.raises(ValueError, match="shape"):
         trained.predict(x[:7, :, :2])
@@ -191,9 +194,53 @@ def test_multi_step_horizon(kind: str, tmp_path: Path) -> None:
     info = model.fit(x, y)
     assert np.isnan(info["val_loss"])
     assert model.predict_horizon(x).shape == (400, 3)
-    np.testing.assert_array_equal(model.predict(x), model.predict_horizon(x)[:, 0])
+    mean, sigma = model.predict_steps(x)
+    assert mean.shape == sigma.shape == (400, 3) and (sigma > 0).all()
+    # the cumulative target: the steps' means add, their variances add (steps treated as independent)
+    np.testing.assert_allclose(model.predict(x), np.column_stack([mean.sum(1), np.sqrt((sigma**2).sum(1))]))
     model.save(tmp_path)
-    np.testing.assert_array_equal(TorchForecaster.load(tmp_path).predict_horizon(x), model.predict_horizon(x))
+    np.testing.assert_array_equal(TorchForecaster.load(tmp_path).predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_point_head_still_available(kind: str) -> None:
+    x, y = dataset(400, horizon=3)
+    model = TorchForecaster(config(kind, horizon=3, epochs=1, loss="mse"))
+    model.fit(x, y)
+    assert model.predict(x).shape == (400,)
+    np.testing.assert_allclose(model.predict(x), model.predict_horizon(x).sum(axis=1))
+    with pytest.raises(ValueError, match="σ"):
+        model.predict_steps(x)
+
+
+def heteroscedastic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns whose volatility switches by regime, visible in the window (the returns and a range channel);
+    the target's spread is that regime's volatility. Returns windows, targets and each row's true σ."""
+    rng = np.random.default_rng(seed)
+    vol = np.where(rng.random(n) < 0.5, 0.002, 0.02)
+    x = np.empty((n, WINDOW, CHANNELS))
+    x[..., 0] = rng.normal(0.0, 1.0, (n, WINDOW)) * vol[:, None]
+    x[..., 1] = np.abs(rng.normal(0.0, 1.0, (n, WINDOW))) * vol[:, None]
+    x[..., 2] = rng.normal(0.0, 1.0, (n, WINDOW))
+    y = rng.normal(0.0, 1.0, (n, 2)) * vol[:, None]
+    return x, y, vol
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_distributional_sigma_follows_input_volatility(kind: str) -> None:
+    x, y, _ = heteroscedastic(3000, seed=0)
+    x_val, y_val, _ = heteroscedastic(600, seed=1)
+    losses = []
+    for epochs in (1, 6):  # the same seed: the longer run passes through the shorter one's weights
+        model = TorchForecaster(config(kind, horizon=2, epochs=epochs))
+        losses.append(model.fit(x, y, x_val, y_val)["val_loss"])
+    assert losses[1] < losses[0]  # the validation NLL falls with training
+    x_test, _, vol = heteroscedastic(1000, seed=2)
+    sigma = model.predict(x_test)[:, 1]
+    calm, wild = np.median(sigma[vol < 0.01]), np.median(sigma[vol > 0.01])
+    # the true cumulative σ are 0.002·√2 and 0.02·√2: the predicted σ must separate the regimes clearly
+    assert wild > 3 * calm
+    assert 0.5 * 0.02 * np.sqrt(2) < wild < 2 * 0.02 * np.sqrt(2)
 
 
 def test_fit_leaves_torch_globals_alone(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -221,6 +268,7 @@ def test_invalid_config_is_rejected() -> None:
         config("lstm")
     with pytest.raises(ValueError, match="loss"):
         config("nhits", loss="mae")
+    assert config("nhits").distributional and not config("nhits", loss="huber").distributional
     with pytest.raises(ValueError, match="pool_kernels"):
         TorchForecaster(config("nhits", pool_kernels=(4, 2), freq_downsample=(1,)))
 
@@ -232,6 +280,7 @@ def test_traced_inference_matches_the_eager_module(trained: TorchForecaster) -> 
         x = rng.normal(size=(batch, trained.config.window, trained.config.channels)).astype(np.float32)
         xt = torch.from_numpy(x)
         with torch.inference_mode():
-            eager = trained.module.eval()(xt).numpy()
-        np.testing.assert_allclose(trained.predict_horizon(x), eager, rtol=1e-4, atol=1e-5)
+            eager = trained.module.eval()(xt).numpy()  # (B, 2, H): mean and σ per step
+        np.testing.assert_allclose(trained.predict_horizon(x), eager[:, 0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(trained.predict_steps(x)[1], eager[:, 1], rtol=1e-4, atol=1e-7)
     assert trained._inference is not None  # the traced copy is the one in use

@@ -109,3 +109,20 @@ def test_gradients_reach_every_parameter() -> None:
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
         assert parameter.grad.abs().sum() > 0, name
+
+
+def test_distributional_multi_step_output_is_hierarchical() -> None:
+    """The training setup: a 4-step horizon, stacks downsampling 4, 2, 1, so coarse blocks give 1 and 2
+    coefficients per output row, the finest 4; mean and log σ rows are interpolated alike."""
+    torch.manual_seed(0)
+    model = NHITS(48, 4, 4, distributional=True)
+    out = model(windows(5, 48, 4))
+    assert out.shape == (5, 2, 4)
+    assert [b.n_forecast_coefficients for b in model.blocks] == [1, 2, 4]
+    x = windows(5, 48, 4).transpose(1, 2)
+    _, theta_f = model.blocks[0].coefficients(x)
+    assert theta_f.shape == (5, 2, 1)  # the coarsest block: one coefficient for the mean, one for log σ
+    _, forecast = model.blocks[0](x)
+    torch.testing.assert_close(forecast, theta_f.expand(5, 2, 4))  # one coefficient: constant over the horizon
+    total = torch.stack(model.block_forecasts(windows(5, 48, 4))).sum(dim=0)
+    torch.testing.assert_close(model(windows(5, 48, 4)), total)

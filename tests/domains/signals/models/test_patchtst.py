@@ -1,5 +1,7 @@
 """PatchTST: shapes, end-padded patching, RevIN, channel independence with shared weights, gradients."""
 
+import math
+
 import pytest
 import torch
 
@@ -94,3 +96,15 @@ def test_gradients_reach_every_parameter() -> None:
     for name, parameter in net.named_parameters():
         assert parameter.grad is not None, name
         assert parameter.grad.abs().sum() > 0, name
+
+
+def test_distributional_head_scales_sigma_with_the_instance() -> None:
+    """Mean and log σ per step; scaling the input scales the mean and adds log(scale) to log σ (RevIN undone)."""
+    torch.manual_seed(0)
+    model = PatchTST(32, 2, 4, distributional=True).eval()
+    x = torch.randn(3, 32, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out, scaled = model(x), model(10.0 * x)
+    assert out.shape == (3, 2, 4)
+    torch.testing.assert_close(scaled[:, 0], 10.0 * out[:, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scaled[:, 1], out[:, 1] + math.log(10.0), rtol=1e-4, atol=1e-4)
