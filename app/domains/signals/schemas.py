@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,7 +66,22 @@ class SignalOut(BaseModel):
 
     symbol: str
     side: str
-    confidence: float
+    confidence: float = Field(
+        description="What RiskGuard's minimum confidence compares with; its meaning is `confidence_kind`: "
+        "P(TP1 before the stop within the max hold) from the meta layer for a LONG/SHORT call, else the "
+        "direction probability (every HOLD, or a champion without a meta layer) or the fallback's own confidence"
+    )
+    direction_confidence: float | None = Field(
+        default=None,
+        description="The direction layer: the ensemble's probability of its call (argmax class); null for the fallback",
+    )
+    confidence_kind: Literal["p_tp_before_sl", "direction_probability", "rule_confidence"] = Field(
+        default="direction_probability", description="What `confidence` is (see `confidence_detail`)"
+    )
+    confidence_detail: str | None = Field(
+        default=None,
+        description="The barriers a P(TP before SL) refers to, or why `confidence` is not one (HOLD, no meta layer)",
+    )
     source: str
     regime: str | None
     strategy: str | None

@@ -19,6 +19,17 @@ Inference (features, the models, the ensemble) runs on one worker thread owned b
 OS priority than the event loop's, never on the loop; requests that arrive while it is busy are scored
 together in its next turn. Members with zero ensemble weight are not run (their votes say so), and the
 champion's models are traced and warmed on that thread when it is loaded, not on the first request.
+
+What `confidence` means (`confidence_kind`), the two layers side by side:
+- `p_tp_before_sl`: a LONG or SHORT call of a champion whose artifact has the meta layer: the meta model's
+  calibrated P(the served trade's TP1 is hit before its stop within the max hold), for that side, from the
+  features and the ensemble's probabilities at t (`meta.MetaModel`; the barriers it refers to are in
+  `confidence_detail`). RiskGuard's minimum confidence then compares against this probability.
+- `direction_probability`: the ensemble's probability of its call. For every HOLD (no trade, so no trade
+  outcome to give a probability of), and for a LONG/SHORT call of a champion without a meta layer, which
+  `confidence_detail` then says.
+- `rule_confidence`: the momentum fallback's own confidence (no model, no probability).
+`direction_confidence` is always the ensemble's probability of its call (null for the fallback).
 """
 
 import asyncio
@@ -43,7 +54,7 @@ from app.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.risk.stack import EffectiveLimits
-from app.domains.signals.artifacts import load_ensemble
+from app.domains.signals.artifacts import MetaLayer, load_ensemble, load_meta
 from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, Funding
 from app.domains.signals.decision import decide
 from app.domains.signals.ensemble import forecast_to_probabilities
@@ -52,6 +63,7 @@ from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
 from app.domains.signals.features import FEATURES, FeatureMatrix, compute_features
 from app.domains.signals.labels import CLASSES
 from app.domains.signals.marketdata import MarketData, MarketDataError, UnknownMarketData
+from app.domains.signals.meta import MetaModel, sides_from_probabilities
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry
@@ -76,6 +88,10 @@ WARM_UP_CALLS = 3  # torch's JIT profiles the first calls of a frozen module bef
 # requests does not delay /health, the policy read or any other request waiting on the loop.
 INFERENCE_NICE = 10
 T = TypeVar("T")
+P_TP_BEFORE_SL = "p_tp_before_sl"
+DIRECTION_PROBABILITY = "direction_probability"
+RULE_CONFIDENCE = "rule_confidence"
+HOLD_CONFIDENCE = "HOLD: no trade proposed, so no P(TP1 before the stop); confidence is the direction probability"
 
 
 def wall_clock() -> datetime:
@@ -127,6 +143,9 @@ class Signal:
     detail: str | None = None
     stale: bool = False  # the newest candle closed more than the service's max age before the time asked for
     age_seconds: float = 0.0  # from that close to the time asked for
+    direction_confidence: float | None = None  # the ensemble's probability of its call (None: the fallback)
+    confidence_kind: str = DIRECTION_PROBABILITY  # what `confidence` is (the module docstring)
+    confidence_detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +171,8 @@ class Champion:
     version: ModelVersion
     trained: TrainedModels
     member_ids: dict[str, str]
+    meta: MetaModel | None = None  # the meta layer: P(TP1 before the stop) for the proposed side
+    meta_absent: str = "no meta layer loaded"  # why `meta` is None
 
 
 @dataclass
@@ -255,8 +276,11 @@ class SignalService:
             self.champion = None
             return None
         began = time.perf_counter()
-        trained, metadata = await self._off_loop(_load_and_warm, Path(version.artifact_path))
-        self.champion = Champion(version, trained, {k: str(v) for k, v in metadata.get("members", {}).items()})
+        trained, metadata, layer = await self._off_loop(_load_and_warm, Path(version.artifact_path))
+        members = {k: str(v) for k, v in metadata.get("members", {}).items()}
+        self.champion = Champion(version, trained, members, layer.model, layer.absent or "")
+        if layer.model is None:
+            logger.warning("signal_champion_without_meta_layer", extra={"reason": layer.absent})
         self.stats.load_seconds = time.perf_counter() - began
         logger.info("signal_champion_loaded", extra={"version_id": str(version.id)})
         return self.champion
@@ -479,6 +503,8 @@ class SignalService:
             detail=f"{why}; 24h change {rule.change_24h_pct:+.2f} %",
             stale=stale,
             age_seconds=age,
+            confidence_kind=RULE_CONFIDENCE,
+            confidence_detail="the momentum fallback's own confidence: no model, no probability",
         )
 
     def _fallback_or_error(self, history: History, why: str, max_age_seconds: float) -> Signal | ServiceUnavailable:
@@ -503,8 +529,13 @@ class SignalService:
             windows = np.vstack([inputs[i].window for i in ready])
             per_model = weighted_probabilities(trained, x, windows)
             combined = trained.ensemble.combine(per_model)
+            # the meta layer for the ensemble's argmax side, all rows at once: the regime filter only ever turns
+            # a call into HOLD, so a served LONG/SHORT is that side
+            meta = meta_probabilities(champion.meta, x, combined)
             for row, i in enumerate(ready):
-                out[i] = self._signal(champion, history[i], inputs[i].features, per_model, combined, row, max_ages[i])
+                out[i] = self._signal(
+                    champion, history[i], inputs[i].features, per_model, combined, row, max_ages[i], meta
+                )
         return [s for s in out if s is not None]
 
     def _signal(
@@ -516,11 +547,19 @@ class SignalService:
         combined: FloatArray,
         row: int,
         max_age_seconds: float,
+        meta: FloatArray | None = None,
     ) -> Signal:
         candles = history.candles
         last = len(candles) - 1
         decision = decide(combined[row], features, last)
         side, confidence, regime, strategy = decision.side, decision.confidence, decision.regime, decision.strategy
+        confidence_kind, detail = DIRECTION_PROBABILITY, HOLD_CONFIDENCE
+        if side != "HOLD":
+            if champion.meta is None or meta is None:
+                detail = f"direction probability: the champion has no meta layer ({champion.meta_absent})"
+            else:
+                confidence, confidence_kind = float(meta[row]), P_TP_BEFORE_SL
+                detail = describe_meta(champion.meta)
         weights = champion.trained.ensemble.weights
         votes = []
         for kind in member_kinds(champion.trained):
@@ -547,7 +586,33 @@ class SignalService:
             volatility=float(features.column("rvol_24")[last]),
             stale=stale,
             age_seconds=age,
+            direction_confidence=decision.confidence,
+            confidence_kind=confidence_kind,
+            confidence_detail=detail,
         )
+
+
+def meta_probabilities(meta: MetaModel | None, x: FloatArray, combined: FloatArray) -> FloatArray | None:
+    """The meta layer's P(TP1 before the stop) per row for the ensemble's argmax side (NaN where it is HOLD)."""
+    if meta is None:
+        return None
+    return meta.predict_proba(x, combined, sides_from_probabilities(combined))
+
+
+def describe_meta(meta: MetaModel) -> str:
+    """What the meta probability refers to: the barriers recorded with the model."""
+    b = meta.barriers
+    if not b:
+        return "P(TP1 before the stop), meta model, calibrated"
+    where = (
+        f"TP1 {b['atr_tp1_multiple']} x ATR / stop {b['atr_sl_multiple']} x ATR"
+        if b.get("volatility_scaled")
+        else f"TP1 +{b['tp1_distance'] * 100:.2f} % / stop -{b['sl_distance'] * 100:.2f} %"
+    )
+    return (
+        f"P(TP1 before the stop) from the next open, {where}, within {b['max_hold_bars']} candles; meta model "
+        f"calibrated on data neither it nor the primary was fitted on (base rate {meta.base_rate:.3f})"
+    )
 
 
 def member_kinds(trained: TrainedModels) -> list[str]:
@@ -566,7 +631,7 @@ def weighted_probabilities(trained: TrainedModels, x: FloatArray, windows: Float
     return out
 
 
-def warm_up(trained: TrainedModels) -> None:
+def warm_up(trained: TrainedModels, meta: MetaModel | None = None) -> None:
     """Run every weighted member on a dummy input now (the forecasters are traced, frozen and profiled by
     torch's JIT on their first calls), so that the first request does not pay for it."""
     active = set(trained.ensemble.active)
@@ -577,14 +642,17 @@ def warm_up(trained: TrainedModels) -> None:
     for kind, forecaster in trained.forecasters.items():
         if kind in active:
             forecaster.warm_up(WARM_UP_CALLS)
+    if meta is not None:
+        meta.predict_proba(x, np.full((1, len(CLASSES)), 1.0 / len(CLASSES)), [1])
 
 
-def _load_and_warm(directory: Path) -> tuple[TrainedModels, dict[str, Any]]:
+def _load_and_warm(directory: Path) -> tuple[TrainedModels, dict[str, Any], MetaLayer]:
     trained, metadata = load_ensemble(directory)
+    layer = load_meta(directory)
     began = time.perf_counter()
-    warm_up(trained)
+    warm_up(trained, layer.model)
     logger.info("signal_champion_warmed", extra={"seconds": round(time.perf_counter() - began, 3)})
-    return trained, metadata
+    return trained, metadata, layer
 
 
 def _iso(at_ms: int) -> str:

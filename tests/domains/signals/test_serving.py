@@ -1,7 +1,8 @@
 """Serving signals through `SignalService` on real candles: no look-ahead (a signal as of t is the same
 whatever the candles after t are, and changes with the last candle closed by t), stale signals say so,
 inference runs on the service's own thread with zero-weight members skipped, and the champion is warmed
-when it is loaded."""
+when it is loaded; a LONG/SHORT call's confidence is the meta layer's P(TP1 before the stop), with the
+direction probability beside it, and a champion without a meta layer says so."""
 
 import asyncio
 import dataclasses
@@ -23,8 +24,27 @@ from app.domains.signals.artifacts import save_ensemble
 from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.ensemble import Ensemble
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
-from app.domains.signals.service import INFERENCE_NICE, NOT_RUN, Champion, Signal, SignalService
-from app.domains.signals.training import TrainedModels, TrainingConfig, fit_models, split_by_time, symbol_rows
+from app.domains.signals.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.signals.service import (
+    DIRECTION_PROBABILITY,
+    HOLD_CONFIDENCE,
+    INFERENCE_NICE,
+    NOT_RUN,
+    P_TP_BEFORE_SL,
+    RULE_CONFIDENCE,
+    Champion,
+    Signal,
+    SignalService,
+    weighted_probabilities,
+)
+from app.domains.signals.training import (
+    TrainedModels,
+    TrainingConfig,
+    fit_models,
+    latest_inputs,
+    split_by_time,
+    symbol_rows,
+)
 
 HOUR = 3_600_000
 SYMBOL = "BTC/USDT:USDT"
@@ -421,3 +441,112 @@ async def test_a_cancelled_request_does_not_stop_the_others(
     assert [s.source for s in done] == ["ensemble", "ensemble"]
     assert first.cancelled() and others[0].cancelled()
     await service.close()
+
+
+# --- the meta layer: confidence = P(TP1 before the stop) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def meta_artifacts(tmp_path_factory: pytest.TempPathFactory, trained: TrainedModels) -> dict[str, Path]:
+    """The small trained set as champion artifacts: one with a meta layer trained for real (cross-fitted
+    primaries on six months of BTC, barrier labels, `fit_meta`), one without."""
+    config = trained.config
+    data = bundled_series(SYMBOL, ms("2023-06-01T00:00:00+00:00"), ms("2023-12-01T00:00:00+00:00"))
+    rows = symbol_rows(data.candles, data.funding, config)
+    until = int(rows.timestamp[-1]) + 1
+    layer = train_meta_layer([MarketSeries(data.candles, data.funding)], rows, config, served_barriers(), until)
+    assert layer.model is not None, layer.absent
+    root = tmp_path_factory.mktemp("meta-artifacts")
+    members = {"members": {kind: f"{kind}-v" for kind in WEIGHTS}}
+    save_ensemble(trained, root / "with-meta", members, meta=layer.model)
+    save_ensemble(trained, root / "without-meta", members, meta_absent="too few rows to fit honestly")
+    return {"with": root / "with-meta", "without": root / "without-meta"}
+
+
+async def loaded_service(market: ReplayMarketData, artifact: Path) -> SignalService:
+    registry = FakeRegistry(FakeVersion(artifact_path=str(artifact)))
+    service = SignalService(market, registry, allow_fallback=True)  # type: ignore[arg-type]
+    assert await service.load_champion() is not None
+    return service
+
+
+async def first_calls(service: SignalService, start_ms: int, hours: int = 72) -> dict[str, tuple[int, Signal]]:
+    """The first LONG/SHORT call and the first HOLD served from `start_ms` on, hour by hour."""
+    found: dict[str, tuple[int, Signal]] = {}
+    for k in range(hours):
+        t_ms = start_ms + k * HOUR
+        signal = await service.signal("BTCUSDT", t_ms)
+        found.setdefault("HOLD" if signal.side == "HOLD" else "trade", (t_ms, signal))
+        if len(found) == 2:
+            break
+    assert "trade" in found, "no LONG/SHORT call in the hours scanned"
+    return found
+
+
+async def test_a_trade_call_serves_the_meta_layers_p_tp_before_sl_beside_the_direction_probability(
+    tmp_path: Path, btc_around_t: Series, meta_artifacts: dict[str, Path]
+) -> None:
+    service = await loaded_service(write_market(tmp_path / "m", btc_around_t), meta_artifacts["with"])
+    champion = service.champion
+    assert champion is not None and champion.meta is not None
+    found = await first_calls(service, ms(T_ON_HOUR))
+    t_ms, signal = found["trade"]
+    # recompute both layers by hand from the candles closed by t
+    history = await service.history(SYMBOL, t_ms)
+    inputs = latest_inputs(history.candles, history.funding, champion.trained.config)
+    combined = champion.trained.ensemble.combine(weighted_probabilities(champion.trained, inputs.x, inputs.window))
+    side = 1 if signal.side == "LONG" else -1
+    expected = champion.meta.predict_proba(inputs.x, combined, [side])[0]
+    assert signal.confidence_kind == P_TP_BEFORE_SL and signal.confidence == pytest.approx(expected, abs=1e-12)
+    assert signal.direction_confidence == pytest.approx(float(combined[0].max()), abs=1e-12)
+    assert signal.confidence != signal.direction_confidence
+    assert signal.confidence_detail is not None and "TP1 +1.95 % / stop -2.00 %, within 24 candles" in (
+        signal.confidence_detail
+    )
+    if "HOLD" in found:
+        hold = found["HOLD"][1]
+        assert hold.confidence_kind == DIRECTION_PROBABILITY and hold.confidence_detail == HOLD_CONFIDENCE
+        assert hold.confidence == hold.direction_confidence
+    await service.close()
+
+
+async def test_the_meta_confidence_as_of_t_is_unchanged_when_every_candle_after_t_is_perturbed(
+    tmp_path: Path, btc_around_t: Series, meta_artifacts: dict[str, Path]
+) -> None:
+    service = await loaded_service(write_market(tmp_path / "original", btc_around_t), meta_artifacts["with"])
+    t_ms, original = (await first_calls(service, ms(T_ON_HOUR)))["trade"]
+    await service.close()
+    assert original.confidence_kind == P_TP_BEFORE_SL
+    for seed in (1, 2, 3):
+        changed = perturbed(btc_around_t, after(btc_around_t, t_ms), t_ms, seed)
+        again_service = await loaded_service(write_market(tmp_path / f"p{seed}", changed), meta_artifacts["with"])
+        again = await again_service.signal("BTCUSDT", t_ms)
+        await again_service.close()
+        assert as_dict(again) == as_dict(original)
+    # the control: the candle closing at t changes the meta probability
+    closing_at_t = np.asarray(btc_around_t.candles.timestamp == t_ms - HOUR)
+    control_market = write_market(tmp_path / "control", perturbed(btc_around_t, closing_at_t, None, 7))
+    control_service = await loaded_service(control_market, meta_artifacts["with"])
+    control = await control_service.signal("BTCUSDT", t_ms)
+    await control_service.close()
+    assert (control.side, control.confidence, control.direction_confidence) != (
+        original.side,
+        original.confidence,
+        original.direction_confidence,
+    )
+
+
+async def test_a_champion_without_a_meta_layer_serves_the_direction_probability_and_says_so(
+    tmp_path: Path, btc_around_t: Series, meta_artifacts: dict[str, Path]
+) -> None:
+    service = await loaded_service(write_market(tmp_path / "m", btc_around_t), meta_artifacts["without"])
+    assert service.champion is not None and service.champion.meta is None
+    _, signal = (await first_calls(service, ms(T_ON_HOUR)))["trade"]
+    assert signal.confidence_kind == DIRECTION_PROBABILITY and signal.confidence == signal.direction_confidence
+    assert signal.confidence_detail == (
+        "direction probability: the champion has no meta layer (no meta layer in without-meta: "
+        "too few rows to fit honestly)"
+    )
+    await service.close()
+    fallback = await served(write_market(tmp_path / "f", btc_around_t), None, ms(T_ON_HOUR))
+    assert fallback.confidence_kind == RULE_CONFIDENCE and fallback.direction_confidence is None
