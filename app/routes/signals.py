@@ -31,6 +31,12 @@ async def signal(body: SignalRequest, container: AuthorizedContainer) -> SignalO
     `stale` says whether that is more than SIGNAL_MAX_AGE_SECONDS before the requested time (`age_seconds`).
     Needs the API key: it runs the models (on the service's inference thread, not the event loop).
 
+    Two layers: for a LONG/SHORT call of a champion with a meta layer, `confidence` is the calibrated
+    P(TP1 before the stop within the max hold) for that side (`confidence_kind: p_tp_before_sl`, the barriers in
+    `confidence_detail`); `direction_confidence` is the ensemble's probability of its call. A HOLD, or a champion
+    without a meta layer, serves the direction probability as `confidence` and says so. RiskGuard's
+    `global_min_confidence` compares with `confidence`.
+
     `sizing` proposes a notional for the live paper account (policy or half-Kelly multiplier, clipped by
     the active profile's limits, then rounded to the market's amount step as POST /trades fills it); below
     the market's minimums, without `leverage`, or on HOLD it says why it did not size.

@@ -12,8 +12,8 @@ from app.__main__ import main
 from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
-from app.domains.signals.artifacts import load_ensemble
-from app.domains.signals.backtest import MODEL_METRICS, TRADING_METRICS
+from app.domains.signals.artifacts import load_ensemble, load_meta
+from app.domains.signals.backtest import MAX_HOLD_BARS, MODEL_METRICS, TRADING_METRICS
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.pipeline import TrainPlan, train_and_promote
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
@@ -57,6 +57,20 @@ async def test_train_register_and_gate(
     trained, metadata = load_ensemble(Path(ensemble.artifact_path))
     assert set(metadata["members"]) == KINDS - {"ensemble"}
     assert set(trained.ensemble.weights) == KINDS - {"ensemble"}
+    # the meta layer travels in the champion artifact, fitted on out-of-sample primary predictions
+    layer = load_meta(Path(ensemble.artifact_path))
+    assert layer.model is not None, (layer.absent, outcome.meta.get("absent"))
+    assert outcome.meta["absent"] is None and outcome.meta["rows"] == layer.model.report["rows"]["total"]
+    folds = outcome.meta["cross_fit"]
+    assert any("predicted_rows" in fold for fold in folds)
+    assert all(("predicted_rows" in fold) != ("skipped" in fold) for fold in folds)  # a skipped fold says why
+    assert outcome.meta["barriers"]["max_hold_bars"] == MAX_HOLD_BARS
+    assert layer.model.report["label_until_ms"] < plan.test_from_ms  # no label reaches the test window
+    test_scores = outcome.meta["test"]
+    assert set(test_scores["reliability"]) >= {"bins", "brier", "base_brier", "log_loss", "base_log_loss"}
+    assert set(next(iter(test_scores["served_rule"].values()))) == set(MODEL_METRICS)
+    assert ensemble.hyperparameters["meta"]["rows"] == outcome.meta["rows"]
+    assert {"meta_primary_cross_fit", "meta"} <= set(outcome.fit_seconds)
 
     # Every kind gets this run's version as champion; a run whose test window lies inside their
     # training data cannot compare with them there: every comparison is refused, nothing promoted.
