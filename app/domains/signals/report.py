@@ -9,7 +9,15 @@ candle's open, TP1 / SL / maximum holding time, taker fees, slippage and funding
 classification metrics, and directional skill apart from volatility skill. BTC and ETH USDT
 perpetuals, 1 h candles, default TrainingConfig and TradeRule. The minimum confidence is also shown
 at the three risk profiles' values and at none (a sensitivity table: nothing is chosen from it).
-Writes docs/signals-oos-report.md and .json.
+
+The meta layer, as the pipeline trains it (`pipeline.train_meta_layer`): before each fold, beside the ensemble,
+a meta model learns P(TP1 before the stop within the max hold) from cross-fitted (out-of-sample) ensemble
+probabilities on that fold's training window, labels purged before the fold; it then predicts the fold. Shown:
+the reliability table of the folds' predictions pooled (predicted against observed TP-before-stop frequency per
+bin), Brier and log loss against the base rate each fold's meta model was trained with (and against the per-side
+base rate, and the direction probability read as that probability), and the served rule with the minimum
+confidence applied to the meta probability, at the breakeven probability of the rule's trade and at the profiles'
+values (which are on the direction scale). Writes docs/signals-oos-report.md and .json.
 """
 
 import asyncio
@@ -37,7 +45,18 @@ from app.domains.signals.backtest import (
 )
 from app.domains.signals.candles import FloatArray
 from app.domains.signals.evaluation import Dataset
+from app.domains.signals.labels import LONG, SHORT
 from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.signals.meta import (
+    MetaRows,
+    binary_log_loss,
+    breakeven_probability,
+    brier_score,
+    concat_rows,
+    reliability_table,
+    sides_from_probabilities,
+)
+from app.domains.signals.pipeline import META_FOLDS, MarketSeries, rows_for_meta, served_barriers, train_meta_layer
 from app.domains.signals.training import (
     HOUR_MS,
     MODEL_KINDS,
@@ -76,22 +95,59 @@ def _joined(tests: list[SymbolRows]) -> Dataset:
 
 async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
     market = ReplayMarketData()
-    parts, markets = [], []
+    parts, markets, series = [], [], []
+    barriers = served_barriers(rule)
     first = _ms(FOLDS[0]) - TRAIN_DAYS * 86_400_000 - 10 * 86_400_000  # 10 days only warm indicators up
     for symbol in SYMBOLS:
         candles = await market.candles(symbol, "1h", first, _ms(TEST_UNTIL))
         funding = await market.funding(symbol, first, _ms(TEST_UNTIL))
         parts.append(symbol_rows(candles, funding, config))
+        series.append(MarketSeries(candles, funding))
         markets.append(symbol_market(candles, funding, _ms(TEST_FROM), _ms(TEST_UNTIL)))
     began = time.perf_counter()
     tests: list[SymbolRows] = []
     predicted: list[dict[str, FloatArray]] = []
     folds: list[dict[str, Any]] = []
+    meta_confidence: list[FloatArray] = []  # per test row: the fold's meta P(TP1 first) for the argmax side
+    meta_rows: list[MetaRows] = []  # test rows with a side and a known outcome
+    meta_predicted: list[FloatArray] = []
+    meta_base: list[FloatArray] = []
+    meta_side_base: list[FloatArray] = []
+    meta_folds: list[dict[str, Any]] = []
     for start, stop in itertools.pairwise([*(_ms(d) for d in FOLDS), _ms(TEST_UNTIL)]):
         train, test = split_by_time(parts, start, config.embargo_hours, stop, start - TRAIN_DAYS * 24 * HOUR_MS)
         trained = fit_models(train, config)
         tests.append(test)
         predicted.append(predictions(trained, test))
+        layer = train_meta_layer(series, train, config, barriers, start, META_FOLDS)
+        ensemble = predicted[-1].get("ensemble")
+        confidence = np.full(len(test.y), np.nan)
+        meta_fold: dict[str, Any] = {"test": [_day(start), _day(stop)], "absent": layer.absent, **layer.seconds}
+        if layer.model is not None and ensemble is not None:
+            confidence = layer.model.predict_proba(test.x, ensemble, sides_from_probabilities(ensemble))
+            labelled = rows_for_meta(series, test.timestamp, test.group, ensemble, barriers)
+            meta_rows.append(labelled)
+            meta_predicted.append(layer.model.predict_proba(labelled.features, labelled.primary_probs, labelled.sides))
+            meta_base.append(np.full(len(labelled), layer.model.base_rate))
+            trained_on = layer.rows
+            assert trained_on is not None
+            by_side = {side: float(trained_on.label[trained_on.sides == side].mean()) for side in (-1, 1)}
+            meta_side_base.append(np.array([by_side[int(side)] for side in labelled.sides]))
+            fit = layer.model.report
+            meta_fold.update(
+                train_rows=fit["rows"],
+                base_rate=layer.model.base_rate,
+                trees=fit["best_iteration"],
+                temperature=layer.model.calibration.temperature,
+                calibration=fit["calibration_choice"],
+                test_rows=len(labelled),
+                cross_fit=[
+                    {k: v for k, v in f.items() if k in ("fit_rows", "predicted_rows", "skipped", "fit_seconds")}
+                    for f in layer.evidence["cross_fit"]
+                ],
+            )
+        meta_confidence.append(confidence)
+        meta_folds.append(meta_fold)
         folds.append(
             {
                 "test": [_day(start), _day(stop)],
@@ -99,7 +155,7 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
                 "test_rows": len(test.y),
                 "weights": trained.ensemble.weights,
                 "temperature": trained.ensemble.temperature,
-                "fit_seconds": trained.fit_seconds,
+                "fit_seconds": {**trained.fit_seconds, **layer.seconds},
             }
         )
     fit_seconds = time.perf_counter() - began
@@ -117,8 +173,21 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
         sensitivity[label] = {
             name: score_probabilities(p, markets, rows, other) for name, p in probabilities.items() if p is not None
         }
+    meta = meta_section(
+        probabilities.get("ensemble"),
+        np.concatenate(meta_confidence),
+        meta_rows,
+        meta_predicted,
+        meta_base,
+        meta_side_base,
+        markets,
+        rows,
+        rule,
+    )
+    meta["folds"] = meta_folds
     score_seconds = time.perf_counter() - began
     return {
+        "meta": meta,
         "symbols": list(SYMBOLS),
         "folds": folds,
         "train_days": TRAIN_DAYS,
@@ -134,6 +203,70 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
         "machine": f"{platform.machine()} {platform.processor() or ''} python {sys.version.split()[0]}".strip(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def meta_section(
+    ensemble: FloatArray | None,
+    confidence: FloatArray,
+    rows_per_fold: list[MetaRows],
+    predicted_per_fold: list[FloatArray],
+    base_per_fold: list[FloatArray],
+    side_base_per_fold: list[FloatArray],
+    markets: list[Any],
+    rows: Dataset,
+    rule: TradeRule,
+) -> dict[str, Any]:
+    """The meta layer's out-of-sample calibration and the served rule with the minimum applied to it."""
+    breakeven = breakeven_probability(rule.take_profit, rule.stop_loss, rule.fee_rate, rule.slippage)
+    barriers = served_barriers(rule)
+    out: dict[str, Any] = {
+        "breakeven_probability": breakeven,
+        "barriers": {
+            "tp1": barriers.exit.tp_distances[0],
+            "sl": barriers.exit.sl_distance,
+            "max_hold_bars": barriers.max_hold_bars,
+        },
+    }
+    if ensemble is None or not rows_per_fold:
+        out["absent"] = "no fold had an ensemble with weights and a meta model"
+        return out
+    meta_rows = concat_rows(rows_per_fold)  # folds are consecutive: concat_rows keeps them in time order
+    order = np.argsort(np.concatenate([r.timestamp for r in rows_per_fold]), kind="stable")
+    predicted = np.concatenate(predicted_per_fold)[order]
+    base = np.concatenate(base_per_fold)[order]
+    label = meta_rows.label
+    table = reliability_table(predicted, label)
+    table = replace(
+        table,
+        base_rate=float(base.mean()),
+        base_brier=brier_score(base, label),
+        base_log_loss=binary_log_loss(base, label),
+    )
+    # a stronger baseline: the training frequency of the row's side; and what `confidence` meant before the meta
+    # layer: the direction layer's probability of the side, read as P(TP1 first)
+    side_base = np.concatenate(side_base_per_fold)[order]
+    direction = np.where(meta_rows.sides > 0, meta_rows.primary_probs[:, LONG], meta_rows.primary_probs[:, SHORT])
+    out.update(
+        rows=len(meta_rows),
+        long_share=float((meta_rows.sides > 0).mean()),
+        reliability=table.as_dict(),
+        reliability_text=table.format(),
+        deciles_text=reliability_table(predicted, label, quantile=True).format(),
+        side_base_rate={"brier": brier_score(side_base, label), "log_loss": binary_log_loss(side_base, label)},
+        direction_probability_as_p={
+            "brier": brier_score(direction, label),
+            "log_loss": binary_log_loss(direction, label),
+        },
+    )
+    served: dict[str, Metrics] = {}
+    levels = [("none", 0.0)]
+    if breakeven is not None:
+        levels.append((f"{breakeven:.4f} (breakeven)", breakeven))
+    for label_text, value in [*levels, *_min_confidences()[1:]]:
+        other = replace(rule, min_confidence=value)
+        served[label_text] = score_probabilities(ensemble, markets, rows, other, confidence)
+    out["served_rule"] = served
+    return out
 
 
 def _min_confidences() -> list[tuple[str, float]]:
@@ -236,6 +369,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"Minimum confidence {label}:", "", *TRADING_HEADER]
         lines += [_trading_row(name, m) for name, m in table.items()]
         lines.append("")
+    lines += meta_markdown(result["meta"])
     lines += [
         "## Folds",
         "",
@@ -258,6 +392,98 @@ def markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def meta_markdown(meta: dict[str, Any]) -> list[str]:
+    """The meta layer's section of the report."""
+    b = meta["barriers"]
+    breakeven = meta["breakeven_probability"]
+    lines = [
+        "## The meta layer: P(TP1 before the stop), what the served confidence means",
+        "",
+        f"Before each fold, beside the ensemble, a meta model (`meta.fit_meta`: LightGBM on the features, the "
+        f"ensemble's probabilities and the proposed side, Platt-calibrated on its own newest slice) learns whether "
+        f"the trade of the ensemble's argmax side reaches TP1 (+{b['tp1'] * 100:.2f} %) before the stop "
+        f"(-{b['sl'] * 100:.2f} %) within {b['max_hold_bars']} candles from the next open (a timeout is a miss), "
+        "from the ensemble's OUT-OF-SAMPLE probabilities on the fold's training window (cross-fitted: "
+        "`pipeline.cross_fitted_primary`), labels purged before the fold. It then predicts the fold. Below, the "
+        "folds' predictions pooled, on every test row with a side and a known outcome.",
+        "",
+    ]
+    if "absent" in meta:
+        return [*lines, f"No meta layer: {meta['absent']}.", ""]
+    rel = meta["reliability"]
+    side, direction = meta["side_base_rate"], meta["direction_probability_as_p"]
+    lines += [
+        f"{meta['rows']} rows ({meta['long_share'] * 100:.1f} % long); observed TP1-first frequency "
+        f"{rel['observed_frequency']:.4f}, mean prediction {rel['predicted_mean']:.4f}.",
+        "",
+        "| predictor of TP1 before the stop | Brier | log loss |",
+        "|---|---|---|",
+        f"| meta model (calibrated) | {rel['brier']:.5f} | {rel['log_loss']:.5f} |",
+        f"| base rate of each fold's meta training rows (mean {rel['base_rate']:.4f}) | {rel['base_brier']:.5f} | "
+        f"{rel['base_log_loss']:.5f} |",
+        f"| base rate of the proposed side in those rows | {side['brier']:.5f} | {side['log_loss']:.5f} |",
+        f"| the direction probability of the side, read as P(TP1 first) | {direction['brier']:.5f} | "
+        f"{direction['log_loss']:.5f} |",
+        "",
+        f"Brier skill against the base rate: {1 - rel['brier'] / rel['base_brier']:+.4f} (> 0 beats it).",
+        "",
+        "Reliability (equal-width bins; predicted mean against the observed frequency of TP1 first):",
+        "",
+        "| bin | rows | predicted | observed |",
+        "|---|---|---|---|",
+    ]
+    for row in rel["bins"]:
+        if row["count"]:
+            lines.append(
+                f"| [{row['lower']:.1f}, {row['upper']:.1f}) | {row['count']} | {row['predicted_mean']:.4f} | "
+                f"{row['observed_frequency']:.4f} |"
+            )
+    lines += [
+        "",
+        "The same by deciles of the prediction (equal-count bins: is there any resolution?):",
+        "",
+        "```",
+        *meta["deciles_text"].splitlines()[2:],
+        "```",
+        "",
+        "### The served rule with the minimum confidence applied to the meta probability",
+        "",
+        f"The same rule and simulation as above (`backtest.score_probabilities` with the meta probability as the "
+        f"confidence the minimum compares with). The breakeven P(TP1 before the stop) of the rule's trade, every "
+        f"miss counted as a full stop, with fees and slippage on both fills: "
+        f"{'n/a' if breakeven is None else f'{breakeven:.4f}'} (`meta.breakeven_probability`; computed from the "
+        "rule, not chosen on data). The profiles' values (0.60 / 0.65 / 0.75) are on the direction scale: on the "
+        "meta scale they ask for a trade far above the breakeven.",
+        "",
+        *TRADING_HEADER,
+    ]
+    for label, m in meta["served_rule"].items():
+        lines.append(_trading_row(f"ensemble, meta ≥ {label}", m))
+    lines += [
+        "",
+        "Per fold (the meta model trained before it; cross-fit: rows each fold's primary was fitted on / predicted):",
+        "",
+        "| fold (test) | meta training rows (fit/stop/calibrate) | base rate | trees | temperature | test rows | "
+        "cross-fit | time (cross-fit + meta) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in meta["folds"]:
+        span = f"{f['test'][0]} .. {f['test'][1]}"
+        if f.get("absent"):
+            lines.append(f"| {span} | absent: {f['absent']} | | | | | | |")
+            continue
+        r = f["train_rows"]
+        cross = ", ".join(f"{c['fit_rows']}/{c.get('predicted_rows', c.get('skipped', 0))}" for c in f["cross_fit"])
+        temperature = "flat (inf)" if f["temperature"] >= 999 else f"{f['temperature']:.3f}"
+        seconds = f.get("meta_primary_cross_fit", 0.0) + f.get("meta", 0.0)
+        lines.append(
+            f"| {span} | {r['fit']}/{r['early_stop']}/{r['calibration']} | {f['base_rate']:.4f} | {f['trees']} | "
+            f"{temperature} | {f['test_rows']} | {cross} | {seconds:.0f} s |"
+        )
+    lines.append("")
+    return lines
 
 
 def main() -> int:
