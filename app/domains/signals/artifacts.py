@@ -8,6 +8,12 @@ The meta layer (`meta.MetaModel`: P(TP1 before the stop) for the side the ensemb
 lives in `members/meta/` (LightGBM text + meta.json), its sha256 recorded under `meta` in ensemble.json.
 An artifact without one (older, or trained with too few out-of-sample rows) still loads: `load_meta` says
 the layer is absent and why.
+
+`FORMAT` numbers what `ensemble.json` and its members mean. Format 2: the forecasters have distributional
+heads (σ predicted per row over a multi-step horizon) and no constant residual σ, and the temperature was
+fitted on its own calibration slice (`training`). An artifact of another format is refused with
+`ArtifactMismatch` (retrain it): format-1 forecasters would load, but their outputs would be read with the
+wrong error model.
 """
 
 import hashlib
@@ -27,6 +33,7 @@ from app.domains.signals.models.gbm import GbmClassifier
 from app.domains.signals.training import WINDOW_CHANNELS, TrainedModels, TrainingConfig
 
 ENSEMBLE_FILE = "ensemble.json"
+FORMAT = 2
 GBM_KINDS = ("xgboost", "lightgbm")
 TORCH_KINDS = ("nhits", "patchtst")
 META_DIR = "meta"  # under members/: the meta layer, when the artifact has one
@@ -49,10 +56,12 @@ def save_ensemble(
     layer's, if given; else `meta_absent` records why there is none)."""
     members = {kind: save_member(trained, kind, directory / "members" / kind) for kind in (*GBM_KINDS, *TORCH_KINDS)}
     document = {
+        "format": FORMAT,
         "config": asdict(trained.config),
         "weights": trained.ensemble.weights,
         "temperature": trained.ensemble.temperature,
-        "residual_std": trained.residual_std,
+        "temperature_evidence": trained.ensemble.evidence,
+        "fit_info": trained.fit_info,
         "prior": [float(p) for p in trained.prior],
         "features": list(FEATURES),
         "window_channels": list(WINDOW_CHANNELS),
@@ -75,6 +84,12 @@ class ArtifactMismatch(ValueError):
 def load_ensemble(directory: Path) -> tuple[TrainedModels, dict[str, Any]]:
     """The trained set of an ensemble artifact and its metadata; member hashes are checked."""
     document = json.loads((directory / ENSEMBLE_FILE).read_text())
+    found = document.get("format", 1)
+    if found != FORMAT:
+        raise ArtifactMismatch(
+            f"{directory}: ensemble artifact format {found}, this code reads format {FORMAT} (forecasters that "
+            "predict their σ per row, not a constant residual σ); retrain it"
+        )
     if document["features"] != list(FEATURES) or document["window_channels"] != list(WINDOW_CHANNELS):
         raise ArtifactMismatch(f"{directory}: trained on other features than this code computes")
     gbm: dict[str, GbmClassifier] = {}
@@ -92,9 +107,13 @@ def load_ensemble(directory: Path) -> tuple[TrainedModels, dict[str, Any]]:
         config=TrainingConfig(**document["config"]),
         gbm=gbm,
         forecasters=forecasters,
-        residual_std={k: float(v) for k, v in document["residual_std"].items()},
-        ensemble=Ensemble({k: float(v) for k, v in document["weights"].items()}, float(document["temperature"])),
+        ensemble=Ensemble(
+            {k: float(v) for k, v in document["weights"].items()},
+            float(document["temperature"]),
+            dict(document["temperature_evidence"]),
+        ),
         prior=np.asarray(document["prior"], dtype=np.float64),
+        fit_info=dict(document["fit_info"]),
     )
     return trained, dict(document["metadata"])
 

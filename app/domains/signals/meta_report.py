@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from app.domains.signals.backtest import momentum_side
 from app.domains.signals.barriers import SL, TIMEOUT, TP, BarrierConfig, exit_plan_labels
 from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, Funding
 from app.domains.signals.features import compute_features
@@ -39,7 +40,7 @@ from app.domains.signals.meta import (
     walk_forward_meta,
 )
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
-from app.domains.signals.training import TrainingConfig, momentum_classes
+from app.domains.signals.training import TrainingConfig
 
 HOUR_MS = TIMEFRAME_MS["1h"]
 YEAR_MS = 365 * 24 * HOUR_MS
@@ -74,10 +75,10 @@ def primary_probabilities(
     if kind == "momentum":
         out = []
         for d, f in zip(data, features, strict=True):
-            change = np.full(len(d.candles), np.nan)
-            change[24:] = d.candles.close[24:] / d.candles.close[:-24] - 1.0
-            probs = np.eye(len(CLASSES))[momentum_classes(change)]
-            probs[~(f.valid & np.isfinite(change))] = np.nan
+            side_at = momentum_side(d.candles, 0.0)  # the fallback rule as the backtest plays it, every side kept
+            classes = [CLASSES.index(side_at(t)) if f.valid[t] else HOLD for t in range(len(d.candles))]
+            probs = np.eye(len(CLASSES))[classes]
+            probs[~f.valid] = np.nan
             out.append(probs)
         return out
     val_from = train_until - int((train_until - train_from) * config.validation_fraction)

@@ -1,9 +1,22 @@
 """Train the four models and the ensemble on a time split, and score them out of sample.
 
-Time is split three ways per run: fit (oldest), validation (for early stopping, the
-forecasters' error model, ensemble weights and calibration) and test (newest, touched
-only for the report). An embargo of `embargo_hours` separates the parts, so no label
-looks across a boundary. Scalers and every other fitted quantity see fit rows only.
+Honest fitting: every fitted quantity is chosen on rows that no earlier choice was made on. The
+training rows are cut in time into four slices (`fitting_slices`), oldest first:
+
+  fit -> early stopping -> ensemble weights -> calibration
+
+- fit: the models' parameters, the scalers and the class prior;
+- early stopping: the boosted trees' number of rounds and the forecasters' best epoch;
+- ensemble weights: each member's log loss against the prior's, on rows neither its parameters nor its
+  stopping point were chosen on;
+- calibration: the ensemble's temperature (T = 1 unless a softening T > 1 fits better; a sharpening T < 1
+  only if it wins on held-out forward-chaining folds of this slice, `ensemble.choose_temperature`).
+
+Each boundary is purged (a row whose label window, its `horizon` hours, reaches the next slice is dropped)
+and embargoed (the next slice starts `embargo_hours` after the last kept label ends): `meta.time_slices`.
+The forecasters have no separately fitted error model any more: their distributional heads predict σ
+per row (`models.forecaster`), so nothing else is fitted on a validation slice. The test window of a run
+(`split_by_time`, `walk_forward`) is never seen by any of it.
 """
 
 import itertools
@@ -17,23 +30,17 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.ensemble import Ensemble, forecast_to_probabilities, log_loss
-from app.domains.signals.evaluation import (
-    Dataset,
-    classification_metrics,
-    evaluate_probabilities,
-    positions_from_classes,
-    prior_probabilities,
-    rule_metrics,
-)
+from app.domains.signals.evaluation import Dataset, prior_probabilities
 from app.domains.signals.features import FeatureMatrix, compute_features
-from app.domains.signals.labels import HOLD, LONG, SHORT, UNKNOWN, direction_labels, forward_return
+from app.domains.signals.labels import UNKNOWN, direction_labels, forward_return
+from app.domains.signals.meta import time_slices
 from app.domains.signals.models.forecaster import ForecasterConfig, TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
 
 HOUR_MS = 3_600_000
 MODEL_KINDS = ("xgboost", "lightgbm", "nhits", "patchtst")
 WINDOW_CHANNELS = ("ret_1", "atr_pct", "volume_z_72", "rsi_14")  # per-candle inputs of the forecasters
-BASELINES = ("prior", "fallback_momentum", "always_hold", "buy_and_hold")
+SLICES = ("fit", "early_stopping", "weights", "calibration")
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,19 @@ class TrainingConfig:
     band: float = 0.002
     window: int = 48
     embargo_hours: int = 24
-    validation_fraction: float = 0.2
+    validation_fraction: float = 0.2  # the early-stopping slice's share of the training rows
+    weights_fraction: float = 0.125  # the ensemble-weights slice's share
+    calibration_fraction: float = 0.125  # the calibration slice's share (the newest rows)
     fee_rate: float = 0.0004
     torch_epochs: int = 8
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        shares = (self.validation_fraction, self.weights_fraction, self.calibration_fraction)
+        if min(shares) <= 0 or sum(shares) >= 0.9:
+            raise ValueError(
+                f"the early-stopping, weights and calibration shares must be > 0 and leave >= 10 % to fit, got {shares}"
+            )
 
 
 @dataclass(frozen=True)
@@ -57,7 +73,7 @@ class SymbolRows:
     x: FloatArray  # features (n, len(FEATURES))
     windows: FloatArray  # forecaster inputs (n, window, len(WINDOW_CHANNELS))
     y: npt.NDArray[np.int64]  # direction labels
-    target: FloatArray  # forward log return over the horizon
+    target: FloatArray  # (n, horizon): the next `horizon` 1 h log returns; their sum is the labelled return
     next_return: FloatArray  # log return to the next candle (for the trading rule)
     change_24h: FloatArray  # for the momentum fallback baseline
     group: IntArray  # symbol index per row
@@ -90,15 +106,17 @@ def latest_inputs(candles: Candles, funding: Funding | None, config: TrainingCon
 def symbol_rows(candles: Candles, funding: Funding | None, config: TrainingConfig) -> SymbolRows:
     features = compute_features(candles, funding)
     labels = direction_labels(candles.close, config.horizon, config.band)
-    target = forward_return(candles.close, config.horizon)
     next_return = forward_return(candles.close, 1)
+    target = np.full((len(candles), config.horizon), np.nan)
+    for step in range(config.horizon):
+        target[: len(candles) - step, step] = next_return[step:]
     channels = window_channels(features)
     window_ok = np.zeros(len(candles), dtype=bool)
     valid = features.valid.astype(np.int64)
     if len(candles) >= config.window:
         complete = sliding_window_view(valid, config.window).sum(axis=1) == config.window
         window_ok[config.window - 1 :] = complete
-    keep = np.flatnonzero(window_ok & (labels != UNKNOWN) & np.isfinite(next_return))
+    keep = np.flatnonzero(window_ok & (labels != UNKNOWN) & np.isfinite(target).all(axis=1))
     windows = sliding_window_view(channels, config.window, axis=0)  # (n - w + 1, C, w)
     change_24h = np.full(len(candles), np.nan)
     change_24h[24:] = candles.close[24:] / candles.close[:-24] - 1.0
@@ -137,22 +155,33 @@ def _stack(parts: list[SymbolRows], masks: list[npt.NDArray[np.bool_]]) -> Symbo
     )
 
 
-def momentum_classes(change_24h: FloatArray) -> npt.NDArray[np.int64]:
-    """The fallback rule, vectorised: LONG above +1 %, SHORT below -1 %."""
-    return np.where(change_24h > 0.01, LONG, np.where(change_24h < -0.01, SHORT, HOLD)).astype(np.int64)
+@dataclass(frozen=True)
+class FitSlices:
+    """Row indices of the four training slices (each in time order, each before the next, purged and embargoed)."""
+
+    fit: npt.NDArray[np.intp]
+    early_stopping: npt.NDArray[np.intp]
+    weights: npt.NDArray[np.intp]
+    calibration: npt.NDArray[np.intp]
+
+    def named(self) -> dict[str, npt.NDArray[np.intp]]:
+        return {name: getattr(self, name) for name in SLICES}
 
 
-def side_metrics(classes: npt.NDArray[np.int64], rows: SymbolRows, fee_rate: float) -> dict[str, float | None]:
-    """Metrics of a rule that gives a side but no probabilities: log loss and Brier do not apply."""
-    positions = positions_from_classes(classes)
-    rule = rule_metrics(positions, rows.next_return, fee_rate, rows.group, rows.timestamp)
-    return {
-        "accuracy": float((classes == rows.y).mean()),
-        "log_loss": None,
-        "brier": None,
-        "net_return": rule["net_return"],
-        "sharpe": rule["sharpe"] if positions.any() else None,
-    }
+def label_windows(rows: SymbolRows, config: TrainingConfig) -> tuple[IntArray, IntArray]:
+    """Each row's label window [t, t + horizon]: what a purge must keep from reaching another slice."""
+    return rows.timestamp, rows.timestamp + config.horizon * HOUR_MS
+
+
+def fitting_slices(rows: SymbolRows, config: TrainingConfig) -> FitSlices:
+    """fit -> early stopping -> weights -> calibration, by the config's shares of the rows (`meta.time_slices`)."""
+    shares = (config.validation_fraction, config.weights_fraction, config.calibration_fraction)
+    start, end = label_windows(rows, config)
+    parts = time_slices(start, end, (1.0 - sum(shares), *shares), config.embargo_hours * HOUR_MS)
+    empty = [name for name, part in zip(SLICES, parts, strict=True) if len(part) == 0]
+    if empty:
+        raise ValueError(f"too few training rows ({len(rows.y)}) for the slices: {', '.join(empty)} empty")
+    return FitSlices(*parts)
 
 
 @dataclass
@@ -160,34 +189,50 @@ class TrainedModels:
     config: TrainingConfig
     gbm: dict[str, GbmClassifier]
     forecasters: dict[str, TorchForecaster]
-    residual_std: dict[str, float]
     ensemble: Ensemble
     prior: FloatArray  # training class frequencies (3,)
     fit_seconds: dict[str, float] = field(default_factory=dict)
+    fit_info: dict[str, Any] = field(default_factory=dict)  # slices, stopping points, weights-slice losses
 
-    def probabilities(self, x: FloatArray, windows: FloatArray) -> dict[str, FloatArray]:
-        out = {kind: model.predict_proba(x) for kind, model in self.gbm.items()}
-        for kind, model in self.forecasters.items():
-            out[kind] = forecast_to_probabilities(model.predict(windows), self.residual_std[kind], self.config.band)
-        return out
+    @property
+    def residual_std(self) -> dict[str, float]:
+        """Kept for callers of `forecast_to_probabilities(forecaster.predict(w), residual_std[kind], band)`: the
+        forecasters predict σ per row (`predict` gives mean and σ), so there is no constant error σ (NaN, unused)."""
+        return dict.fromkeys(self.forecasters, float("nan"))
+
+    def member_probabilities(self, kind: str, x: FloatArray, windows: FloatArray) -> FloatArray:
+        """One member's class probabilities: the boosted trees read the features, the forecasters the windows."""
+        if kind in self.gbm:
+            return self.gbm[kind].predict_proba(x)
+        return forecast_to_probabilities(self.forecasters[kind].predict(windows), float("nan"), self.config.band)
+
+    def probabilities(
+        self, x: FloatArray, windows: FloatArray, kinds: tuple[str, ...] | None = None
+    ) -> dict[str, FloatArray]:
+        """Class probabilities of every member (or of `kinds` only, e.g. `ensemble.active`)."""
+        wanted = [*self.gbm, *self.forecasters] if kinds is None else kinds
+        return {kind: self.member_probabilities(kind, x, windows) for kind in wanted}
+
+
+def _span(rows: SymbolRows, index: npt.NDArray[np.intp]) -> dict[str, int]:
+    return {"rows": len(index), "from_ms": int(rows.timestamp[index[0]]), "to_ms": int(rows.timestamp[index[-1]])}
 
 
 def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
-    """Fit on the older rows, validate on the newest `validation_fraction` of them."""
-    start, end = int(rows.timestamp[0]), int(rows.timestamp[-1])
-    val_start = end - int((end - start) * config.validation_fraction)
-    fit = rows.timestamp < val_start - config.embargo_hours * HOUR_MS
-    val = rows.timestamp >= val_start
+    """Fit the members on the fit slice, stop them early on the next, weigh them on the next and calibrate the
+    ensemble on the newest (`fitting_slices`; the module docstring)."""
+    slices = fitting_slices(rows, config)
+    fit, stop, weigh, cal = slices.fit, slices.early_stopping, slices.weights, slices.calibration
     seconds: dict[str, float] = {}
+    stopping: dict[str, dict[str, float]] = {}
     gbm: dict[str, GbmClassifier] = {}
     for kind in ("xgboost", "lightgbm"):
         began = time.perf_counter()
         model = GbmClassifier(GbmConfig(kind=kind, seed=config.seed))
-        model.fit(rows.x[fit], rows.y[fit], rows.x[val], rows.y[val])
+        stopping[kind] = model.fit(rows.x[fit], rows.y[fit], rows.x[stop], rows.y[stop])
         gbm[kind] = model
         seconds[kind] = time.perf_counter() - began
     forecasters: dict[str, TorchForecaster] = {}
-    residual_std: dict[str, float] = {}
     for kind in ("nhits", "patchtst"):
         began = time.perf_counter()
         model_t = TorchForecaster(
@@ -195,20 +240,33 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
                 kind=kind,
                 window=config.window,
                 channels=len(WINDOW_CHANNELS),
+                horizon=config.horizon,
                 epochs=config.torch_epochs,
                 seed=config.seed,
-                loss="huber",
             )
         )
-        model_t.fit(rows.windows[fit], rows.target[fit], rows.windows[val], rows.target[val])
+        stopping[kind] = model_t.fit(rows.windows[fit], rows.target[fit], rows.windows[stop], rows.target[stop])
         forecasters[kind] = model_t
-        residual_std[kind] = float(np.std(rows.target[val] - model_t.predict(rows.windows[val])))
         seconds[kind] = time.perf_counter() - began
     prior = prior_probabilities(rows.y[fit], 1)[0]
-    trained = TrainedModels(config, gbm, forecasters, residual_std, Ensemble({}), prior, seconds)
-    val_probabilities = trained.probabilities(rows.x[val], rows.windows[val])
-    prior_loss = log_loss(np.tile(prior, (int(val.sum()), 1)), rows.y[val])
-    trained.ensemble = Ensemble.fit(val_probabilities, rows.y[val], prior_loss)
+    trained = TrainedModels(config, gbm, forecasters, Ensemble({}), prior, seconds)
+    on_weights = trained.probabilities(rows.x[weigh], rows.windows[weigh])
+    losses = {kind: log_loss(p, rows.y[weigh]) for kind, p in on_weights.items()}
+    prior_loss = log_loss(np.tile(prior, (len(weigh), 1)), rows.y[weigh])
+    ensemble = Ensemble.fit(on_weights, rows.y[weigh], prior_loss)
+    if ensemble.usable:
+        start, end = label_windows(rows, config)
+        on_cal = trained.probabilities(rows.x[cal], rows.windows[cal], ensemble.active)
+        ensemble = ensemble.calibrated(
+            on_cal, rows.y[cal], start[cal], end[cal], embargo_ms=config.embargo_hours * HOUR_MS
+        )
+    trained.ensemble = ensemble
+    trained.fit_info = {
+        "slices": {name: _span(rows, index) for name, index in slices.named().items()},
+        "stopping": stopping,
+        "weights_slice_log_loss": {**losses, "prior": prior_loss},
+        "temperature": ensemble.evidence,
+    }
     return trained
 
 
@@ -222,39 +280,25 @@ def predictions(trained: TrainedModels, rows: SymbolRows) -> dict[str, FloatArra
     return out
 
 
-def report(probabilities: dict[str, FloatArray], rows: SymbolRows, fee: float) -> dict[str, dict[str, float | None]]:
-    """The out-of-sample report: every model, the ensemble and the baselines on `rows`."""
-    out: dict[str, dict[str, float | None]] = {}
-    for kind in MODEL_KINDS:
-        out[kind] = {**evaluate_probabilities(probabilities[kind], as_dataset(rows), fee)}
-    if "ensemble" in probabilities:
-        out["ensemble"] = {**evaluate_probabilities(probabilities["ensemble"], as_dataset(rows), fee)}
-    else:
-        out["ensemble"] = dict.fromkeys(("accuracy", "log_loss", "brier", "net_return", "sharpe"))
-    out["prior"] = {**classification_metrics(probabilities["prior"], rows.y), "net_return": None, "sharpe": None}
-    out["fallback_momentum"] = side_metrics(momentum_classes(rows.change_24h), rows, fee)
-    out["always_hold"] = side_metrics(np.full(len(rows.y), HOLD, dtype=np.int64), rows, fee)
-    out["buy_and_hold"] = side_metrics(np.full(len(rows.y), LONG, dtype=np.int64), rows, fee)
-    keep = ("accuracy", "log_loss", "brier", "net_return", "sharpe")
-    return {name: {k: v for k, v in metrics.items() if k in keep} for name, metrics in out.items()}
-
-
-def evaluate(trained: TrainedModels, rows: SymbolRows) -> dict[str, dict[str, float | None]]:
-    return report(predictions(trained, rows), rows, trained.config.fee_rate)
-
-
 @dataclass(frozen=True)
 class WalkForward:
-    report: dict[str, dict[str, float | None]]
+    """Out-of-sample predictions of every fold, for a report to score (e.g. `backtest.served_report`)."""
+
+    rows: SymbolRows  # every fold's test rows, in time order; `group` is the symbol index
+    predictions: dict[str, FloatArray]  # per name (members, "ensemble" if every fold had one, "prior"), row-aligned
+    fold: IntArray  # the fold of each row
     folds: list[dict[str, Any]]
-    test_rows: int
+
+    @property
+    def test_rows(self) -> int:
+        return len(self.rows.y)
 
 
 def walk_forward(
     parts: list[SymbolRows], fold_starts_ms: list[int], end_ms: int, train_days: int, config: TrainingConfig
 ) -> WalkForward:
-    """Retrain before every fold on the `train_days` ending an embargo before it, predict the fold,
-    and score the concatenated out-of-sample predictions of all folds."""
+    """Retrain before every fold on the `train_days` ending an embargo before it and predict the fold; returns the
+    folds' out-of-sample predictions, joined in time order (scoring them is the caller's)."""
     bounds = [*fold_starts_ms, end_ms]
     tests: list[SymbolRows] = []
     predicted: list[dict[str, FloatArray]] = []
@@ -271,26 +315,29 @@ def walk_forward(
                 "train_rows": len(train.y),
                 "test_rows": len(test.y),
                 "weights": trained.ensemble.weights,
+                "temperature": trained.ensemble.temperature,
                 "fit_seconds": trained.fit_seconds,
+                "fit_info": trained.fit_info,
             }
         )
-    rows = _stack(tests, [np.ones(len(t.y), dtype=bool) for t in tests])
+    joined = _stack(tests, [np.ones(len(t.y), dtype=bool) for t in tests])
     order = np.argsort(np.concatenate([t.timestamp for t in tests]), kind="stable")
     names = set.intersection(*(set(p) for p in predicted))
-    joined = {name: np.concatenate([p[name] for p in predicted])[order] for name in names}
-    # the folds' groups are per fold; put the symbol index back so turnover is counted per symbol
+    # `_stack` numbers its parts (here: folds) as groups; put the symbol index back
     rows = SymbolRows(
-        rows.symbol,
-        rows.timestamp,
-        rows.x,
-        rows.windows,
-        rows.y,
-        rows.target,
-        rows.next_return,
-        rows.change_24h,
+        joined.symbol,
+        joined.timestamp,
+        joined.x,
+        joined.windows,
+        joined.y,
+        joined.target,
+        joined.next_return,
+        joined.change_24h,
         np.concatenate([t.group for t in tests])[order],
     )
-    return WalkForward(report(joined, rows, config.fee_rate), folds, len(rows.y))
+    fold = np.concatenate([np.full(len(t.y), k, dtype=np.int64) for k, t in enumerate(tests)])[order]
+    joined_predictions = {name: np.concatenate([p[name] for p in predicted])[order] for name in sorted(names)}
+    return WalkForward(rows, joined_predictions, fold, folds)
 
 
 def as_dataset(rows: SymbolRows) -> Dataset:

@@ -24,6 +24,13 @@ def test_save_load_gives_identical_predictions(btc_candles: Candles, btc_funding
     assert metadata == {"note": "test"} and len(saved["sha256"]) == 64
     before, after = predictions(trained, test), predictions(loaded, test)
     assert set(before) == set(after)
+    assert loaded.ensemble == trained.ensemble and loaded.ensemble.evidence == trained.ensemble.evidence
+    assert loaded.fit_info["slices"] == trained.fit_info["slices"]
+    for kind in ("nhits", "patchtst"):  # the distributional heads come back with their per-row σ
+        assert loaded.forecasters[kind].config.distributional and loaded.forecasters[kind].config.horizon == 4
+        np.testing.assert_array_equal(
+            loaded.forecasters[kind].predict(test.windows), trained.forecasters[kind].predict(test.windows)
+        )
     for name in before:
         np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-12, err_msg=name)
     for path in (tmp_path / "ensemble").rglob("*"):
@@ -74,3 +81,19 @@ def test_the_meta_layer_round_trips_inside_the_artifact_and_its_absence_says_so(
     weights.write_bytes(weights.read_bytes() + b" ")
     with pytest.raises(ValueError, match="sha256"):
         load_meta(tmp_path / "with")
+
+
+def test_an_artifact_of_the_older_format_is_refused_with_a_reason(
+    btc_candles: Candles, btc_funding: Funding, tmp_path: Path
+) -> None:
+    """Format 1 (forecasters with one constant residual σ) would load and be read with the wrong error model."""
+    config = TrainingConfig(torch_epochs=1, window=24)
+    rows = symbol_rows(btc_candles, btc_funding, config)
+    train, _ = split_by_time([rows], int(rows.timestamp[-1]) + 1, 0)
+    save_ensemble(fit_models(train, config), tmp_path / "old", {})
+    document = json.loads((tmp_path / "old" / ENSEMBLE_FILE).read_text())
+    del document["format"]  # as format-1 artifacts were written
+    document["residual_std"] = {"nhits": 0.01, "patchtst": 0.01}
+    (tmp_path / "old" / ENSEMBLE_FILE).write_text(json.dumps(document))
+    with pytest.raises(ArtifactMismatch, match=r"format 1\b.*retrain"):
+        load_ensemble(tmp_path / "old")
