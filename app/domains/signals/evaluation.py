@@ -2,13 +2,9 @@
 
 Economic value is NOT measured here: the report, `python -m app evaluate`, the promotion gate and
 the CLM score what is served with `backtest` (the served decision and minimum confidence, next-open
-entry, TP1/SL/max hold, fees, slippage, funding). `rule_metrics` (hold the argmax side from each
-close to the next, re-decided every candle) remains only for `training.report`, which nothing that
-judges a model uses any more; it trades at prices no one could have had. Metrics are computed on
-out-of-sample rows only.
+entry, TP1/SL/max hold, fees, slippage, funding). Metrics are computed on out-of-sample rows only.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +12,8 @@ import numpy.typing as npt
 
 from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.features import compute_features
-from app.domains.signals.labels import CLASSES, LONG, SHORT, UNKNOWN, direction_labels, forward_return
+from app.domains.signals.labels import CLASSES, UNKNOWN, direction_labels, forward_return
 
-HOURS_PER_YEAR = 24 * 365
 EPS = 1e-12
 
 
@@ -88,52 +83,6 @@ def classification_metrics(probabilities: FloatArray, y: npt.NDArray[np.int64]) 
         "accuracy": float((p.argmax(axis=1) == y).mean()),
         "log_loss": float(-np.mean(np.log(p[np.arange(len(y)), y]))),
         "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
-    }
-
-
-def positions_from_classes(classes: npt.NDArray[np.int64]) -> FloatArray:
-    return np.where(classes == LONG, 1.0, np.where(classes == SHORT, -1.0, 0.0))
-
-
-def rule_metrics(
-    positions: FloatArray,
-    next_return: FloatArray,
-    fee_rate: float,
-    group: IntArray | None = None,
-    timestamp: IntArray | None = None,
-) -> dict[str, float]:
-    """Net-of-fee result of holding `positions` (in -1..1) over each next candle (not the served rule:
-    see `backtest`).
-
-    With several symbols (`group`), capital is split equally between them, turnover is
-    counted within each symbol, and returns are summed per timestamp before compounding.
-    Rows must be in time order.
-    """
-    if group is None or timestamp is None:
-        group = np.zeros(len(positions), dtype=np.int64)
-        timestamp = np.arange(len(positions), dtype=np.int64)
-    symbols = np.unique(group)
-    turnover = np.empty_like(positions)
-    for g in symbols:
-        rows = np.flatnonzero(group == g)
-        turnover[rows] = np.abs(np.diff(np.concatenate([[0.0], positions[rows]])))
-    per_row = (positions * np.expm1(next_return) - turnover * fee_rate) / len(symbols)
-    _, period = np.unique(timestamp, return_inverse=True)
-    net = np.bincount(period, weights=per_row)
-    std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
-    return {
-        "net_return": float(np.prod(1.0 + net) - 1.0),
-        "sharpe": float(net.mean() / std * math.sqrt(HOURS_PER_YEAR)) if std > 0 else 0.0,
-        "turnover": float(turnover.sum() / len(symbols)),
-        "exposure": float(np.abs(positions).mean()),
-    }
-
-
-def evaluate_probabilities(probabilities: FloatArray, data: Dataset, fee_rate: float) -> dict[str, float]:
-    classes = probabilities.argmax(axis=1).astype(np.int64)
-    return {
-        **classification_metrics(probabilities, data.y),
-        **rule_metrics(positions_from_classes(classes), data.next_return, fee_rate, data.group, data.timestamp),
     }
 
 

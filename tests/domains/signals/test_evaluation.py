@@ -1,4 +1,4 @@
-"""Walk-forward splits never leak; metrics and the fee-paying rule are computed exactly."""
+"""Walk-forward splits never leak; metrics are computed exactly (trading rules: `test_backtest`)."""
 
 import math
 
@@ -11,7 +11,6 @@ from app.domains.signals.evaluation import (
     classification_metrics,
     concat,
     prior_probabilities,
-    rule_metrics,
     walk_forward_splits,
 )
 from app.domains.signals.features import WARMUP
@@ -48,28 +47,6 @@ def test_classification_metrics_exact() -> None:
     assert m["brier"] == pytest.approx(((0.3**2 + 0.2**2 + 0.1**2) + (0.1**2 + 0.9**2 + 0.8**2)) / 2)
 
 
-def test_rule_pays_fees_on_every_change() -> None:
-    positions = np.array([1.0, 1.0, -1.0, 0.0])
-    next_return = np.log(np.array([1.01, 0.98, 0.99, 1.05]))
-    m = rule_metrics(positions, next_return, fee_rate=0.0004)
-    net = np.array([0.01 - 0.0004, -0.02, 0.01 - 0.0008, -0.0004])
-    assert m["net_return"] == pytest.approx(np.prod(1 + net) - 1)
-    assert m["turnover"] == 4.0
-    assert m["exposure"] == 0.75
-
-
 def test_prior_is_training_frequencies() -> None:
     p = prior_probabilities(np.array([0, 1, 1, 2]), 3)
     np.testing.assert_allclose(p, [[0.25, 0.5, 0.25]] * 3)
-
-
-def test_several_symbols_split_capital_and_count_turnover_per_symbol() -> None:
-    # two symbols interleaved by time, each held LONG throughout: one entry fee each, no flips
-    timestamp = np.array([0, 0, 1, 1, 2, 2], dtype=np.int64)
-    group = np.array([0, 1, 0, 1, 0, 1], dtype=np.int64)
-    positions = np.ones(6)
-    returns = np.log(np.array([1.02, 1.00, 1.01, 0.99, 1.00, 1.03]))
-    m = rule_metrics(positions, returns, fee_rate=0.001, group=group, timestamp=timestamp)
-    per_period = [(0.02 - 0.001 + 0.0 - 0.001) / 2, (0.01 - 0.01) / 2, (0.0 + 0.03) / 2]
-    assert m["net_return"] == pytest.approx(np.prod(1 + np.array(per_period)) - 1)
-    assert m["turnover"] == 1.0  # one unit per symbol, averaged
