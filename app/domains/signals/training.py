@@ -36,6 +36,7 @@ from app.domains.signals.labels import UNKNOWN, direction_labels, forward_return
 from app.domains.signals.meta import time_slices
 from app.domains.signals.models.forecaster import ForecasterConfig, TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
+from app.domains.signals.models.tensors import seeded_torch
 
 HOUR_MS = 3_600_000
 MODEL_KINDS = ("xgboost", "lightgbm", "nhits", "patchtst")
@@ -250,17 +251,21 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
         seconds[kind] = time.perf_counter() - began
     prior = prior_probabilities(rows.y[fit], 1)[0]
     trained = TrainedModels(config, gbm, forecasters, Ensemble({}), prior, seconds)
-    on_weights = trained.probabilities(rows.x[weigh], rows.windows[weigh])
+    began = time.perf_counter()
+    with seeded_torch(None):  # one intra-op thread, as the fits (several would contend with other work)
+        on_weights = trained.probabilities(rows.x[weigh], rows.windows[weigh])
     losses = {kind: log_loss(p, rows.y[weigh]) for kind, p in on_weights.items()}
     prior_loss = log_loss(np.tile(prior, (len(weigh), 1)), rows.y[weigh])
     ensemble = Ensemble.fit(on_weights, rows.y[weigh], prior_loss)
     if ensemble.usable:
         start, end = label_windows(rows, config)
-        on_cal = trained.probabilities(rows.x[cal], rows.windows[cal], ensemble.active)
+        with seeded_torch(None):
+            on_cal = trained.probabilities(rows.x[cal], rows.windows[cal], ensemble.active)
         ensemble = ensemble.calibrated(
             on_cal, rows.y[cal], start[cal], end[cal], embargo_ms=config.embargo_hours * HOUR_MS
         )
     trained.ensemble = ensemble
+    seconds["ensemble"] = time.perf_counter() - began
     trained.fit_info = {
         "slices": {name: _span(rows, index) for name, index in slices.named().items()},
         "stopping": stopping,
