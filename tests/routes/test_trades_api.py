@@ -109,6 +109,10 @@ BAD_BODIES = {
     "amount below one step": {"notional": "30", "price": "60000"},
     "absurd price": {"price": "1e30"},
     "bad client_order_id": {"client_order_id": "has spaces"},
+    "naive signal_as_of": {"signal_as_of": "2026-01-01T00:00:00"},
+    "NUL in signal_as_of": {"signal_as_of": "2026-01-01T00:00:00Z\u0000"},
+    "year 10000 signal_as_of": {"signal_as_of": "10000-01-01T00:00:00Z"},
+    "numeric signal_as_of": {"signal_as_of": 1e300},
 }
 
 
