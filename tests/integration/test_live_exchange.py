@@ -354,3 +354,40 @@ async def test_a_stop_the_exchange_fills_between_bars_is_recorded_by_the_next_po
         assert closed["status"] == "CLOSED" and D(closed["exit_price"]) == D("41150.0")
         orders = {o["client_order_id"]: o["status"] for o in (await client.get("/orders")).json()["items"]}
         assert orders[stop_id] == "FILLED"
+
+
+async def test_an_operator_close_is_a_reduce_only_market_order_and_cancels_the_rest(live_settings: Settings) -> None:
+    account = FakeAccount()
+    async with live_app(live_settings, account) as (client, _, _):
+        opened = (await client.post("/trades", json=btc_trade())).json()
+        position_id = opened["position"]["id"]
+        account.fill_price = D("42300.0")
+        account.fake.requests.clear()
+        closed = await client.post(f"/positions/{position_id}/close", json={"reason": "operator"})
+        assert closed.status_code == 200, closed.text
+        assert closed.json()["status"] == "CLOSED"
+        sent = [(r.method, r.path, r.business) for r in account.fake.requests]
+        order = [b for m, p, b in sent if (m, p) == ("POST", "/fapi/v1/order")]
+        assert len(order) == 1 and order[0]["reduceOnly"] == "true" and order[0]["side"] == "SELL"
+        assert order[0]["type"] == "MARKET" and order[0]["quantity"] == "0.01"
+        assert [(m, p) for m, p, _ in sent].count(("DELETE", "/fapi/v1/algoOrder")) == 4  # TP x3 and the stop
+        assert account.position == 0 and all(a["algoStatus"] == "CANCELED" for a in account.algos.values())
+        trade = (await client.get(f"/trades/{opened['trade']['id']}")).json()
+        assert trade["status"] == "CLOSED" and D(trade["exit_price"]) == D("42300.0")
+        # The exchange refusing a close is a 409 naming it, and nothing changes.
+        again = await client.post("/trades", json=btc_trade(client_order_id="second"))
+        second = again.json()["position"]["id"]
+        account.refuse_entry = binance_error(400, -2022, "ReduceOnly Order is rejected.")
+        account.fake.routes.clear()
+
+        def refuse_reduce(r: Recorded) -> Reply | dict[str, Any]:
+            return binance_error(400, -2022, "ReduceOnly Order is rejected.")
+
+        account.fake.serve("POST", "/fapi/v1/order", refuse_reduce)
+        refused = await client.post(f"/positions/{second}/close", json={})
+        assert refused.status_code == 409, refused.text
+        assert "refused the close" in refused.text
+        detail = (await client.get(f"/positions/{second}")).json()
+        assert detail["status"] == "OPEN"
+        kinds = [e["kind"] for e in detail["events"]]
+        assert "arbiter_close" not in kinds and "exchange_refused_close" in kinds  # what happened, not what was meant

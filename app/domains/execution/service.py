@@ -800,7 +800,14 @@ class PaperExecution:
                 reduce_only=True,
                 position_id=key,
             )
-            state, events = await self.venue.submit(request, mark)
+            try:
+                state, events = await self.venue.submit(request, mark)
+            except ExchangeError as exc:  # nothing happened: the action's event says it was refused, and why
+                refused = rows.events.pop()
+                why = f"the exchange refused it: {exc}"
+                refused.update(kind=f"exchange_refused_{action.kind.value.lower()}", detail=f"{action.reason}; {why}")
+                rows.events.append(refused)
+                raise
             rows.new_orders.append(
                 self._order_row(state, row["id"], action.kind.value, None, action.source.name, now, action.reason)
             )

@@ -848,7 +848,10 @@ class TradingService:
         for bar, rate in cmd.bars:
             exposure = self._exposure(b)
             reading = cmd.readings.get(bar.open_ms)
-            closed = await self._execution.apply_bar(b.execution, bar, rate, b.now, reading, exposure)
+            try:
+                closed = await self._execution.apply_bar(b.execution, bar, rate, b.now, reading, exposure)
+            except ExchangeError as exc:  # what happened before is recorded; the monitor tries again
+                raise ServiceUnavailable(f"the exchange did not take an exit of {cmd.symbol}: {exc}") from exc
             self._settle(b)
             for done in closed:
                 await self._finish_trade(b, done, cmd.trace_id)
