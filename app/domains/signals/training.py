@@ -5,16 +5,18 @@ training rows are cut in time into four slices (`fitting_slices`), oldest first:
 
   fit -> early stopping -> ensemble weights -> calibration
 
-- fit: the models' parameters, the scalers and the class prior;
+- fit: the models' parameters and the scalers;
 - early stopping: the boosted trees' number of rounds and the forecasters' best epoch;
-- ensemble weights: each member's log loss against the prior's, on rows neither its parameters nor its
-  stopping point were chosen on;
+- ensemble weights: each member's log loss against the prior's (the fit slice's class frequencies, what the
+  members learned from), on rows neither its parameters nor its stopping point were chosen on;
 - calibration: the ensemble's temperature (T = 1 unless a softening T > 1 fits better; a sharpening T < 1
   only if it wins on held-out forward-chaining folds of this slice, `ensemble.choose_temperature`).
 
 Each boundary is purged (a row whose label window, its `horizon` hours, reaches the next slice is dropped)
 and embargoed (the next slice starts `embargo_hours` after the last kept label ends): `meta.time_slices`.
-The forecasters have no separately fitted error model any more: their distributional heads predict σ
+The prior the set reports and is judged against (`TrainedModels.prior`) is the class frequencies of all
+training rows, the newest and so the hardest baseline to beat. The forecasters have no separately fitted
+error model any more: their distributional heads predict σ
 per row (`models.forecaster`), so nothing else is fitted on a validation slice. The test window of a run
 (`split_by_time`, `walk_forward`) is never seen by any of it.
 """
@@ -191,7 +193,7 @@ class TrainedModels:
     gbm: dict[str, GbmClassifier]
     forecasters: dict[str, TorchForecaster]
     ensemble: Ensemble
-    prior: FloatArray  # training class frequencies (3,)
+    prior: FloatArray  # class frequencies of all training rows (3,): the baseline every model must beat
     fit_seconds: dict[str, float] = field(default_factory=dict)
     fit_info: dict[str, Any] = field(default_factory=dict)  # slices, stopping points, weights-slice losses
 
@@ -249,13 +251,14 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
         stopping[kind] = model_t.fit(rows.windows[fit], rows.target[fit], rows.windows[stop], rows.target[stop])
         forecasters[kind] = model_t
         seconds[kind] = time.perf_counter() - began
-    prior = prior_probabilities(rows.y[fit], 1)[0]
+    prior = prior_probabilities(rows.y, 1)[0]
+    fit_prior = prior_probabilities(rows.y[fit], 1)[0]
     trained = TrainedModels(config, gbm, forecasters, Ensemble({}), prior, seconds)
     began = time.perf_counter()
     with seeded_torch(None):  # one intra-op thread, as the fits (several would contend with other work)
         on_weights = trained.probabilities(rows.x[weigh], rows.windows[weigh])
     losses = {kind: log_loss(p, rows.y[weigh]) for kind, p in on_weights.items()}
-    prior_loss = log_loss(np.tile(prior, (len(weigh), 1)), rows.y[weigh])
+    prior_loss = log_loss(np.tile(fit_prior, (len(weigh), 1)), rows.y[weigh])
     ensemble = Ensemble.fit(on_weights, rows.y[weigh], prior_loss)
     if ensemble.usable:
         start, end = label_windows(rows, config)

@@ -104,6 +104,8 @@ def test_train_and_predict_out_of_sample(fitted: tuple[SymbolRows, SymbolRows, T
     assert {name: s["rows"] for name, s in info["slices"].items()} == {n: len(i) for n, i in expected.items()}
     assert set(info["weights_slice_log_loss"]) == {*MODEL_KINDS, "prior"}
     assert set(info["stopping"]) == set(MODEL_KINDS)
+    # the reported baseline: every training row's class frequencies (the newest, hardest prior to beat)
+    np.testing.assert_allclose(trained.prior, np.bincount(train.y, minlength=3) / len(train.y))
     if trained.ensemble.usable:
         choice = trained.ensemble.evidence["choice"]
         assert trained.ensemble.temperature >= 1.0 or choice.startswith("sharpened"), choice
