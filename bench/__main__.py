@@ -22,7 +22,16 @@ from typing import Any
 
 from bench.harness import REPO, BenchError, Figure, cleanup_all, server_version
 
-BENCHMARKS = ("risk_guard", "policy_read", "trades_write", "signals", "riskbrain", "governance", "exits")
+BENCHMARKS = (
+    "risk_guard",
+    "policy_read",
+    "trades_write",
+    "signals",
+    "signals_training",
+    "riskbrain",
+    "governance",
+    "exits",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "sqlalchemy", "asyncpg", "redis")
 
