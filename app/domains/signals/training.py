@@ -244,6 +244,7 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
                 window=config.window,
                 channels=len(WINDOW_CHANNELS),
                 horizon=config.horizon,
+                revin_center=False,  # PatchTST's instance normalisation scale-only: its target, returns, is centred
                 epochs=config.torch_epochs,
                 seed=config.seed,
             )

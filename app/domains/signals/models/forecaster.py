@@ -69,6 +69,7 @@ class ForecasterConfig:
     n_heads: int = 4
     n_layers: int = 2
     d_ff: int = 64
+    revin_center: bool = True  # False: scale-only instance normalisation (for centred targets such as returns)
     # Both.
     dropout: float = 0.1
     loss: str = DISTRIBUTIONAL
@@ -133,6 +134,7 @@ def build_network(config: ForecasterConfig) -> nn.Module:
         d_ff=config.d_ff,
         dropout=config.dropout,
         distributional=config.distributional,
+        center=config.revin_center,
     )
 
 

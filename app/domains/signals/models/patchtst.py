@@ -16,6 +16,11 @@ so `forward` encodes just that channel (identical to taking it from `forecast_al
 With `distributional=True` the head gives the mean and log σ of every horizon step; the instance
 normalisation is undone on both (mean · scale + level, log σ + log scale), so the predicted σ moves with
 the window's own recent scale (its realised volatility when the target channel is a return).
+
+`center=False` makes the instance normalisation scale-only (RevIN without the level): for a series that
+is centred already, such as returns, subtracting the window's mean hides it from the encoder and adding it
+back forces it into the forecast with coefficient 1 (a 48-hour momentum bet the model cannot undo); without
+centring the encoder sees the level in scaled units and learns what it is worth.
 """
 
 import torch
@@ -41,6 +46,7 @@ class PatchTST(nn.Module):
         target_channel: int = 0,
         eps: float = 1e-5,
         distributional: bool = False,
+        center: bool = True,
     ) -> None:
         super().__init__()
         if min(window, channels, horizon, patch_len, stride, d_model, n_heads, n_layers, d_ff) < 1:
@@ -59,6 +65,7 @@ class PatchTST(nn.Module):
         self.target_channel = target_channel
         self.eps = eps
         self.distributional = distributional
+        self.center = center
         self.n_patches = (window - patch_len) // stride + 2
         self.pad = nn.ReplicationPad1d((0, stride))
         self.embed = nn.Linear(patch_len, d_model)
@@ -78,6 +85,8 @@ class PatchTST(nn.Module):
         """RevIN: `(B, K, L)` series scaled per instance and channel, with the mean and scale to undo it."""
         mean = series.mean(dim=-1, keepdim=True)
         scale = torch.sqrt(series.var(dim=-1, keepdim=True, unbiased=False) + self.eps)
+        if not self.center:
+            mean = torch.zeros_like(mean)
         return (series - mean) / scale, mean, scale
 
     def patchify(self, series: torch.Tensor) -> torch.Tensor:

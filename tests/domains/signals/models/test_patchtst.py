@@ -98,13 +98,26 @@ def test_gradients_reach_every_parameter() -> None:
         assert parameter.grad.abs().sum() > 0, name
 
 
-def test_distributional_head_scales_sigma_with_the_instance() -> None:
-    """Mean and log σ per step; scaling the input scales the mean and adds log(scale) to log σ (RevIN undone)."""
+@pytest.mark.parametrize("center", [True, False])
+def test_distributional_head_scales_sigma_with_the_instance(center: bool) -> None:
+    """Mean and log σ per step; scaling the input scales the mean and adds log(scale) to log σ (RevIN undone),
+    with or without centring."""
     torch.manual_seed(0)
-    model = PatchTST(32, 2, 4, distributional=True).eval()
+    model = PatchTST(32, 2, 4, distributional=True, center=center).eval()
     x = torch.randn(3, 32, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out, scaled = model(x), model(10.0 * x)
     assert out.shape == (3, 2, 4)
     torch.testing.assert_close(scaled[:, 0], 10.0 * out[:, 0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(scaled[:, 1], out[:, 1] + math.log(10.0), rtol=1e-4, atol=1e-4)
+
+
+def test_scale_only_normalisation_leaves_the_level_to_the_model() -> None:
+    """Centred RevIN adds a shift of the input to the forecast one for one; scale-only RevIN does not force it."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 32, 1, generator=torch.Generator().manual_seed(1))
+    centred, scale_only = PatchTST(32, 1, 2).eval(), PatchTST(32, 1, 2, center=False).eval()
+    scale_only.load_state_dict(centred.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(centred(x + 0.5), centred(x) + 0.5, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(scale_only(x + 0.5), scale_only(x) + 0.5, atol=1e-3)
