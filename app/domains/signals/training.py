@@ -6,7 +6,9 @@ training rows are cut in time into four slices (`fitting_slices`), oldest first:
   fit -> early stopping -> ensemble weights -> calibration
 
 - fit: the models' parameters and the scalers;
-- early stopping: the boosted trees' number of rounds and the forecasters' best epoch;
+- early stopping: the boosted trees' number of rounds and the forecasters' best epoch; the trees are then
+  refitted on the fit and early-stopping rows with that number of rounds (cheap, and 20 % more, newer rows:
+  held-out log loss about 0.01 lower); the forecasters are not (a second PatchTST fit costs ~20 s);
 - ensemble weights: each member's log loss against the prior's (the fit slice's class frequencies, what the
   members learned from), on rows neither its parameters nor its stopping point were chosen on;
 - calibration: the ensemble's temperature (T = 1 unless a softening T > 1 fits better; a sharpening T < 1
@@ -226,6 +228,7 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
     ensemble on the newest (`fitting_slices`; the module docstring)."""
     slices = fitting_slices(rows, config)
     fit, stop, weigh, cal = slices.fit, slices.early_stopping, slices.weights, slices.calibration
+    fit_and_stop = np.concatenate([fit, stop])
     seconds: dict[str, float] = {}
     stopping: dict[str, dict[str, float]] = {}
     gbm: dict[str, GbmClassifier] = {}
@@ -233,7 +236,9 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
         began = time.perf_counter()
         model = GbmClassifier(GbmConfig(kind=kind, seed=config.seed))
         stopping[kind] = model.fit(rows.x[fit], rows.y[fit], rows.x[stop], rows.y[stop])
-        gbm[kind] = model
+        rounds = (model.best_iteration or 0) + 1
+        gbm[kind] = GbmClassifier(GbmConfig(kind=kind, seed=config.seed, n_rounds=rounds))
+        gbm[kind].fit(rows.x[fit_and_stop], rows.y[fit_and_stop])
         seconds[kind] = time.perf_counter() - began
     forecasters: dict[str, TorchForecaster] = {}
     for kind in ("nhits", "patchtst"):

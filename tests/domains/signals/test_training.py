@@ -104,6 +104,8 @@ def test_train_and_predict_out_of_sample(fitted: tuple[SymbolRows, SymbolRows, T
     assert {name: s["rows"] for name, s in info["slices"].items()} == {n: len(i) for n, i in expected.items()}
     assert set(info["weights_slice_log_loss"]) == {*MODEL_KINDS, "prior"}
     assert set(info["stopping"]) == set(MODEL_KINDS)
+    for kind in ("xgboost", "lightgbm"):  # refitted on fit + early-stopping rows with the rounds chosen there
+        assert trained.gbm[kind].best_iteration == info["stopping"][kind]["best_iteration"]
     # the reported baseline: every training row's class frequencies (the newest, hardest prior to beat)
     np.testing.assert_allclose(trained.prior, np.bincount(train.y, minlength=3) / len(train.y))
     if trained.ensemble.usable:
