@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from scipy.stats import rankdata
 
 from app.domains.policy.profiles import DEFAULT_PROFILES
 from app.domains.signals.backtest import (
@@ -43,6 +45,7 @@ from app.domains.signals.backtest import (
     served_report,
     symbol_market,
 )
+from app.domains.signals.barriers import TIMEOUT, BarrierConfig, exit_plan_labels
 from app.domains.signals.candles import FloatArray
 from app.domains.signals.evaluation import Dataset
 from app.domains.signals.labels import LONG, SHORT
@@ -113,6 +116,7 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
     meta_predicted: list[FloatArray] = []
     meta_base: list[FloatArray] = []
     meta_side_base: list[FloatArray] = []
+    meta_outcomes: list[npt.NDArray[np.int8]] = []
     meta_folds: list[dict[str, Any]] = []
     for start, stop in itertools.pairwise([*(_ms(d) for d in FOLDS), _ms(TEST_UNTIL)]):
         train, test = split_by_time(parts, start, config.embargo_hours, stop, start - TRAIN_DAYS * 24 * HOUR_MS)
@@ -129,6 +133,7 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
             meta_rows.append(labelled)
             meta_predicted.append(layer.model.predict_proba(labelled.features, labelled.primary_probs, labelled.sides))
             meta_base.append(np.full(len(labelled), layer.model.base_rate))
+            meta_outcomes.append(barrier_outcomes(series, labelled, barriers))
             trained_on = layer.rows
             assert trained_on is not None
             by_side = {side: float(trained_on.label[trained_on.sides == side].mean()) for side in (-1, 1)}
@@ -180,6 +185,7 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
         meta_predicted,
         meta_base,
         meta_side_base,
+        meta_outcomes,
         markets,
         rows,
         rule,
@@ -212,6 +218,7 @@ def meta_section(
     predicted_per_fold: list[FloatArray],
     base_per_fold: list[FloatArray],
     side_base_per_fold: list[FloatArray],
+    outcomes_per_fold: list[npt.NDArray[np.int8]],
     markets: list[Any],
     rows: Dataset,
     rule: TradeRule,
@@ -246,6 +253,17 @@ def meta_section(
     # layer: the direction layer's probability of the side, read as P(TP1 first)
     side_base = np.concatenate(side_base_per_fold)[order]
     direction = np.where(meta_rows.sides > 0, meta_rows.primary_probs[:, LONG], meta_rows.primary_probs[:, SHORT])
+    # what the skill is made of: whether a barrier is hit at all in the holding time (volatility), and which
+    # one given that one is (direction)
+    outcome = np.concatenate(outcomes_per_fold)[order]
+    hit = outcome != TIMEOUT
+    out["skill_parts"] = {
+        "timeout_share": float((~hit).mean()),
+        "auc_tp_first": _auc(predicted, label == 1.0),
+        "auc_a_barrier_is_hit": _auc(predicted, hit),
+        "auc_tp_before_sl_given_a_barrier_is_hit": _auc(predicted[hit], label[hit] == 1.0),
+        "tp_share_given_a_barrier_is_hit": float(label[hit].mean()),
+    }
     out.update(
         rows=len(meta_rows),
         long_share=float((meta_rows.sides > 0).mean()),
@@ -267,6 +285,27 @@ def meta_section(
         served[label_text] = score_probabilities(ensemble, markets, rows, other, confidence)
     out["served_rule"] = served
     return out
+
+
+def barrier_outcomes(series: list[MarketSeries], rows: MetaRows, barriers: BarrierConfig) -> npt.NDArray[np.int8]:
+    """TP, SL or TIMEOUT of each meta row (`barriers.exit_plan_labels`, as its label)."""
+    out = np.empty(len(rows), dtype=np.int8)
+    for g, s in enumerate(series):
+        mine = rows.group == g
+        at = np.searchsorted(s.candles.timestamp, rows.timestamp[mine])
+        sides = np.zeros(len(s.candles), dtype=np.int64)
+        sides[at] = rows.sides[mine]
+        out[mine] = exit_plan_labels(s.candles, sides, barriers).outcome[at]
+    return out
+
+
+def _auc(score: FloatArray, positive: npt.NDArray[np.bool_]) -> float | None:
+    """P(a positive row scores above a negative one), ties half: 0.5 = no ranking skill."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = np.asarray(rankdata(score), dtype=np.float64)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def _min_confidences() -> list[tuple[str, float]]:
@@ -429,6 +468,7 @@ def meta_markdown(meta: dict[str, Any]) -> list[str]:
         "",
         f"Brier skill against the base rate: {1 - rel['brier'] / rel['base_brier']:+.4f} (> 0 beats it).",
         "",
+        *_skill_parts(meta["skill_parts"]),
         "Reliability (equal-width bins; predicted mean against the observed frequency of TP1 first):",
         "",
         "| bin | rows | predicted | observed |",
@@ -484,6 +524,27 @@ def meta_markdown(meta: dict[str, Any]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def _skill_parts(parts: dict[str, Any]) -> list[str]:
+    def auc(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return [
+        "What the skill is made of (AUC of the meta probability; 0.5 = no ranking skill): a miss is a stop OR a "
+        f"timeout ({parts['timeout_share'] * 100:.1f} % of the rows time out), so ranking whether a barrier is "
+        "hit at all within the holding time (volatility) already ranks TP1-first; the direction part is which "
+        "barrier comes first among the rows where one is hit "
+        f"(TP1 first in {parts['tp_share_given_a_barrier_is_hit'] * 100:.1f} % of them).",
+        "",
+        "| AUC of the meta probability for | AUC |",
+        "|---|---|",
+        f"| TP1 first (the label) | {auc(parts['auc_tp_first'])} |",
+        f"| a barrier is hit within the holding time (volatility) | {auc(parts['auc_a_barrier_is_hit'])} |",
+        f"| TP1 before the stop, given a barrier is hit (direction) | "
+        f"{auc(parts['auc_tp_before_sl_given_a_barrier_is_hit'])} |",
+        "",
+    ]
 
 
 def main() -> int:
