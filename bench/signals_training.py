@@ -1,7 +1,8 @@
 """Training time of every model and the ensemble: 2 symbols x 2 years of 1 h candles (BTC and ETH USDT perpetuals
 from the bundled data), the default `TrainingConfig`, one `fit_models` call, timed per model and in total.
 
-- Per model: `TrainedModels.fit_seconds` (fitting on the fit slice with early stopping on the next one).
+- Per model: `TrainedModels.fit_seconds` (fitting on the fit slice with early stopping on the next one; the
+  boosted trees' refit on both).
 - Ensemble: the members' predictions on the weights and calibration slices, the weights, the temperature and its
   held-out folds (`fit_seconds["ensemble"]`). The total is the whole `fit_models` call.
 - Rows: building the model inputs (features, labels, windows) of both symbols, timed apart.
@@ -115,7 +116,11 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
         )
     ]
     for name in (*MODEL_KINDS, "ensemble"):
-        what = "weights + temperature" if name == "ensemble" else "fit + early stopping"
+        what = {
+            "ensemble": "members' predictions on the weights and calibration slices, weights, temperature",
+            "xgboost": "fit + early stopping, refit on fit + early-stopping rows",
+            "lightgbm": "fit + early stopping, refit on fit + early-stopping rows",
+        }.get(name, "fit + early stopping (at most the configured epochs)")
         figures.append(Figure(f"training: {name}", "s", seconds[name], "one run", 1, "run", note=what))
     figures.append(
         Figure(
