@@ -44,14 +44,14 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from app.domains.execution.exchange import OrderRequest, OrderSide, OrderType
 from app.domains.execution.paper import Bar, PaperBook
 from app.domains.execution.precision import amount_to_precision, price_to_precision
-from app.domains.execution.reading import READING_BARS, MarketReading, read_market
+from app.domains.execution.reading import READING_BARS
 from app.domains.execution.service import ExecRows, ExecutionConfig, PaperExecution
 from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
 from app.domains.exits.harvest import (
@@ -558,34 +558,33 @@ def _sync(coro: Coroutine[Any, Any, T]) -> T:
     raise BenchError("the paper venue suspended: it should never wait")
 
 
-class _AtBar:
-    """The feed's clock only (the bench hands bars to `apply_bar` itself): positions enter at this time's bar."""
+class _SeriesFeed:
+    """The price feed over the loaded series, at a settable time: `readings` and `reading` ask it for closed
+    bars as they ask the replay feed (its cost is a list of dict reads, like a warm replay cache)."""
 
     name = "bench"
 
-    def __init__(self, now: datetime) -> None:
-        self._now = now
+    def __init__(self, series: Series, now: datetime) -> None:
+        self._series = series
+        self.at = now
 
     def now(self) -> datetime:
-        return self._now
+        return self.at
 
-
-def _history(series: Series, symbol: str, open_ms: int) -> list[Bar]:
-    """The closed bars the monitor reads the market from at `open_ms` (as `PaperExecution.readings` asks the feed)."""
-    bars = series.bars[symbol]
-    return [bars[t] for t in range(open_ms - READING_BARS * HOUR, open_ms + 1, HOUR) if t in bars]
-
-
-def _reading(series: Series, symbol: str, open_ms: int) -> MarketReading | None:
-    return read_market(symbol, _history(series, symbol, open_ms), [open_ms]).get(open_ms)
+    async def closed_bars(self, symbol: str, after_open_ms: int | None) -> list[Bar]:
+        bars = self._series.bars[symbol]
+        last = int(self.at.timestamp() * 1000) // HOUR * HOUR - HOUR  # closed by now
+        first = (after_open_ms if after_open_ms is not None else last - HOUR) + HOUR
+        return [bars[t] for t in range(first - first % HOUR, last + 1, HOUR) if t in bars]
 
 
 def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = SYMBOLS) -> "PaperExecution":
-    """100 positions over `symbols`, opened through the order flow's own calls (plan_for + open) in one
-    PaperExecution."""
+    """100 positions over `symbols`, opened through the order flow's own calls (the entry's market reading,
+    plan_for, open) in one PaperExecution, whose feed then stands at the bar after (the monitor's time)."""
     now = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
     catalog = MarketCatalog.load()
-    execution = PaperExecution(_AtBar(now), catalog, ExecutionConfig(), "bench", lambda: now)  # type: ignore[arg-type]
+    feed = _SeriesFeed(series, now)
+    execution = PaperExecution(feed, catalog, ExecutionConfig(), "bench", lambda: now)  # type: ignore[arg-type]
     for i in range(POSITIONS):
         symbol = symbols[i % len(symbols)]
         side = "LONG" if i % 2 == 0 else "SHORT"
@@ -596,16 +595,26 @@ def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = S
         if not isinstance(plan, ExitPlan):
             raise BenchError(f"no plan for {symbol} {side} {leverage}x: {plan}")
         trade = {"id": uuid.uuid4(), "symbol": symbol, "side": side, "leverage": leverage, "quantity": amount}
-        reading = _reading(series, symbol, open_ms - HOUR)  # as the order flow reads it at entry
+        reading = _sync(execution.reading(symbol))  # as the order flow reads it at entry
         _sync(execution.open(ExecRows(), trade, plan, mark, now, Decimal(10) ** 9, reading))
+    for symbol in symbols:  # the monitor read the entry's bar an hour ago: its converted closes are warm
+        _sync(execution.readings(symbol, [series.bars[symbol][open_ms - HOUR]]))
+    feed.at = now + timedelta(hours=1)  # the bar opening at `open_ms` has closed
     return execution
 
 
+def _update(execution: PaperExecution, bar: Bar, rate: Decimal | None, now: datetime) -> None:
+    """One served mark update: the monitor's reading of the bar, then apply_bar with it."""
+    reading = _sync(execution.readings(bar.symbol, [bar])).get(bar.open_ms)
+    _sync(execution.apply_bar(ExecRows(), bar, rate, now, reading))
+
+
 def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str, Any]]:
-    """What the position monitor runs on the served code: the market reading of the bar (`read_market`, the
-    signals' features and regime rule over the last READING_BARS bars) and `PaperExecution.apply_bar` with
-    it: the book's matching (fills, funding, liquidation), the trailing stops, harvest, the kill score and
-    heat gate, the arbiter and the rows the batch will write (the database write itself is not included).
+    """What the position monitor runs on the served code: the market reading of the bar
+    (`PaperExecution.readings`: the feed's closed bars, the signals' features and regime rule over the last
+    READING_BARS bars, closes converted once per bar) and `PaperExecution.apply_bar` with it: the book's
+    matching (fills, funding, liquidation), the trailing stops, harvest, the kill score and heat gate, the
+    arbiter and the rows the batch will write (the database write itself is not included).
 
     - One mark-price update over 100 open positions, all on the updated symbol (BTC/USDT:USDT; the worst
       case: every position reacts to it): the first closed bar after they opened. The target applies here.
@@ -625,10 +634,8 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
         execution = _served_positions(series, open_ms, btc)
         gc.collect()
         bar = series.bars[btc[0]][open_ms]
-        history = _history(series, btc[0], open_ms)
         t0 = perf()
-        reading = read_market(btc[0], history, [open_ms]).get(open_ms)
-        _sync(execution.apply_bar(ExecRows(), bar, series.funding[btc[0]].get(open_ms), now, reading))
+        _update(execution, bar, series.funding[btc[0]].get(open_ms), now)
         one_symbol.append((perf() - t0) / 1e6)
         execution = _served_positions(series, open_ms, btc)  # the same without a reading: no kill score
         gc.collect()
@@ -640,12 +647,11 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
         for u in range(UPDATES_PER_ROUND):
             at = open_ms + u * HOUR
             bars = [(series.bars[s][at], series.funding[s].get(at)) for s in SYMBOLS if at in series.bars[s]]
-            histories = {bar.symbol: _history(series, bar.symbol, at) for bar, _ in bars}
+            when = datetime.fromtimestamp(at / 1000, tz=UTC)
+            execution.feed.at = when + timedelta(hours=1)  # type: ignore[attr-defined]
             t0 = perf()
             for bar, rate in bars:
-                reading = read_market(bar.symbol, histories[bar.symbol], [at]).get(at)
-                when = datetime.fromtimestamp(at / 1000, tz=UTC)
-                _sync(execution.apply_bar(ExecRows(), bar, rate, when, reading))
+                _update(execution, bar, rate, when)
             elapsed = (perf() - t0) / 1e6
             (spread_first if u == 0 else replay).append(elapsed)
     figures = [

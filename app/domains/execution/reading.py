@@ -19,7 +19,7 @@ import numpy as np
 
 from app.domains.execution.paper import Bar
 from app.domains.exits.harvest import Bias, MarketView
-from app.domains.signals.candles import Candles
+from app.domains.signals.candles import Candles, FloatArray, IntArray
 from app.domains.signals.features import WARMUP, compute_features
 from app.domains.signals.regime import Regime, RegimeConfig, detect_regime, drift_t_stat, volatility_ratio
 
@@ -53,27 +53,27 @@ def read_market(
 ) -> dict[int, MarketReading]:
     """Readings at the bars opening at `at_open_ms` (each from the bars up to it; `bars` ascending, consecutive
     1h bars). A bar without enough history behind it, or not in `bars`, has no reading."""
-    cfg = config or RegimeConfig()
     if not bars or not at_open_ms:
         return {}
-    # The regime rule reads closes only (ret_72, rvol_24): the other prices are not converted (a third
-    # of the cost per update), they stand at the close.
-    close = np.fromiter((float(b.close) for b in bars), dtype=np.float64, count=len(bars))
-    candles = Candles(
-        symbol,
-        "1h",
-        np.fromiter((b.open_ms for b in bars), dtype=np.int64, count=len(bars)),
-        close,
-        close,
-        close,
-        close,
-        np.zeros(len(bars)),
-    )
+    opens = np.fromiter((b.open_ms for b in bars), dtype=np.int64, count=len(bars))
+    closes = np.fromiter((float(b.close) for b in bars), dtype=np.float64, count=len(bars))
+    return read_closes(symbol, opens, closes, at_open_ms, config)
+
+
+def read_closes(
+    symbol: str, opens: IntArray, closes: FloatArray, at_open_ms: Sequence[int], config: RegimeConfig | None = None
+) -> dict[int, MarketReading]:
+    """`read_market` from the bars' open times and closes (the regime rule reads closes only: ret_72,
+    rvol_24; the other prices stand at the close), for a caller that keeps them converted."""
+    cfg = config or RegimeConfig()
+    if not len(opens) or not at_open_ms:
+        return {}
+    candles = Candles(symbol, "1h", opens, closes, closes, closes, closes, np.zeros(len(opens)))
     features = compute_features(candles)
     out: dict[int, MarketReading] = {}
     for open_ms in at_open_ms:
         row = int(np.searchsorted(candles.timestamp, open_ms))
-        if row >= len(bars) or candles.timestamp[row] != open_ms or not features.valid[row]:
+        if row >= len(opens) or candles.timestamp[row] != open_ms or not features.valid[row]:
             continue
         t = drift_t_stat(features, row)
         if not math.isfinite(t):

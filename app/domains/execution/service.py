@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +34,7 @@ from app.domains.execution.feed import NoPrice, PriceFeed
 from app.domains.execution.models import ExitLegRecord, Order, Position
 from app.domains.execution.paper import Bar, BookEvent, PaperBook, PaperConfig, PaperPosition
 from app.domains.execution.precision import amount_to_precision, price_to_precision
-from app.domains.execution.reading import READING_BARS, MarketReading, read_market
+from app.domains.execution.reading import READING_BARS, MarketReading, read_closes, read_market
 from app.domains.execution.venue import LiveVenue, PaperVenue, Venue
 from app.domains.exits.arbiter import ExitKind, ExitProposal, ExitSource, PositionView, arbitrate
 from app.domains.exits.harvest import (
@@ -178,6 +179,7 @@ class PaperExecution:
         self._harvest_policy: HarvestPolicy = AdaptiveHarvestPolicy()
         self._default_harvest = resolve_settings(self._harvest_policy, HarvestContext())
         self._reading_cache: dict[str, tuple[int, MarketReading | None]] = {}
+        self._closes: dict[str, dict[int, float]] = {}  # symbol -> bar open time -> close, for the readings
 
     def _new_book(self, balance: Decimal) -> PaperBook:
         cfg = self.config
@@ -210,6 +212,7 @@ class PaperExecution:
             )
             book.leverage[key] = p.leverage
             cache[key] = _Open(_row(p), trailing=_trailing_from(p.trailing), harvest=_harvest_from(p.harvest))
+            self._harvest_position(cache[key])
         orders = (
             await session.execute(select(Order).where(Order.account_id == self.account_id, Order.status == "NEW"))
         ).scalars()
@@ -342,7 +345,20 @@ class PaperExecution:
             history = await self.feed.closed_bars(symbol, bars[0].open_ms - (READING_BARS + 1) * HOUR_MS)
         except NoPrice:
             return {}
-        return read_market(symbol, history, [b.open_ms for b in bars])
+        if not history:
+            return {}
+        # Each close converted to float once per symbol and bar, not on every reading (~820 per reading).
+        known = self._closes.setdefault(symbol, {})
+        for bar in history:
+            if bar.open_ms not in known:
+                known[bar.open_ms] = float(bar.close)
+        if len(known) > 2 * READING_BARS:  # older than any reading will ask for again
+            oldest = history[0].open_ms
+            for open_ms in [t for t in known if t < oldest]:
+                del known[open_ms]
+        opens = np.fromiter((b.open_ms for b in history), dtype=np.int64, count=len(history))
+        closes = np.fromiter((known[b.open_ms] for b in history), dtype=np.float64, count=len(history))
+        return read_closes(symbol, opens, closes, [b.open_ms for b in bars])
 
     def mark_for(self, symbol: str) -> Decimal:
         mark = self.marks.get(symbol)
@@ -490,6 +506,7 @@ class PaperExecution:
             "close_reason": None,
         }
         cached = _Open(position)
+        self._harvest_position(cached)  # fixed at entry: built here, not on the monitor's path
         self._open[key] = cached
         self._by_trade[trade["id"]] = key
         self._expose(position, fill.amount)
@@ -708,8 +725,9 @@ class PaperExecution:
                 peak_r=max(cached.harvest.peak_r, r),
                 r_now=r,
             )
-            heat = heat_gate(kill.score, settings.k_close)
-            if heat.close:
+            # K_CLOSE is bounded already (resolve_settings): the gate's own check runs only when it may close
+            heat = heat_gate(kill.score, settings.k_close) if kill.score >= settings.k_close - 1e-9 else None
+            if heat is not None and heat.close:
                 why = (
                     f"heat gate: {heat.reason} (regime_flip {kill.regime_flip:.2f}, trend_drop {kill.trend_drop:.2f}, "
                     f"pnl_giveback {kill.pnl_giveback:.2f}; {reading.regime.value if reading else ''})"

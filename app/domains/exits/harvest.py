@@ -284,17 +284,22 @@ def kill_score(
     r_now: float,
     weights: KillWeights | None = None,
 ) -> KillScore:
-    """The kill score and its components (formulas in the module docstring)."""
-    for name, value in (("trend_at_entry", trend_at_entry), ("trend_now", trend_now), ("peak_r", peak_r)):
-        _require_finite(name, value)
+    """The kill score and its components (formulas in the module docstring). Runs for every open position
+    on every bar: written with inline clamps."""
+    if not (math.isfinite(trend_at_entry) and math.isfinite(trend_now) and math.isfinite(peak_r)):
+        for name, value in (("trend_at_entry", trend_at_entry), ("trend_now", trend_now), ("peak_r", peak_r)):
+            _require_finite(name, value)
     _require_finite("r_now", r_now)
     w = weights or _DEFAULT_WEIGHTS
-    s = _sign(side)
-    regime_flip = _clamp(s * (_BIAS_VALUE[bias_at_entry] - _BIAS_VALUE[bias_now]) / 2, 0.0, 1.0)
-    trend_drop = _clamp((trend_at_entry - trend_now) / trend_at_entry, 0.0, 1.0) if trend_at_entry > 0 else 0.0
-    pnl_giveback = _clamp((peak_r - r_now) / max(peak_r, 1.0), 0.0, 1.0)
+    flip = (_BIAS_VALUE[bias_at_entry] - _BIAS_VALUE[bias_now]) / 2
+    flip = flip if side is Side.LONG else -flip
+    regime_flip = 0.0 if flip <= 0.0 else (1.0 if flip >= 1.0 else flip)
+    drop = (trend_at_entry - trend_now) / trend_at_entry if trend_at_entry > 0 else 0.0
+    trend_drop = 0.0 if drop <= 0.0 else (1.0 if drop >= 1.0 else drop)
+    given = (peak_r - r_now) / (peak_r if peak_r > 1.0 else 1.0)
+    pnl_giveback = 0.0 if given <= 0.0 else (1.0 if given >= 1.0 else given)
     score = w.regime_flip * regime_flip + w.trend_drop * trend_drop + w.pnl_giveback * pnl_giveback
-    return KillScore(regime_flip, trend_drop, pnl_giveback, _clamp(score, 0.0, 1.0))
+    return KillScore(regime_flip, trend_drop, pnl_giveback, 0.0 if score <= 0.0 else (1.0 if score >= 1.0 else score))
 
 
 def _bounded(name: str, value: float, low: float, high: float) -> float:
