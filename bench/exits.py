@@ -603,7 +603,7 @@ def _served_positions(series: Series, open_ms: int, symbols: tuple[str, ...] = S
     return execution
 
 
-def _update(execution: PaperExecution, bar: Bar, rate: Decimal | None, now: datetime) -> None:
+def _served_update(execution: PaperExecution, bar: Bar, rate: Decimal | None, now: datetime) -> None:
     """One served mark update: the monitor's reading of the bar, then apply_bar with it."""
     reading = _sync(execution.readings(bar.symbol, [bar])).get(bar.open_ms)
     _sync(execution.apply_bar(ExecRows(), bar, rate, now, reading))
@@ -635,7 +635,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
         gc.collect()
         bar = series.bars[btc[0]][open_ms]
         t0 = perf()
-        _update(execution, bar, series.funding[btc[0]].get(open_ms), now)
+        _served_update(execution, bar, series.funding[btc[0]].get(open_ms), now)
         one_symbol.append((perf() - t0) / 1e6)
         execution = _served_positions(series, open_ms, btc)  # the same without a reading: no kill score
         gc.collect()
@@ -651,7 +651,7 @@ def _served_figures(series: Series, quick: bool) -> tuple[list[Figure], dict[str
             execution.feed.at = when + timedelta(hours=1)  # type: ignore[attr-defined]
             t0 = perf()
             for bar, rate in bars:
-                _update(execution, bar, rate, when)
+                _served_update(execution, bar, rate, when)
             elapsed = (perf() - t0) / 1e6
             (spread_first if u == 0 else replay).append(elapsed)
     figures = [
