@@ -27,11 +27,12 @@ from app.core.settings import Settings
 from app.domains.signals.artifacts import load_ensemble
 from app.domains.signals.backtest import BASELINES, TradeRule, default_min_confidence, describe_rule, symbol_market
 from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.pipeline import TrainPlan, default_rule, score_trained, train_and_promote
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.service import ModelRegistry, label_reach
 from app.domains.signals.sizing import SizingPolicy, replay_episodes
-from app.domains.signals.training import MODEL_KINDS, TrainingConfig, split_by_time, symbol_rows
+from app.domains.signals.training import TrainingConfig, split_by_time, symbol_rows
 from app.handlers import default_handlers
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.bus import EventBus, HandlerTable
+from app.core.clock import utcnow
 from app.core.db import create_engine, create_sessionmaker, database_failure
 from app.core.lease import Leadership
 from app.core.settings import Settings
@@ -43,7 +44,7 @@ from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.service import SignalService
 from app.domains.trading.events import TradeClosed
-from app.domains.trading.service import TradingService, utcnow
+from app.domains.trading.service import TradingService
 from app.handlers import default_handlers
 from app.readiness import readiness
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from app.domains.signals.ensemble import log_loss
 from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.training import (
-    MODEL_KINDS,
     SymbolRows,
     TrainingConfig,
     fit_models,

@@ -10,22 +10,19 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from app.core.clock import utcnow
 from app.core.context import trace_id_var
 from app.core.metrics import EVENT_HANDLER_FAILURES
 
 logger = logging.getLogger(__name__)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Event:
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    occurred_at: datetime = field(default_factory=_utcnow)
+    occurred_at: datetime = field(default_factory=utcnow)
     trace_id: str | None = field(default_factory=trace_id_var.get)
 
 

@@ -14,11 +14,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from app.core.clock import HOUR_MS
 from app.domains.execution.exchange import ExchangeError
 from app.domains.execution.paper import Bar
 from app.domains.signals.marketdata import MarketData, MarketDataError
-
-HOUR_MS = 3_600_000
 
 
 class NoPrice(LookupError):

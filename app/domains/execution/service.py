@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import HOUR_MS
 from app.domains.execution.binance import BinanceUsdmExchange, ExpectedPosition, ReadyState
 from app.domains.execution.exchange import (
     ExchangeError,
@@ -59,7 +60,6 @@ from app.domains.risk.guard import Side
 Row = dict[str, Any]
 ZERO = Decimal(0)
 USDT = Decimal("0.00000001")
-HOUR_MS = 3_600_000
 logger = logging.getLogger(__name__)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.bus import Event
+from app.core.clock import HOUR_MS
 from app.core.db import database_failure
 from app.core.errors import ServiceUnavailable
 from app.domains.riskbrain import repository
@@ -30,8 +31,6 @@ from app.domains.riskbrain.metrics import (
 from app.domains.signals.marketdata import MarketData
 
 logger = logging.getLogger(__name__)
-
-HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,14 @@ from app.domains.signals.ensemble import Ensemble
 from app.domains.signals.features import FEATURES
 from app.domains.signals.meta import MODEL_FILE as META_MODEL_FILE
 from app.domains.signals.meta import MetaModel
+from app.domains.signals.models import FORECASTER_KINDS, GBM_KINDS
 from app.domains.signals.models.forecaster import TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier
 from app.domains.signals.training import WINDOW_CHANNELS, TrainedModels, TrainingConfig
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT = 2
-GBM_KINDS = ("xgboost", "lightgbm")
-TORCH_KINDS = ("nhits", "patchtst")
+TORCH_KINDS = FORECASTER_KINDS
 META_DIR = "meta"  # under members/: the meta layer, when the artifact has one
 
 

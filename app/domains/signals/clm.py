@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from app.core.bus import EventBus
+from app.core.clock import utcnow
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import Settings
@@ -52,10 +53,6 @@ ExecutorFactory = Callable[[], Executor]
 
 LOCK_FILE = ".clm.lock"
 JOB_NICENESS = 10  # the API process keeps priority when both want the CPU
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -8,11 +8,11 @@ BUY if the 24 h change is above +1 %, SELL below -1 %, else HOLD; confidence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from app.core.clock import HOUR_MS
 from app.domains.signals.candles import TIMEFRAME_MS, Candles
 
 SOURCE = "fallback_momentum"
 THRESHOLD_PCT = Decimal(1)
-HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)

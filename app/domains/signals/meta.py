@@ -40,8 +40,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
 
+from app.core.clock import HOUR_MS
 from app.domains.signals.barriers import BarrierConfig, exit_plan_labels
-from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, IntArray
+from app.domains.signals.candles import Candles, FloatArray, IntArray
 from app.domains.signals.features import FEATURES, FeatureMatrix
 from app.domains.signals.labels import CLASSES, HOLD, LONG, SHORT
 
@@ -49,7 +50,6 @@ PRIMARY_INPUTS = ("p_short", "p_hold", "p_long", "side", "p_side")
 MODEL_FILE = "model.txt"
 META_FILE = "meta.json"
 EPS = 1e-12
-HOUR_MS = TIMEFRAME_MS["1h"]
 assert CLASSES[SHORT] == "SHORT" and CLASSES[LONG] == "LONG"  # the primary's probability columns
 
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from app.core.clock import HOUR_MS
 from app.domains.signals.backtest import momentum_side
 from app.domains.signals.barriers import SL, TIMEOUT, TP, BarrierConfig, exit_plan_labels
-from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, Funding
+from app.domains.signals.candles import Candles, FloatArray, Funding
 from app.domains.signals.features import compute_features
 from app.domains.signals.labels import CLASSES, HOLD, LONG, SHORT, UNKNOWN, direction_labels
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
@@ -42,7 +43,6 @@ from app.domains.signals.meta import (
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
 from app.domains.signals.training import TrainingConfig
 
-HOUR_MS = TIMEFRAME_MS["1h"]
 YEAR_MS = 365 * 24 * HOUR_MS
 WARMUP_BARS = 300  # candles before the primary year, so every indicator is defined at its start
 

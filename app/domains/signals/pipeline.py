@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.clock import HOUR_MS
 from app.domains.exits.plan import ExitConfig
 from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, save_ensemble, save_member
 from app.domains.signals.backtest import (
@@ -58,14 +59,13 @@ from app.domains.signals.meta import (
     reliability_table,
     sides_from_probabilities,
 )
+from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.models.forecaster import TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, code_version, trained_on_window
 from app.domains.signals.training import (
-    HOUR_MS,
-    MODEL_KINDS,
     SymbolRows,
     TrainedModels,
     TrainingConfig,

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
+from app.core.clock import HOUR_MS
 from app.domains.policy.profiles import DEFAULT_PROFILES
 from app.domains.signals.backtest import (
     BASELINES,
@@ -59,10 +60,9 @@ from app.domains.signals.meta import (
     reliability_table,
     sides_from_probabilities,
 )
+from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.pipeline import META_FOLDS, MarketSeries, rows_for_meta, served_barriers, train_meta_layer
 from app.domains.signals.training import (
-    HOUR_MS,
-    MODEL_KINDS,
     SymbolRows,
     TrainingConfig,
     fit_models,

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from app.core.bus import Event
+from app.core.clock import utcnow
 from app.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
 from app.domains.markets.catalog import MarketCatalog
@@ -92,10 +93,6 @@ P_TP_BEFORE_SL = "p_tp_before_sl"
 DIRECTION_PROBABILITY = "direction_probability"
 RULE_CONFIDENCE = "rule_confidence"
 HOLD_CONFIDENCE = "HOLD: no trade proposed, so no P(TP1 before the stop); confidence is the direction probability"
-
-
-def wall_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def _setup_inference_thread() -> None:
@@ -223,7 +220,7 @@ class SignalService:
         sizing_dir: Path | None = None,
         markets: MarketCatalog | None = None,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
-        clock: Callable[[], datetime] = wall_clock,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sizing_dir = sizing_dir
         self.market = market

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.core.clock import HOUR_MS
 from app.domains.markets.catalog import BelowExchangeMinimum, Market, OutOfRange
 from app.domains.risk.guard import RiskGuardConfig
 from app.domains.risk.stack import EffectiveLimits, max_notional
@@ -51,7 +52,6 @@ USDT_STEP = Decimal("1e-8")  # USDT is counted to 8 decimals: the finest notiona
 HUNDRED = Decimal(100)
 # RiskGuard's assumption when an intent has no stop: sizing must assume the same or its sizes get denied.
 ASSUMED_STOP_DISTANCE_PCT = RiskGuardConfig().assumed_stop_distance_pct
-HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)

@@ -32,18 +32,18 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from app.core.clock import HOUR_MS
 from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.ensemble import Ensemble, forecast_to_probabilities, log_loss
 from app.domains.signals.evaluation import Dataset, prior_probabilities
 from app.domains.signals.features import FeatureMatrix, compute_features
 from app.domains.signals.labels import UNKNOWN, direction_labels, forward_return
 from app.domains.signals.meta import time_slices
+from app.domains.signals.models import FORECASTER_KINDS, GBM_KINDS, MODEL_KINDS
 from app.domains.signals.models.forecaster import ForecasterConfig, TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
 from app.domains.signals.models.tensors import seeded_torch
 
-HOUR_MS = 3_600_000
-MODEL_KINDS = ("xgboost", "lightgbm", "nhits", "patchtst")
 WINDOW_CHANNELS = ("ret_1", "atr_pct", "volume_z_72", "rsi_14")  # per-candle inputs of the forecasters
 SLICES = ("fit", "early_stopping", "weights", "calibration")
 
@@ -232,7 +232,7 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
     seconds: dict[str, float] = {}
     stopping: dict[str, dict[str, float]] = {}
     gbm: dict[str, GbmClassifier] = {}
-    for kind in ("xgboost", "lightgbm"):
+    for kind in GBM_KINDS:
         began = time.perf_counter()
         model = GbmClassifier(GbmConfig(kind=kind, seed=config.seed))
         stopping[kind] = model.fit(rows.x[fit], rows.y[fit], rows.x[stop], rows.y[stop])
@@ -241,7 +241,7 @@ def fit_models(rows: SymbolRows, config: TrainingConfig) -> TrainedModels:
         gbm[kind].fit(rows.x[fit_and_stop], rows.y[fit_and_stop])
         seconds[kind] = time.perf_counter() - began
     forecasters: dict[str, TorchForecaster] = {}
-    for kind in ("nhits", "patchtst"):
+    for kind in FORECASTER_KINDS:
         began = time.perf_counter()
         model_t = TorchForecaster(
             ForecasterConfig(

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.bus import Event, EventBus
+from app.core.clock import utcnow
 from app.core.errors import (
     AppError,
     Conflict,
@@ -70,10 +71,6 @@ Clock = Callable[[], datetime]
 logger = logging.getLogger(__name__)
 LIVE_POLL_SECONDS = 15.0  # a live exchange's open orders are compared this often between bars (weight 80)
 RECONCILE_RETRY_SECONDS = 60.0  # a live exchange not reconciled is tried again this often (82 weight)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

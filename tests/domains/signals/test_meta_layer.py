@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from app.core.clock import HOUR_MS
 from app.domains.signals.backtest import MAX_HOLD_BARS, STOP_LOSS, TAKE_PROFIT, TradeRule
 from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.meta import breakeven_probability
@@ -19,7 +20,7 @@ from app.domains.signals.pipeline import (
     served_barriers,
     train_meta_layer,
 )
-from app.domains.signals.training import HOUR_MS, SymbolRows, TrainingConfig, fit_models, split_by_time
+from app.domains.signals.training import SymbolRows, TrainingConfig, fit_models, split_by_time
 
 CONFIG = TrainingConfig(torch_epochs=1)
 

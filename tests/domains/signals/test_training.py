@@ -9,9 +9,9 @@ import pytest
 
 from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.ensemble import Ensemble, forecast_to_probabilities
+from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.service import weighted_probabilities
 from app.domains.signals.training import (
-    MODEL_KINDS,
     SLICES,
     SymbolRows,
     TrainedModels,

@@ -33,12 +33,13 @@ import torch
 from torch import nn
 
 from app.domains.signals.candles import FloatArray
+from app.domains.signals.models import FORECASTER_KINDS
 from app.domains.signals.models.nhits import NHITS
 from app.domains.signals.models.patchtst import PatchTST
 from app.domains.signals.models.tensors import load_state_dict, save_state_dict, seeded_torch
 
 logger = logging.getLogger(__name__)
-KINDS = ("nhits", "patchtst")
+KINDS = FORECASTER_KINDS
 LOSSES = ("gaussian_nll", "mse", "huber")
 DISTRIBUTIONAL = "gaussian_nll"
 LOG_SIGMA_BOUND = 6.0  # the standardised log σ is kept in (-6, 6) by a soft bound: σ is never 0 or huge

@@ -17,9 +17,10 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from app.domains.signals.candles import FloatArray
+from app.domains.signals.models import GBM_KINDS
 
 N_CLASSES = 3
-KINDS = ("xgboost", "lightgbm")
+KINDS = GBM_KINDS
 WEIGHTS = {"xgboost": "model.ubj", "lightgbm": "model.txt"}
 
 

@@ -12,8 +12,9 @@ from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime
+from app.domains.signals.models import MODEL_KINDS
 
-KINDS = ("xgboost", "lightgbm", "nhits", "patchtst", "ensemble")
+KINDS = (*MODEL_KINDS, "ensemble")
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 RETIRED = "retired"

@@ -16,13 +16,14 @@ import subprocess
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.bus import EventBus
+from app.core.clock import utcnow
 from app.core.errors import Conflict, NotFound
 from app.domains.signals.candles import TIMEFRAME_MS
 from app.domains.signals.registry.events import ModelPromoted
@@ -42,10 +43,6 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REPO_ROOT = Path(__file__).resolve().parents[4]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def code_version() -> str:
