@@ -45,6 +45,7 @@ from app.domains.signals.barriers import BarrierConfig, exit_plan_labels
 from app.domains.signals.candles import Candles, FloatArray, IntArray
 from app.domains.signals.features import FEATURES, FeatureMatrix
 from app.domains.signals.labels import CLASSES, HOLD, LONG, SHORT
+from app.domains.signals.models.gbm import lightgbm_params
 
 PRIMARY_INPUTS = ("p_short", "p_hold", "p_long", "side", "p_side")
 MODEL_FILE = "model.txt"
@@ -549,21 +550,7 @@ def barrier_summary(config: BarrierConfig) -> dict[str, Any]:
 
 
 def _params(cfg: MetaConfig) -> dict[str, Any]:
-    return {
-        "objective": "binary",
-        "learning_rate": cfg.learning_rate,
-        "num_leaves": cfg.num_leaves,
-        "max_depth": cfg.max_depth,
-        "min_child_samples": cfg.min_child_samples,
-        "bagging_fraction": cfg.subsample,
-        "bagging_freq": 1,
-        "feature_fraction": cfg.colsample,
-        "lambda_l2": cfg.l2,
-        "num_threads": 1,
-        "seed": cfg.seed,
-        "deterministic": True,
-        "verbosity": -1,
-    }
+    return lightgbm_params(cfg, "binary")
 
 
 def fit_meta(

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -22,6 +22,54 @@ from app.domains.signals.models import GBM_KINDS
 N_CLASSES = 3
 KINDS = GBM_KINDS
 WEIGHTS = {"xgboost": "model.ubj", "lightgbm": "model.txt"}
+
+
+class LightGbmSettings(Protocol):
+    """The settings a LightGBM model reads (frozen configs: read-only)."""
+
+    @property
+    def learning_rate(self) -> float: ...
+
+    @property
+    def num_leaves(self) -> int: ...
+
+    @property
+    def max_depth(self) -> int: ...
+
+    @property
+    def min_child_samples(self) -> int: ...
+
+    @property
+    def subsample(self) -> float: ...
+
+    @property
+    def colsample(self) -> float: ...
+
+    @property
+    def l2(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def lightgbm_params(cfg: LightGbmSettings, objective: str) -> dict[str, Any]:
+    """LightGBM's parameters from our settings' names: one mapping for the direction models and the meta
+    layer (deterministic, one thread, silent)."""
+    return {
+        "objective": objective,
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "max_depth": cfg.max_depth,
+        "min_child_samples": cfg.min_child_samples,
+        "bagging_fraction": cfg.subsample,
+        "bagging_freq": 1,
+        "feature_fraction": cfg.colsample,
+        "lambda_l2": cfg.l2,
+        "num_threads": 1,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "verbosity": -1,
+    }
 
 
 @dataclass(frozen=True)
@@ -92,23 +140,7 @@ class GbmClassifier:
             self._xgb = booster
             self.best_iteration = int(booster.best_iteration) if evals else cfg.n_rounds - 1
         else:
-            params = {
-                "objective": "multiclass",
-                "num_class": N_CLASSES,
-                "learning_rate": cfg.learning_rate,
-                "num_leaves": cfg.num_leaves,
-                "max_depth": cfg.max_depth,
-                "min_child_samples": cfg.min_child_samples,
-                "bagging_fraction": cfg.subsample,
-                "bagging_freq": 1,
-                "feature_fraction": cfg.colsample,
-                "lambda_l2": cfg.l2,
-                "num_threads": 1,
-                "seed": cfg.seed,
-                "deterministic": True,
-                "verbosity": -1,
-                **cfg.extra,
-            }
+            params = {**lightgbm_params(cfg, "multiclass"), "num_class": N_CLASSES, **cfg.extra}
             train_set = lgb.Dataset(x, label=y)
             valid_sets = [lgb.Dataset(x_val, label=y_val, reference=train_set)] if x_val is not None else []
             callbacks: list[Callable[..., Any]] = (
