@@ -24,9 +24,9 @@ from alembic import command
 from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
+from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.artifacts import load_ensemble
 from app.domains.signals.backtest import BASELINES, TradeRule, default_min_confidence, describe_rule, symbol_market
-from app.domains.signals.marketdata import ReplayMarketData
 from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.pipeline import TrainPlan, default_rule, score_trained, train_and_promote
 from app.domains.signals.registry.gate import PromotionMargins

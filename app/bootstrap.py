@@ -22,6 +22,7 @@ from app.domains.execution.service import ExecutionConfig, PaperExecution
 from app.domains.governance.policy import PolicyConfig
 from app.domains.governance.service import GovernanceConfig, GovernanceService
 from app.domains.markets.catalog import MarketCatalog
+from app.domains.markets.marketdata import CcxtMarketData, MarketData, ReplayMarketData
 from app.domains.modes.inputs import InputSources
 from app.domains.modes.rules import ModeConfig
 from app.domains.modes.service import ModesConfig, OperatingModes
@@ -39,7 +40,6 @@ from app.domains.riskbrain.metrics import RiskBrainConfig
 from app.domains.riskbrain.service import RiskBrain
 from app.domains.safety.governor import GovernorConfig, SafetyGovernor
 from app.domains.signals.clm import ClmConfig, ContinuousLearning
-from app.domains.signals.marketdata import CcxtMarketData, MarketData, ReplayMarketData
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.service import SignalService

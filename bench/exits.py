@@ -73,8 +73,8 @@ from app.domains.exits.plan import (
     build_plan,
 )
 from app.domains.markets.catalog import MarketCatalog
+from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.risk.guard import Side
-from app.domains.signals.marketdata import ReplayMarketData
 from bench.harness import BenchError, Figure, Target, spread
 
 T = TypeVar("T")

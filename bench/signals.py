@@ -25,8 +25,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.ensemble import Ensemble
-from app.domains.signals.marketdata import ReplayMarketData
 from app.domains.signals.service import Champion, History, SignalService, warm_up
 from app.domains.signals.training import TrainedModels, TrainingConfig, fit_models, split_by_time, symbol_rows
 from bench.harness import Figure, Target, spread

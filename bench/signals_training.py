@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.ensemble import log_loss
-from app.domains.signals.marketdata import ReplayMarketData
 from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.training import (
     SymbolRows,

@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.core.validation import Label, Timestamp
+from app.domains.markets.universe import build_ranking
 from app.domains.signals.schemas import ModelPage, ModelVersionOut, SignalOut, SignalRequest, SizingOut, UniverseOut
-from app.domains.signals.universe import build_ranking
 from app.routes.deps import AuthorizedContainer, ContainerDep, Limit, Offset
 
 router = APIRouter(prefix="/api/ai", tags=["signals"])

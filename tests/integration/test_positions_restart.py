@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.bootstrap import bootstrap
 from app.core.settings import get_settings
 from app.domains.execution.feed import ReplayPriceFeed
-from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.markets.marketdata import ReplayMarketData
 from app.main import create_app
 from tests.integration.test_policy_durability import _wait_healthy
 from tests.support import API_KEY, ROOT, free_port, trade_body, wait_until

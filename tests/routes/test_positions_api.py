@@ -32,7 +32,7 @@ import pytest
 from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
 from app.domains.execution.feed import ReplayPriceFeed
-from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.markets.marketdata import ReplayMarketData
 from tests.support import running, trade_body
 
 pytestmark = pytest.mark.replay_feed

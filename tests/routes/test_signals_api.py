@@ -12,10 +12,11 @@ from prometheus_client import REGISTRY
 
 from app.bootstrap import bootstrap
 from app.core.settings import Settings
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root
+from app.domains.markets.universe import NO_MARKET_DATA, NOT_TRADABLE
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from app.domains.risk.stack import profile_layer, stack
 from app.domains.signals.fallback import momentum_signal
-from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.pipeline import TrainPlan, train_and_promote
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins
@@ -23,7 +24,6 @@ from app.domains.signals.registry.repository import RegistryRepository
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.service import Signal
 from app.domains.signals.training import TrainingConfig
-from app.domains.signals.universe import NO_MARKET_DATA, NOT_TRADABLE
 from tests.support import running, trade_body
 
 AS_OF = "2023-06-01T00:00:00+00:00"

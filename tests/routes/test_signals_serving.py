@@ -13,7 +13,7 @@ import pytest
 from app.bootstrap import bootstrap
 from app.core.settings import Settings
 from app.domains.execution.feed import ReplayPriceFeed
-from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.training import TrainedModels
 from tests.domains.signals.test_serving import (
     HOUR,

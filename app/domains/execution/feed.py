@@ -17,7 +17,7 @@ from typing import Protocol
 from app.core.clock import HOUR_MS
 from app.domains.execution.exchange import ExchangeError
 from app.domains.execution.paper import Bar
-from app.domains.signals.marketdata import MarketData, MarketDataError
+from app.domains.markets.marketdata import MarketData, MarketDataError
 
 
 class NoPrice(LookupError):

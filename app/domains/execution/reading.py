@@ -19,7 +19,7 @@ import numpy as np
 
 from app.domains.execution.paper import Bar
 from app.domains.exits.harvest import Bias, MarketView
-from app.domains.signals.candles import Candles, FloatArray, IntArray
+from app.domains.markets.candles import Candles, FloatArray, IntArray
 from app.domains.signals.features import WARMUP, compute_features
 from app.domains.signals.regime import Regime, RegimeConfig, detect_regime, drift_t_stat, volatility_ratio
 

@@ -19,6 +19,7 @@ from app.core.bus import Event
 from app.core.clock import HOUR_MS
 from app.core.db import database_failure
 from app.core.errors import ServiceUnavailable
+from app.domains.markets.marketdata import MarketData
 from app.domains.riskbrain import repository
 from app.domains.riskbrain.metrics import (
     Assessment,
@@ -28,7 +29,6 @@ from app.domains.riskbrain.metrics import (
     assess,
     book_market_risk,
 )
-from app.domains.signals.marketdata import MarketData
 
 logger = logging.getLogger(__name__)
 

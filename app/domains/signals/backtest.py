@@ -39,8 +39,8 @@ from scipy.stats import rankdata
 
 from app.core.settings import Settings
 from app.domains.exits.plan import ExitConfig
+from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
-from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.decision import decide
 from app.domains.signals.evaluation import EPS, Dataset, classification_metrics
 from app.domains.signals.fallback import NotEnoughHistory, momentum_signal

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from app.domains.exits.plan import ExitConfig
-from app.domains.signals.candles import Candles, FloatArray, IntArray
+from app.domains.markets.candles import Candles, FloatArray, IntArray
 
 TP, SL, TIMEOUT, UNKNOWN = 1, -1, 0, -2  # outcome codes
 NO_EXIT = -1  # exit_bar where the outcome is unknown

@@ -37,8 +37,8 @@ from app.core.clock import utcnow
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import Settings
+from app.domains.markets.marketdata import MarketData, MarketDataError, ReplayMarketData
 from app.domains.signals.backtest import default_min_confidence
-from app.domains.signals.marketdata import MarketData, MarketDataError, ReplayMarketData
 from app.domains.signals.pipeline import TrainPlan, default_rule, train_and_promote
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins

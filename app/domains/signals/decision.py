@@ -7,7 +7,7 @@ minimum confidence is applied after this by RiskGuard (serving) or by the evalua
 
 from dataclasses import dataclass
 
-from app.domains.signals.candles import FloatArray
+from app.domains.markets.candles import FloatArray
 from app.domains.signals.features import FeatureMatrix
 from app.domains.signals.labels import CLASSES
 from app.domains.signals.regime import Regime, RegimeConfig, Strategy, apply_strategy, detect_regime

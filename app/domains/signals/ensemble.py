@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import ndtr
 
-from app.domains.signals.candles import FloatArray, IntArray
+from app.domains.markets.candles import FloatArray, IntArray
 from app.domains.signals.labels import CLASSES
 from app.domains.signals.meta import _clearly_negative, purged_train_mask
 

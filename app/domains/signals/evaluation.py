@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
+from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.features import compute_features
 from app.domains.signals.labels import CLASSES, UNKNOWN, direction_labels, forward_return
 

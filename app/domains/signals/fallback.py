@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from app.core.clock import HOUR_MS
-from app.domains.signals.candles import TIMEFRAME_MS, Candles
+from app.domains.markets.candles import TIMEFRAME_MS, Candles
 
 SOURCE = "fallback_momentum"
 THRESHOLD_PCT = Decimal(1)

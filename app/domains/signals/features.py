@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import talib
 
-from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, Funding, IntArray
+from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray, Funding, IntArray
 
 FEATURES: tuple[str, ...] = (
     "rsi_14",

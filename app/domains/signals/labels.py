@@ -3,7 +3,7 @@
 import numpy as np
 import numpy.typing as npt
 
-from app.domains.signals.candles import FloatArray
+from app.domains.markets.candles import FloatArray
 
 SHORT, HOLD, LONG = 0, 1, 2
 CLASSES = ("SHORT", "HOLD", "LONG")

@@ -41,8 +41,8 @@ import numpy.typing as npt
 from scipy.optimize import minimize
 
 from app.core.clock import HOUR_MS
+from app.domains.markets.candles import Candles, FloatArray, IntArray
 from app.domains.signals.barriers import BarrierConfig, exit_plan_labels
-from app.domains.signals.candles import Candles, FloatArray, IntArray
 from app.domains.signals.features import FEATURES, FeatureMatrix
 from app.domains.signals.labels import CLASSES, HOLD, LONG, SHORT
 from app.domains.signals.models.gbm import lightgbm_params

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from app.core.clock import HOUR_MS
+from app.domains.markets.candles import Candles, FloatArray, Funding
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
 from app.domains.signals.backtest import momentum_side
 from app.domains.signals.barriers import SL, TIMEOUT, TP, BarrierConfig, exit_plan_labels
-from app.domains.signals.candles import Candles, FloatArray, Funding
 from app.domains.signals.features import compute_features
 from app.domains.signals.labels import CLASSES, HOLD, LONG, SHORT, UNKNOWN, direction_labels
-from app.domains.signals.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
 from app.domains.signals.meta import (
     MetaConfig,
     MetaRows,

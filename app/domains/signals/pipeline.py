@@ -32,6 +32,8 @@ import numpy as np
 
 from app.core.clock import HOUR_MS
 from app.domains.exits.plan import ExitConfig
+from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
+from app.domains.markets.marketdata import MarketData
 from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, save_ensemble, save_member
 from app.domains.signals.backtest import (
     MAX_HOLD_BARS,
@@ -43,10 +45,8 @@ from app.domains.signals.backtest import (
     symbol_market,
 )
 from app.domains.signals.barriers import BarrierConfig
-from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.ensemble import forecast_to_probabilities
 from app.domains.signals.features import FEATURES, compute_features
-from app.domains.signals.marketdata import MarketData
 from app.domains.signals.meta import (
     MetaConfig,
     MetaModel,

@@ -36,6 +36,8 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 
 from app.core.clock import HOUR_MS
+from app.domains.markets.candles import FloatArray
+from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.policy.profiles import DEFAULT_PROFILES
 from app.domains.signals.backtest import (
     BASELINES,
@@ -47,10 +49,8 @@ from app.domains.signals.backtest import (
     symbol_market,
 )
 from app.domains.signals.barriers import TIMEOUT, BarrierConfig, exit_plan_labels
-from app.domains.signals.candles import FloatArray
 from app.domains.signals.evaluation import Dataset
 from app.domains.signals.labels import LONG, SHORT
-from app.domains.signals.marketdata import ReplayMarketData
 from app.domains.signals.meta import (
     MetaRows,
     binary_log_loss,

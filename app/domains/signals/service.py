@@ -53,17 +53,18 @@ from app.core.bus import Event
 from app.core.clock import utcnow
 from app.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
+from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray, Funding
 from app.domains.markets.catalog import MarketCatalog
+from app.domains.markets.marketdata import MarketData, MarketDataError, UnknownMarketData
+from app.domains.markets.universe import NOT_TRADABLE, Exclusion, offered_symbols, symbols_with_data
 from app.domains.risk.stack import EffectiveLimits
 from app.domains.signals.artifacts import MetaLayer, load_ensemble, load_meta
-from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, Funding
 from app.domains.signals.decision import decide
 from app.domains.signals.ensemble import forecast_to_probabilities
 from app.domains.signals.fallback import SOURCE as FALLBACK_SOURCE
 from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
 from app.domains.signals.features import FEATURES, FeatureMatrix, compute_features
 from app.domains.signals.labels import CLASSES
-from app.domains.signals.marketdata import MarketData, MarketDataError, UnknownMarketData
 from app.domains.signals.meta import MetaModel, sides_from_probabilities
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.models import ModelVersion
@@ -77,7 +78,6 @@ from app.domains.signals.sizing import (
     size_position,
 )
 from app.domains.signals.training import TrainedModels, latest_inputs
-from app.domains.signals.universe import NOT_TRADABLE, Exclusion, offered_symbols, symbols_with_data
 
 logger = logging.getLogger(__name__)
 ENSEMBLE_SOURCE = "ensemble"

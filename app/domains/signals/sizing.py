@@ -30,13 +30,13 @@ import torch
 from torch import nn
 
 from app.core.clock import HOUR_MS
+from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray, IntArray
 from app.domains.markets.catalog import BelowExchangeMinimum, Market, OutOfRange
+from app.domains.markets.marketdata import MarketData
 from app.domains.risk.guard import RiskGuardConfig
 from app.domains.risk.stack import EffectiveLimits, max_notional
-from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, IntArray
 from app.domains.signals.fallback import THRESHOLD_PCT
 from app.domains.signals.features import compute_features
-from app.domains.signals.marketdata import MarketData
 from app.domains.signals.models.tensors import load_state_dict, save_state_dict, seeded_torch
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from app.core.clock import HOUR_MS
-from app.domains.signals.candles import Candles, FloatArray, Funding, IntArray
+from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.signals.ensemble import Ensemble, forecast_to_probabilities, log_loss
 from app.domains.signals.evaluation import Dataset, prior_probabilities
 from app.domains.signals.features import FeatureMatrix, compute_features

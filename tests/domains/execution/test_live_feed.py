@@ -10,7 +10,7 @@ import pytest
 
 from app.domains.execution.binance import BinanceUsdmExchange, RetryPolicy
 from app.domains.execution.feed import LivePriceFeed, NoPrice
-from app.domains.signals.marketdata import CcxtMarketData
+from app.domains.markets.marketdata import CcxtMarketData
 from tests.fake_binance import API_KEY, SECRET, FakeBinance, binance_error
 
 BTC = "BTC/USDT:USDT"

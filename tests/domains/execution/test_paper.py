@@ -14,7 +14,7 @@ import pytest
 from app.domains.execution.exchange import InsufficientMargin, OrderRequest, OrderSide, OrderStatus, OrderType
 from app.domains.execution.feed import ReplayPriceFeed
 from app.domains.execution.paper import Bar, PaperBook
-from app.domains.signals.marketdata import ReplayMarketData
+from app.domains.markets.marketdata import ReplayMarketData
 
 D = Decimal
 BTC = "BTC/USDT:USDT"

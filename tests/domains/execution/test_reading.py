@@ -8,8 +8,8 @@ import numpy as np
 from app.domains.execution.paper import Bar
 from app.domains.execution.reading import READING_BARS, read_market
 from app.domains.exits.harvest import Bias
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.features import compute_features
-from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.regime import RegimeConfig, detect_regime, drift_t_stat
 
 BTC = "BTC/USDT:USDT"
@@ -29,7 +29,7 @@ def test_readings_follow_the_signals_regime_rule() -> None:
     at = [b.open_ms for b in bars[READING_BARS:]]
     readings = read_market(BTC, bars, at)
     assert set(readings) == set(at)
-    from app.domains.signals.candles import Candles
+    from app.domains.markets.candles import Candles
 
     candles = Candles(
         BTC,

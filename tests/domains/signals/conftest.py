@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from app.domains.signals.candles import Candles, Funding
-from app.domains.signals.marketdata import ReplayMarketData, default_data_root
+from app.domains.markets.candles import Candles, Funding
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 
 
 def _path(name: str) -> Path:

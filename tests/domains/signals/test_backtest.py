@@ -8,6 +8,7 @@ import pytest
 
 from app.core.settings import Settings
 from app.domains.exits.plan import ExitConfig
+from app.domains.markets.candles import Candles, Funding
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from app.domains.signals.backtest import (
     STOP_LOSS,
@@ -26,7 +27,6 @@ from app.domains.signals.backtest import (
     skill_metrics,
     symbol_market,
 )
-from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.decision import decide
 from app.domains.signals.evaluation import Dataset
 from app.domains.signals.features import compute_features

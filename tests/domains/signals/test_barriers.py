@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from app.domains.exits.plan import ExitConfig
+from app.domains.markets.candles import Candles
 from app.domains.signals.barriers import (
     NO_EXIT,
     SL,
@@ -19,7 +20,6 @@ from app.domains.signals.barriers import (
     mean_true_range,
     triple_barrier_labels,
 )
-from app.domains.signals.candles import Candles
 
 HOUR_MS = 3_600_000
 

@@ -22,10 +22,10 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import Settings
+from app.domains.markets.candles import Candles, Funding
+from app.domains.markets.marketdata import MarketDataError, ReplayMarketData, default_data_root
 from app.domains.signals.backtest import MODEL_METRICS, default_min_confidence
-from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.clm import ClmConfig, ContinuousLearning, run_training_job, spawn_pool
-from app.domains.signals.marketdata import MarketDataError, ReplayMarketData, default_data_root
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
 from tests.support import EventRecorder

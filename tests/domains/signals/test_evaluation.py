@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from app.domains.signals.candles import Candles, Funding
+from app.domains.markets.candles import Candles, Funding
 from app.domains.signals.evaluation import (
     build_dataset,
     classification_metrics,

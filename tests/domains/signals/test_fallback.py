@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.domains.signals.candles import Candles
+from app.domains.markets.candles import Candles
 from app.domains.signals.fallback import SOURCE, NotEnoughHistory, momentum_signal
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import talib
 
-from app.domains.signals.candles import Candles, Funding
+from app.domains.markets.candles import Candles, Funding
 from app.domains.signals.features import FEATURES, WARMUP, compute_features, funding_as_of
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.domains.markets.candles import Candles
 from app.domains.signals.barriers import BarrierConfig
-from app.domains.signals.candles import Candles
 from app.domains.signals.features import FEATURES, compute_features
 from app.domains.signals.meta import (
     MetaConfig,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from app.core.clock import HOUR_MS
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.backtest import MAX_HOLD_BARS, STOP_LOSS, TAKE_PROFIT, TradeRule
-from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.meta import breakeven_probability
 from app.domains.signals.pipeline import (
     MarketSeries,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from app.domains.signals.candles import Candles
+from app.domains.markets.candles import Candles
 from app.domains.signals.features import compute_features
 from app.domains.signals.regime import Regime, Strategy, apply_strategy, detect_regime
 

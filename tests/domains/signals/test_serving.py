@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from app.core.errors import NotFound, ServiceUnavailable
+from app.domains.markets.candles import Candles, Funding
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
 from app.domains.signals.artifacts import save_ensemble
-from app.domains.signals.candles import Candles, Funding
 from app.domains.signals.ensemble import Ensemble
-from app.domains.signals.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
 from app.domains.signals.pipeline import MarketSeries, served_barriers, train_meta_layer
 from app.domains.signals.service import (
     DIRECTION_PROBABILITY,

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from app.domains.markets.candles import Candles
 from app.domains.markets.catalog import BelowExchangeMinimum, MarketCatalog
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode, RiskProfile
 from app.domains.risk.guard import AccountState, DenialCode, RiskGuard, SafetyView, Side, TradeIntent
 from app.domains.risk.stack import profile_layer, stack
-from app.domains.signals.candles import Candles
 from app.domains.signals.fallback import momentum_signal
-from app.domains.signals.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.sizing import (
     INPUTS,
     WEIGHTS_FILE,

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from app.domains.signals.candles import Candles, Funding
+from app.domains.markets.candles import Candles, Funding
 from app.domains.signals.ensemble import Ensemble, forecast_to_probabilities
 from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.service import weighted_probabilities

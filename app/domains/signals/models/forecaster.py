@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.domains.signals.candles import FloatArray
+from app.domains.markets.candles import FloatArray
 from app.domains.signals.models import FORECASTER_KINDS
 from app.domains.signals.models.nhits import NHITS
 from app.domains.signals.models.patchtst import PatchTST

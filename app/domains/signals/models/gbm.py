@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from app.domains.signals.candles import FloatArray
+from app.domains.markets.candles import FloatArray
 from app.domains.signals.models import GBM_KINDS
 
 N_CLASSES = 3

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.bus import EventBus
 from app.core.clock import utcnow
 from app.core.errors import Conflict, NotFound
-from app.domains.signals.candles import TIMEFRAME_MS
+from app.domains.markets.candles import TIMEFRAME_MS
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate, training_overlap
 from app.domains.signals.registry.models import (

@@ -20,8 +20,8 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, NotFound
 from app.core.settings import Settings
+from app.domains.markets.candles import Candles
 from app.domains.signals.backtest import TradeRule, score_probabilities, symbol_market
-from app.domains.signals.candles import Candles
 from app.domains.signals.evaluation import Dataset
 from app.domains.signals.labels import UNKNOWN, direction_labels
 from app.domains.signals.registry.events import ModelPromoted

@@ -8,10 +8,10 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from app.domains.markets.candles import Candles, Funding
 from app.domains.markets.catalog import Market, MarketCatalog
-from app.domains.signals.candles import Candles, Funding
-from app.domains.signals.marketdata import ReplayMarketData, UnknownMarketData, default_data_root
-from app.domains.signals.universe import (
+from app.domains.markets.marketdata import ReplayMarketData, UnknownMarketData, default_data_root
+from app.domains.markets.universe import (
     NO_MARKET_DATA,
     NOT_TRADABLE,
     SymbolScore,
@@ -142,7 +142,7 @@ async def test_symbols_without_enough_history_are_excluded_with_a_reason(
 ) -> None:
     # DOGE lists on 2020-07-10: it has no 30 days of candles by 2020-08-01 (SOL, listed on 2020-09-14, is not
     # tradable here anyway: no exchange metadata).
-    with caplog.at_level(logging.INFO, logger="app.domains.signals.universe"):
+    with caplog.at_level(logging.INFO, logger="app.domains.markets.universe"):
         ranking = await build_ranking(market, ms("2020-08-01"), top_n=3, catalog=CATALOG)
     excluded = {e.symbol: e.reason for e in ranking.excluded}
     assert set(excluded) == {"DOGE/USDT:USDT", *UNOFFERED}

@@ -17,8 +17,8 @@ import ccxt
 import numpy as np
 import pytest
 
-from app.domains.signals.candles import Candles, Funding
-from app.domains.signals.marketdata import (
+from app.domains.markets.candles import Candles, Funding
+from app.domains.markets.marketdata import (
     CandleValidationError,
     CcxtMarketData,
     Gap,

@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 import ccxt
 import numpy as np
 
-from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray, Funding, IntArray
+from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray, Funding, IntArray
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.core.errors import ServiceUnavailable
+from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray
 from app.domains.markets.catalog import MarketCatalog
-from app.domains.signals.candles import TIMEFRAME_MS, Candles, FloatArray
-from app.domains.signals.marketdata import MarketData, MarketDataError
+from app.domains.markets.marketdata import MarketData, MarketDataError
 
 logger = logging.getLogger(__name__)
 
