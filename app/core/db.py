@@ -1,5 +1,6 @@
 """SQLAlchemy 2 async engine, declarative base and exact column types for both dialects."""
 
+import logging
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -14,6 +15,8 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
+
+logger = logging.getLogger(__name__)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -150,13 +153,44 @@ class _OutageGuard:
 
     def __init__(self) -> None:
         self.last_disconnect = float("-inf")
+        self.abandoned: dict[int, float] = {}  # server pid -> wall time its connection was aborted
 
-    def on_connect(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    def on_connect(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info["created"] = time.monotonic()
+        if self.abandoned:
+            self._end_abandoned(dbapi_connection)
 
     def on_close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         if record.info.get("created", float("-inf")) <= self.last_disconnect:
-            _abort(dbapi_connection)
+            self._forget(dbapi_connection)
+
+    def _forget(self, dbapi_connection: Any) -> None:
+        """Abort a connection, remembering its server process: a statement cut mid-message (a black hole)
+        leaves that backend waiting for the rest, in no state a server timeout ends, holding its locks."""
+        pid = _server_pid(dbapi_connection)
+        if pid is not None:
+            self.abandoned[pid] = time.time()
+        _abort(dbapi_connection)
+
+    def _end_abandoned(self, dbapi_connection: Any) -> None:
+        """The database answers again: end the backends of the connections we abandoned (only processes
+        that started before we gave them up, so a reused pid is never hit). Best effort, logged."""
+        pids = list(self.abandoned)
+        oldest = max(self.abandoned.values())
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid = ANY($1::int[]) AND backend_start < to_timestamp($2)",
+                (pids, oldest),
+            )
+            ended = cursor.fetchone()
+            cursor.close()
+        except Exception as exc:  # noqa: BLE001 - a best effort: the next connection tries again
+            logger.warning("abandoned_backends_not_ended", extra={"pids": pids, "error": type(exc).__name__})
+            return
+        logger.warning("abandoned_backends_ended", extra={"pids": pids, "ended": ended[0] if ended else 0})
+        self.abandoned.clear()
 
     def on_error(self, context: ExceptionContext) -> SQLAlchemyError | None:
         error = context.original_exception
@@ -167,7 +201,7 @@ class _OutageGuard:
             self.last_disconnect = time.monotonic()
             conn = context.connection
             if conn is not None and not conn.invalidated and not conn.closed:
-                _abort(conn.connection.dbapi_connection)
+                self._forget(conn.connection.dbapi_connection)
         if kind is None:
             return None
         if isinstance(context.sqlalchemy_exception, OperationalError):
@@ -180,6 +214,14 @@ class _OutageGuard:
             hide_parameters=True,
             connection_invalidated=context.is_disconnect,
         )
+
+
+def _server_pid(dbapi_connection: Any) -> int | None:
+    get = getattr(getattr(dbapi_connection, "driver_connection", None), "get_server_pid", None)
+    try:
+        return int(get()) if get is not None else None
+    except Exception:  # noqa: BLE001 - a connection already gone has no pid to report
+        return None
 
 
 def _abort(dbapi_connection: Any) -> None:
