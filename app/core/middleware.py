@@ -58,12 +58,12 @@ class TraceMiddleware:
         header = (b"x-trace-id", trace_id.encode())
         started = time.perf_counter()
         status = 500
-        started = False
+        responded = False  # the response has started: an error can no longer be turned into one
 
         async def send_with_trace(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status, started = message["status"], True
+                status, responded = message["status"], True
                 message["headers"] = with_security_headers([*message.get("headers", ()), header])
             await send(message)
 
@@ -71,7 +71,7 @@ class TraceMiddleware:
             try:
                 await self.app(scope, receive, send_with_trace)
             except Exception as exc:
-                if started or self.on_error is None:
+                if responded or self.on_error is None:
                     raise
                 await self.on_error(exc)(scope, receive, send_with_trace)
         finally:
