@@ -5,7 +5,7 @@ train    trains the four models and the ensemble on the bundled (or MARKET_DATA_
          promotion gate.
 evaluate scores a registered ensemble (the champion or a version id) on any candle file,
          including files it has never seen, next to the baselines, with the served rule
-         (`app.domains.signals.backtest`: the served decision and the active profile's minimum
+         (`app.domains.learning.backtest`: the served decision and the active profile's minimum
          confidence, next-open entry, TP1/SL/max hold, taker fees, slippage, funding).
 """
 
@@ -24,15 +24,16 @@ from alembic import command
 from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
+from app.domains.learning.backtest import BASELINES, TradeRule, default_min_confidence, describe_rule, symbol_market
+from app.domains.learning.dataset import split_by_time, symbol_rows
+from app.domains.learning.pipeline import TrainPlan, default_rule, score_trained, train_and_promote
 from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.artifacts import load_ensemble
-from app.domains.signals.backtest import BASELINES, TradeRule, default_min_confidence, describe_rule, symbol_market
 from app.domains.signals.models import MODEL_KINDS
-from app.domains.signals.pipeline import TrainPlan, default_rule, score_trained, train_and_promote
+from app.domains.signals.modelset import TrainingConfig
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.service import ModelRegistry, label_reach
-from app.domains.signals.sizing import SizingPolicy, replay_episodes
-from app.domains.signals.training import TrainingConfig, split_by_time, symbol_rows
+from app.domains.sizing.policy import SizingPolicy, replay_episodes
 from app.handlers import default_handlers
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ from app.domains.execution.monitor import PositionMonitor
 from app.domains.execution.service import ExecutionConfig, PaperExecution
 from app.domains.governance.policy import PolicyConfig
 from app.domains.governance.service import GovernanceConfig, GovernanceService
+from app.domains.learning.clm import ClmConfig, ContinuousLearning
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.markets.marketdata import CcxtMarketData, MarketData, ReplayMarketData
 from app.domains.modes.inputs import InputSources
@@ -39,10 +40,10 @@ from app.domains.risk.guard import RiskGuard, RiskGuardConfig
 from app.domains.riskbrain.metrics import RiskBrainConfig
 from app.domains.riskbrain.service import RiskBrain
 from app.domains.safety.governor import GovernorConfig, SafetyGovernor
-from app.domains.signals.clm import ClmConfig, ContinuousLearning
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.service import SignalService
+from app.domains.sizing.service import PositionSizer
 from app.domains.trading.events import TradeClosed
 from app.domains.trading.service import TradingService
 from app.handlers import default_handlers
@@ -66,6 +67,7 @@ class Container:
     market_data: MarketData
     registry: ModelRegistry
     signals: SignalService
+    sizing: PositionSizer
     clm: ContinuousLearning
     riskbrain: RiskBrain
     governance: GovernanceService
@@ -81,7 +83,7 @@ class Container:
         await self.policy_store.start()
         if not await self._load_from_database():
             self._deferred = asyncio.create_task(self._load_until_done(), name="deferred-startup")
-        await self.signals.load_sizing_policy()
+        await self.sizing.load_policy()
         self.monitor.start()
         await self.clm.start()
         await self.leadership.start()
@@ -275,7 +277,6 @@ def bootstrap(
         market_data,
         registry,
         allow_fallback=settings.signal_fallback_enabled,
-        sizing_dir=Path(settings.model_dir).resolve() / "sizing",
         markets=markets,
     )
     bus.subscribe(ModelPromoted, signals.on_model_promoted)
@@ -330,6 +331,7 @@ def bootstrap(
         market_data=market_data,
         registry=registry,
         signals=signals,
+        sizing=PositionSizer(markets, Path(settings.model_dir).resolve() / "sizing"),
         clm=clm,
         riskbrain=riskbrain,
         governance=governance,

@@ -25,11 +25,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from app.domains.learning.dataset import split_by_time, symbol_rows
+from app.domains.learning.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.learning.training import fit_models
 from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.ensemble import Ensemble
-from app.domains.signals.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.signals.modelset import TrainedModels, TrainingConfig
 from app.domains.signals.service import Champion, History, SignalService, warm_up
-from app.domains.signals.training import TrainedModels, TrainingConfig, fit_models, split_by_time, symbol_rows
 from bench.harness import Figure, Target, spread
 
 NAME = "signals"

@@ -22,17 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from app.domains.learning.dataset import SymbolRows, split_by_time, symbol_rows
+from app.domains.learning.training import fit_models, predictions
 from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.ensemble import log_loss
 from app.domains.signals.models import MODEL_KINDS
-from app.domains.signals.training import (
-    SymbolRows,
-    TrainingConfig,
-    fit_models,
-    predictions,
-    split_by_time,
-    symbol_rows,
-)
+from app.domains.signals.modelset import TrainingConfig
 from bench.harness import Figure
 
 NAME = "signals_training"

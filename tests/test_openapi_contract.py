@@ -34,11 +34,11 @@ from schemathesis.specs.openapi.checks import (
 from app.bootstrap import Container, bootstrap
 from app.core.openapi import ErrorOut, ValidationErrorOut
 from app.core.settings import Settings
-from app.domains.signals.clm import ClmConfig, ContinuousLearning
+from app.domains.learning.clm import ClmConfig, ContinuousLearning
 from app.domains.trading.schemas import RiskDeniedOut
 from app.main import create_app
 from tests.conftest import TEST_REDIS_URL
-from tests.domains.signals.test_clm import FakeMarket, Pools, StubJob
+from tests.domains.learning.test_clm import FakeMarket, Pools, StubJob
 from tests.support import API_KEY, TcpProxy
 
 API = tuple[httpx.AsyncClient, Container]

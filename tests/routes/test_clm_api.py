@@ -8,9 +8,9 @@ import pytest
 
 from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
-from app.domains.signals.clm import ClmConfig, ContinuousLearning
+from app.domains.learning.clm import ClmConfig, ContinuousLearning
 from app.domains.signals.registry.events import ModelPromoted
-from tests.domains.signals.test_clm import KINDS, SYMBOLS, FakeMarket, Pools, StubJob, settled
+from tests.domains.learning.test_clm import KINDS, SYMBOLS, FakeMarket, Pools, StubJob, settled
 from tests.support import EventRecorder, FakeClock, running
 
 API = tuple[httpx.AsyncClient, Container, StubJob]

@@ -12,18 +12,18 @@ from prometheus_client import REGISTRY
 
 from app.bootstrap import bootstrap
 from app.core.settings import Settings
+from app.domains.learning.pipeline import TrainPlan, train_and_promote
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.markets.universe import NO_MARKET_DATA, NOT_TRADABLE
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from app.domains.risk.stack import profile_layer, stack
 from app.domains.signals.fallback import momentum_signal
-from app.domains.signals.pipeline import TrainPlan, train_and_promote
+from app.domains.signals.modelset import TrainingConfig
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.repository import RegistryRepository
 from app.domains.signals.registry.service import ModelRegistry
 from app.domains.signals.service import Signal
-from app.domains.signals.training import TrainingConfig
 from tests.support import running, trade_body
 
 AS_OF = "2023-06-01T00:00:00+00:00"
@@ -204,7 +204,7 @@ async def test_signal_sizes_only_with_a_leverage(make_settings: Callable[..., Se
 
 
 async def test_a_trained_sizing_policy_is_used(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    from app.domains.signals.sizing import SizingPolicy, replay_episodes
+    from app.domains.sizing.policy import SizingPolicy, replay_episodes
 
     episodes = await replay_episodes(ReplayMarketData(), AS_OF_MS - 60 * 86_400_000, AS_OF_MS)
     policy = SizingPolicy()
@@ -294,7 +294,7 @@ async def test_a_proposed_size_is_never_refused_for_its_size(make_settings: Call
             profile = DEFAULT_PROFILES[list(RiskMode)[int(rng.integers(len(RiskMode)))]]
             leverage = Decimal(int(rng.integers(1, int(profile.max_leverage) + 1)))
             equity = Decimal(repr(round(float(10 ** rng.uniform(1, 6)), 2)))
-            decision = container.signals.size(
+            decision = container.sizing.size(
                 signal,
                 equity=equity,
                 used_margin=Decimal(0),

@@ -14,7 +14,7 @@ from app.bootstrap import bootstrap
 from app.core.settings import Settings
 from app.domains.execution.feed import ReplayPriceFeed
 from app.domains.markets.marketdata import ReplayMarketData
-from app.domains.signals.training import TrainedModels
+from app.domains.signals.modelset import TrainedModels
 from tests.domains.signals.test_serving import (
     HOUR,
     SYMBOL,

@@ -31,7 +31,7 @@ from app.domains.signals.meta import MetaModel
 from app.domains.signals.models import FORECASTER_KINDS, GBM_KINDS
 from app.domains.signals.models.forecaster import TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier
-from app.domains.signals.training import WINDOW_CHANNELS, TrainedModels, TrainingConfig
+from app.domains.signals.modelset import WINDOW_CHANNELS, TrainedModels, TrainingConfig
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT = 2

@@ -31,7 +31,7 @@ cross-fitted predictions): in-sample they are sharper than anything served, and 
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,92 +245,6 @@ def binary_log_loss(p: FloatArray, y: FloatArray) -> float:
     q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     t = np.asarray(y, dtype=np.float64)
     return float(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q)))
-
-
-@dataclass(frozen=True)
-class ReliabilityBin:
-    lower: float
-    upper: float
-    count: int
-    predicted_mean: float  # NaN for an empty bin
-    observed_frequency: float
-
-
-@dataclass(frozen=True)
-class Reliability:
-    """Predicted P(TP1 before the stop) against the observed frequency, per bin, with the scores beside the base
-    rate's (the constant prediction `base_rate`, from training data, or the observed frequency if not given)."""
-
-    bins: tuple[ReliabilityBin, ...]
-    count: int
-    brier: float
-    log_loss: float
-    base_rate: float
-    base_brier: float
-    base_log_loss: float
-    observed_frequency: float
-    predicted_mean: float
-
-    @property
-    def brier_skill(self) -> float:
-        """1 - Brier / base-rate Brier: > 0 beats the base rate."""
-        return 1.0 - self.brier / self.base_brier if self.base_brier > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "brier_skill": self.brier_skill}
-
-    def format(self) -> str:
-        lines = [
-            f"rows {self.count}  observed {self.observed_frequency:.4f}  predicted mean {self.predicted_mean:.4f}",
-            f"Brier {self.brier:.5f} (base rate {self.base_rate:.4f}: {self.base_brier:.5f}; skill "
-            f"{self.brier_skill:+.4f})  log loss {self.log_loss:.5f} (base rate: {self.base_log_loss:.5f})",
-            "  bin              count  predicted  observed",
-        ]
-        for b in self.bins:
-            if b.count:
-                row = f"{b.count:6d}  {b.predicted_mean:9.4f}  {b.observed_frequency:8.4f}"
-                lines.append(f"  [{b.lower:.3f}, {b.upper:.3f})  {row}")
-        return "\n".join(lines)
-
-
-def reliability_table(
-    p: FloatArray, y: FloatArray, n_bins: int = 10, *, base_rate: float | None = None, quantile: bool = False
-) -> Reliability:
-    """Bins of equal width on [0, 1] (or of equal count with `quantile`), each with its mean prediction and observed
-    frequency, and the Brier score and log loss beside those of the base rate."""
-    pred = np.asarray(p, dtype=np.float64)
-    obs = np.asarray(y, dtype=np.float64)
-    if pred.shape != obs.shape or pred.ndim != 1 or len(pred) == 0:
-        raise ValueError("p and y must be non-empty 1-d arrays of the same length")
-    edges = np.quantile(pred, np.linspace(0, 1, n_bins + 1)) if quantile else np.linspace(0, 1, n_bins + 1)
-    edges[0], edges[-1] = 0.0, 1.0
-    which = np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, n_bins - 1)
-    bins = []
-    for k in range(n_bins):
-        sel = which == k
-        count = int(sel.sum())
-        bins.append(
-            ReliabilityBin(
-                float(edges[k]),
-                float(edges[k + 1]),
-                count,
-                float(pred[sel].mean()) if count else math.nan,
-                float(obs[sel].mean()) if count else math.nan,
-            )
-        )
-    base = float(obs.mean()) if base_rate is None else float(base_rate)
-    constant = np.full(len(obs), base)
-    return Reliability(
-        bins=tuple(bins),
-        count=len(obs),
-        brier=brier_score(pred, obs),
-        log_loss=binary_log_loss(pred, obs),
-        base_rate=base,
-        base_brier=brier_score(constant, obs),
-        base_log_loss=binary_log_loss(constant, obs),
-        observed_frequency=float(obs.mean()),
-        predicted_mean=float(pred.mean()),
-    )
 
 
 # --- calibration --------------------------------------------------------------------------------------------
@@ -610,80 +524,3 @@ def fit_meta(
     }
     summary = barrier_summary(barriers) if barriers is not None else {}
     return MetaModel(booster, calibration, base_rate, cfg, feature_names, summary, report)
-
-
-def breakeven_probability(
-    take_profit: float | None, stop_loss: float | None, fee_rate: float, slippage: float
-) -> float | None:
-    """The P(TP1 before the stop) at which a trade's expected net return is zero, with the served rule's costs
-    (`backtest`: the entry and exit fills `slippage` worse, the taker fee on each fill's notional), counting
-    every miss as a full stop (a timeout usually loses less: the true breakeven is somewhat lower); a long's
-    returns (a short's differ by tp x slippage). None without both barriers."""
-    if take_profit is None or stop_loss is None:
-        return None
-
-    def net(ratio: float) -> float:  # exit fill / entry fill for a long, after slippage on both fills
-        return ratio - 1.0 - fee_rate - fee_rate * ratio
-
-    win = net((1.0 + take_profit) * (1.0 - slippage))  # the levels are set from the entry fill
-    loss = net((1.0 - stop_loss) * (1.0 - slippage))
-    return -loss / (win - loss)
-
-
-# --- walk-forward evaluation --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MetaWalkForward:
-    """Out-of-sample predictions of models refitted before every fold, and the base rate each fold's training
-    rows gave (the honest baseline)."""
-
-    index: npt.NDArray[np.intp]  # rows of the input, in fold order
-    predicted: FloatArray
-    base_rate: FloatArray
-    label: FloatArray
-    folds: list[dict[str, Any]]
-
-    def reliability(self, n_bins: int = 10, *, quantile: bool = False) -> Reliability:
-        table = reliability_table(self.predicted, self.label, n_bins, quantile=quantile)
-        base = brier_score(self.base_rate, self.label), binary_log_loss(self.base_rate, self.label)
-        return replace(table, base_rate=float(self.base_rate.mean()), base_brier=base[0], base_log_loss=base[1])
-
-
-def walk_forward_meta(
-    rows: MetaRows,
-    n_folds: int = 4,
-    test_fraction: float = 0.5,
-    config: MetaConfig | None = None,
-    barriers: BarrierConfig | None = None,
-) -> MetaWalkForward:
-    """Refit before each of `n_folds` consecutive test windows (the newest `test_fraction` of the span) on the
-    purged, embargoed rows before it; predict the window."""
-    cfg = config or MetaConfig()
-    parts: list[tuple[npt.NDArray[np.intp], FloatArray, FloatArray]] = []
-    folds: list[dict[str, Any]] = []
-    for split in purged_walk_forward_splits(rows.timestamp, rows.end_ms, n_folds, test_fraction, cfg.embargo_ms):
-        model = fit_meta(rows.take(split.train), cfg, barriers=barriers)
-        test = rows.take(split.test)
-        p = model.predict_proba(test.features, test.primary_probs, test.sides)
-        parts.append((split.test, p, np.full(len(split.test), model.base_rate)))
-        folds.append(
-            {
-                "test_from_ms": int(test.timestamp.min()),
-                "test_until_ms": int(test.timestamp.max()),
-                "train_rows": len(split.train),
-                "test_rows": len(split.test),
-                **{k: v for k, v in model.report.items() if k not in ("rows",)},
-                "test": reliability_table(p, test.label, base_rate=model.base_rate).as_dict(),
-            }
-        )
-    if not parts:
-        raise ValueError("no walk-forward fold has both training and test rows")
-    index = np.concatenate([p[0] for p in parts])
-    return MetaWalkForward(
-        index,
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
-        rows.label[index],
-        folds,
-    )

@@ -41,7 +41,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,7 +56,6 @@ from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray, Fundi
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.markets.marketdata import MarketData, MarketDataError, UnknownMarketData
 from app.domains.markets.universe import NOT_TRADABLE, Exclusion, offered_symbols, symbols_with_data
-from app.domains.risk.stack import EffectiveLimits
 from app.domains.signals.artifacts import MetaLayer, load_ensemble, load_meta
 from app.domains.signals.decision import decide
 from app.domains.signals.ensemble import forecast_to_probabilities
@@ -66,18 +64,10 @@ from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
 from app.domains.signals.features import FEATURES, FeatureMatrix, compute_features
 from app.domains.signals.labels import CLASSES
 from app.domains.signals.meta import MetaModel, sides_from_probabilities
+from app.domains.signals.modelset import TrainedModels, latest_inputs
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry
-from app.domains.signals.sizing import (
-    SizeDecision,
-    SizingConfig,
-    SizingInputs,
-    SizingPolicy,
-    fit_to_market,
-    size_position,
-)
-from app.domains.signals.training import TrainedModels, latest_inputs
 
 logger = logging.getLogger(__name__)
 ENSEMBLE_SOURCE = "ensemble"
@@ -217,12 +207,10 @@ class SignalService:
         allow_fallback: bool,
         timeframe: str = "1h",
         history_candles: int = 720,
-        sizing_dir: Path | None = None,
         markets: MarketCatalog | None = None,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.sizing_dir = sizing_dir
         self.market = market
         # What POST /trades can open: signals are offered and sized for these only (bootstrap passes its own).
         self.markets = markets if markets is not None else MarketCatalog.load()
@@ -235,8 +223,6 @@ class SignalService:
         self.clock = clock
         self.champion: Champion | None = None
         self.stats = SignalStats()
-        self.sizing_policy: SizingPolicy | None = None
-        self.sizing_config = SizingConfig()
         self._executor: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Request, asyncio.Future[list[Signal]]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -281,56 +267,6 @@ class SignalService:
         self.stats.load_seconds = time.perf_counter() - began
         logger.info("signal_champion_loaded", extra={"version_id": str(version.id)})
         return self.champion
-
-    async def load_sizing_policy(self) -> SizingPolicy | None:
-        """A trained sizing policy if one was saved (`python -m app train-sizing`), else Kelly sizes."""
-        directory = self.sizing_dir
-        if directory is None or not await asyncio.to_thread((directory / "config.json").exists):
-            self.sizing_policy = None
-            return None
-        self.sizing_policy = await asyncio.to_thread(SizingPolicy.load, directory)
-        logger.info("sizing_policy_loaded", extra={"directory": str(directory)})
-        return self.sizing_policy
-
-    def size(
-        self,
-        signal: Signal,
-        *,
-        equity: Decimal,
-        used_margin: Decimal,
-        open_notional: Decimal,
-        pnl_trend: float,
-        limits: EffectiveLimits,
-        leverage: Decimal | None,
-        stop_distance_pct: Decimal | None,
-        assumed_stop_pct: Decimal,
-    ) -> SizeDecision:
-        """A position size for `signal` on the live account: at most the largest notional the limit stack
-        allows (the same function RiskGuard checks with), then fitted to the market's amount step and
-        minimums, so POST /trades at the signal's price takes it."""
-        if signal.side == "HOLD":
-            return SizeDecision(None, None, None, "none", "HOLD: no position to size")
-        inputs = SizingInputs(
-            confidence=signal.confidence,
-            volatility=signal.volatility if signal.volatility is not None else float("nan"),
-            pnl_trend=pnl_trend,
-            margin_use=float(used_margin / equity) if equity > 0 else 0.0,
-        )
-        price = Decimal(repr(signal.price))
-        clipped = size_position(
-            equity,
-            price,
-            inputs,
-            limits,
-            self.sizing_policy,
-            self.sizing_config,
-            leverage,
-            stop_distance_pct,
-            open_notional=open_notional,
-            used_margin=used_margin,
-            assumed_stop_pct=assumed_stop_pct,
-        )
-        return fit_to_market(clipped, self.markets.resolve(signal.symbol), price)
 
     async def on_model_promoted(self, event: Event) -> None:
         if isinstance(event, ModelPromoted) and event.kind == "ensemble" and event.promoted:

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.domains.learning.dataset import split_by_time, symbol_rows
+from app.domains.learning.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.learning.training import fit_models, predictions
 from app.domains.markets.candles import Candles, Funding
 from app.domains.signals.artifacts import ENSEMBLE_FILE, ArtifactMismatch, load_ensemble, load_meta, save_ensemble
 from app.domains.signals.meta import sides_from_probabilities
-from app.domains.signals.pipeline import MarketSeries, served_barriers, train_meta_layer
-from app.domains.signals.training import TrainingConfig, fit_models, predictions, split_by_time, symbol_rows
+from app.domains.signals.modelset import TrainingConfig
 
 
 def test_save_load_gives_identical_predictions(btc_candles: Candles, btc_funding: Funding, tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.domains.learning.evaluation import reliability_table
+from app.domains.learning.meta_report import run
+from app.domains.learning.training import walk_forward_meta
 from app.domains.markets.candles import Candles
 from app.domains.signals.barriers import BarrierConfig
 from app.domains.signals.features import FEATURES, compute_features
@@ -22,12 +25,9 @@ from app.domains.signals.meta import (
     meta_rows,
     purged_train_mask,
     purged_walk_forward_splits,
-    reliability_table,
     sides_from_probabilities,
     time_slices,
-    walk_forward_meta,
 )
-from app.domains.signals.meta_report import run
 
 HOUR_MS = 3_600_000
 

@@ -20,11 +20,14 @@ import pytest
 import torch
 
 from app.core.errors import NotFound, ServiceUnavailable
+from app.domains.learning.dataset import split_by_time, symbol_rows
+from app.domains.learning.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.learning.training import fit_models
 from app.domains.markets.candles import Candles, Funding
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
 from app.domains.signals.artifacts import save_ensemble
 from app.domains.signals.ensemble import Ensemble
-from app.domains.signals.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.signals.modelset import TrainedModels, TrainingConfig, latest_inputs
 from app.domains.signals.service import (
     DIRECTION_PROBABILITY,
     HOLD_CONFIDENCE,
@@ -36,14 +39,6 @@ from app.domains.signals.service import (
     Signal,
     SignalService,
     weighted_probabilities,
-)
-from app.domains.signals.training import (
-    TrainedModels,
-    TrainingConfig,
-    fit_models,
-    latest_inputs,
-    split_by_time,
-    symbol_rows,
 )
 
 HOUR = 3_600_000

@@ -20,9 +20,9 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, NotFound
 from app.core.settings import Settings
+from app.domains.learning.backtest import TradeRule, score_probabilities, symbol_market
+from app.domains.learning.dataset import SymbolRows
 from app.domains.markets.candles import Candles
-from app.domains.signals.backtest import TradeRule, score_probabilities, symbol_market
-from app.domains.signals.evaluation import Dataset
 from app.domains.signals.labels import UNKNOWN, direction_labels
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins
@@ -37,6 +37,15 @@ TEST = (T0 + timedelta(days=301), T0 + timedelta(days=330))
 WINDOW = (T0 + timedelta(days=331), T0 + timedelta(days=360))
 BASELINE = {"log_loss": 1.0986, "net_return": 0.0}
 GOOD = {"log_loss": 1.0, "net_return": 0.03}
+
+
+def labelled_rows(symbol: str, timestamp: np.ndarray, y: np.ndarray) -> SymbolRows:
+    """Rows carrying only what the served-rule evaluation reads (times, labels); the model inputs are zeros."""
+    n = len(y)
+    z = np.zeros(n)
+    return SymbolRows(
+        symbol, timestamp, np.zeros((n, 1)), np.zeros((n, 1, 1)), y, np.zeros((n, 1)), z, z, np.zeros(n, dtype=np.int64)
+    )
 
 
 def on_disk(path: str) -> bool:
@@ -305,7 +314,7 @@ def served_metrics(model: str) -> dict[str, float]:
     candles = Candles("BTC/USDT:USDT", "1h", timestamp, open_, high, low, close, np.ones(n))
     y = direction_labels(close, 4, 0.002)
     keep = np.flatnonzero((np.arange(n) >= 200) & (y != UNKNOWN))
-    rows = Dataset(candles.symbol, timestamp[keep], np.zeros((len(keep), 1)), y[keep], np.zeros(len(keep)))
+    rows = labelled_rows(candles.symbol, timestamp[keep], y[keep])
     called = rows.y if model == "right" else 2 - rows.y  # LONG <-> SHORT
     p = np.full((len(keep), 3), 0.1)
     p[np.arange(len(keep)), called] = 0.8

@@ -1,4 +1,4 @@
-"""The out-of-sample report on the bundled data: `python -m app.domains.signals.report`.
+"""The out-of-sample report on the bundled data: `python -m app.domains.learning.report`.
 
 Fixed walk-forward experiment, nothing tuned on the test window: the test year
 2024-11-01 .. 2025-10-31 is cut into four quarterly folds; before each fold all four models
@@ -36,40 +36,28 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 
 from app.core.clock import HOUR_MS
-from app.domains.markets.candles import FloatArray
-from app.domains.markets.marketdata import ReplayMarketData
-from app.domains.policy.profiles import DEFAULT_PROFILES
-from app.domains.signals.backtest import (
+from app.domains.learning.backtest import (
     BASELINES,
     Metrics,
     TradeRule,
+    breakeven_probability,
     describe_rule,
     score_probabilities,
     served_report,
     symbol_market,
 )
+from app.domains.learning.dataset import SymbolRows, join_rows, split_by_time, symbol_rows
+from app.domains.learning.evaluation import reliability_table
+from app.domains.learning.pipeline import META_FOLDS, MarketSeries, rows_for_meta, served_barriers, train_meta_layer
+from app.domains.learning.training import fit_models, predictions
+from app.domains.markets.candles import FloatArray
+from app.domains.markets.marketdata import ReplayMarketData
+from app.domains.policy.profiles import DEFAULT_PROFILES
 from app.domains.signals.barriers import TIMEOUT, BarrierConfig, exit_plan_labels
-from app.domains.signals.evaluation import Dataset
 from app.domains.signals.labels import LONG, SHORT
-from app.domains.signals.meta import (
-    MetaRows,
-    binary_log_loss,
-    breakeven_probability,
-    brier_score,
-    concat_rows,
-    reliability_table,
-    sides_from_probabilities,
-)
+from app.domains.signals.meta import MetaRows, binary_log_loss, brier_score, concat_rows, sides_from_probabilities
 from app.domains.signals.models import MODEL_KINDS
-from app.domains.signals.pipeline import META_FOLDS, MarketSeries, rows_for_meta, served_barriers, train_meta_layer
-from app.domains.signals.training import (
-    SymbolRows,
-    TrainingConfig,
-    fit_models,
-    predictions,
-    split_by_time,
-    symbol_rows,
-)
+from app.domains.signals.modelset import TrainingConfig
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
 FOLDS = ("2024-11-01", "2025-02-01", "2025-05-01", "2025-08-01")
@@ -82,18 +70,6 @@ NAMES = (*MODEL_KINDS, "ensemble")
 
 def _ms(day: str) -> int:
     return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def _joined(tests: list[SymbolRows]) -> Dataset:
-    """The folds' test rows in one set; folds are consecutive, so the order stays by time."""
-    return Dataset(
-        ",".join(SYMBOLS),
-        np.concatenate([t.timestamp for t in tests]),
-        np.concatenate([t.x for t in tests]),
-        np.concatenate([t.y for t in tests]),
-        np.concatenate([t.next_return for t in tests]),
-        np.concatenate([t.group for t in tests]),
-    )
 
 
 async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
@@ -164,7 +140,7 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
             }
         )
     fit_seconds = time.perf_counter() - began
-    rows = _joined(tests)
+    rows = join_rows(tests)
     probabilities: dict[str, FloatArray | None] = {
         name: np.concatenate([p[name] for p in predicted]) if all(name in p for p in predicted) else None
         for name in NAMES
@@ -220,7 +196,7 @@ def meta_section(
     side_base_per_fold: list[FloatArray],
     outcomes_per_fold: list[npt.NDArray[np.int8]],
     markets: list[Any],
-    rows: Dataset,
+    rows: SymbolRows,
     rule: TradeRule,
 ) -> dict[str, Any]:
     """The meta layer's out-of-sample calibration and the served rule with the minimum applied to it."""
@@ -366,7 +342,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Economic value: the served rule",
         "",
-        f"Rule ({'`app.domains.signals.backtest`'}): {result['rule_text']}. One position per symbol at a time; "
+        f"Rule ({'`app.domains.learning.backtest`'}): {result['rule_text']}. One position per symbol at a time; "
         "capital split equally between the symbols, each compounding its own trades at 1x; equity marked at "
         "every close (drawdown), Sharpe from daily returns. The prior always calls the training set's majority "
         "direction (no confidence filter: its probability would never pass one); the fallback momentum rule's "
@@ -427,7 +403,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {result['machine']}; training {result['seconds_fit']:.0f} s, scoring "
         f"{result['seconds_score']:.0f} s. Rule parameters: {json.dumps(rule, sort_keys=True)}.",
-        f"Generated {result['date']} by `python -m app.domains.signals.report`.",
+        f"Generated {result['date']} by `python -m app.domains.learning.report`.",
         "",
     ]
     return "\n".join(lines)

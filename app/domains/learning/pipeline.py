@@ -32,18 +32,22 @@ import numpy as np
 
 from app.core.clock import HOUR_MS
 from app.domains.exits.plan import ExitConfig
-from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
-from app.domains.markets.marketdata import MarketData
-from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, save_ensemble, save_member
-from app.domains.signals.backtest import (
+from app.domains.learning.backtest import (
     MAX_HOLD_BARS,
     Metrics,
     SymbolMarket,
     TradeRule,
+    breakeven_probability,
     score_probabilities,
     served_report,
     symbol_market,
 )
+from app.domains.learning.dataset import SymbolRows, split_by_time, symbol_rows
+from app.domains.learning.evaluation import reliability_table
+from app.domains.learning.training import fit_models, predictions
+from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
+from app.domains.markets.marketdata import MarketData
+from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, save_ensemble, save_member
 from app.domains.signals.barriers import BarrierConfig
 from app.domains.signals.ensemble import forecast_to_probabilities
 from app.domains.signals.features import FEATURES, compute_features
@@ -52,29 +56,18 @@ from app.domains.signals.meta import (
     MetaModel,
     MetaRows,
     barrier_summary,
-    breakeven_probability,
     concat_rows,
     fit_meta,
     meta_rows,
-    reliability_table,
     sides_from_probabilities,
 )
 from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.models.forecaster import TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier
+from app.domains.signals.modelset import TrainedModels, TrainingConfig
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.models import ModelVersion
 from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, code_version, trained_on_window
-from app.domains.signals.training import (
-    SymbolRows,
-    TrainedModels,
-    TrainingConfig,
-    as_dataset,
-    fit_models,
-    predictions,
-    split_by_time,
-    symbol_rows,
-)
 
 DAY_MS = 86_400_000
 WARMUP_DAYS = 10  # history loaded before the training window, only to warm indicators up
@@ -170,7 +163,7 @@ def score_version(version: ModelVersion, test: SymbolRows, markets: list[SymbolM
     probabilities = version_probabilities(version, test)
     if probabilities is None:
         return {"log_loss": None, "net_return": None}
-    return score_probabilities(probabilities, markets, as_dataset(test), rule)
+    return score_probabilities(probabilities, markets, test, rule)
 
 
 def score_trained(
@@ -179,7 +172,7 @@ def score_trained(
     """Every model, the ensemble and the baselines on the test window (`backtest.served_report`)."""
     probabilities = predictions(trained, test)
     named = {kind: probabilities.get(kind) for kind in (*MODEL_KINDS, "ensemble")}
-    return served_report(named, markets, as_dataset(test), trained.prior, rule)
+    return served_report(named, markets, test, trained.prior, rule)
 
 
 # --- the meta layer -------------------------------------------------------------------------------
@@ -356,7 +349,7 @@ def score_meta(
         predicted = model.predict_proba(rows.features, rows.primary_probs, rows.sides)
         out["reliability"] = reliability_table(predicted, rows.label, base_rate=model.base_rate).as_dict()
     breakeven = breakeven_probability(rule.take_profit, rule.stop_loss, rule.fee_rate, rule.slippage)
-    dataset = as_dataset(test)
+    dataset = test
     out["served_rule"] = {f"{rule.min_confidence:.4f}": score_probabilities(ensemble, markets, dataset, rule, p_meta)}
     if breakeven is not None:
         at_breakeven = replace(rule, min_confidence=breakeven)

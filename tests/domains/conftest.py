@@ -1,4 +1,4 @@
-"""Real candles from ../shared for signal tests (skipped loudly if the data is absent)."""
+"""Real candles from ../shared for the signal, learning and sizing tests (skipped loudly if the data is absent)."""
 
 from pathlib import Path
 

@@ -39,10 +39,11 @@ from scipy.stats import rankdata
 
 from app.core.settings import Settings
 from app.domains.exits.plan import ExitConfig
+from app.domains.learning.dataset import SymbolRows
+from app.domains.learning.evaluation import EPS, classification_metrics
 from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from app.domains.signals.decision import decide
-from app.domains.signals.evaluation import EPS, Dataset, classification_metrics
 from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
 from app.domains.signals.features import FeatureMatrix, compute_features
 from app.domains.signals.labels import HOLD, LONG, SHORT
@@ -445,9 +446,9 @@ def skill_metrics(probabilities: FloatArray, y: npt.NDArray[np.int64]) -> Metric
 # --- the evaluation ---------------------------------------------------------------------------------
 
 
-def _rows_of(markets: Sequence[SymbolMarket], rows: Dataset) -> list[tuple[npt.NDArray[np.intp], IntArray]]:
+def _rows_of(markets: Sequence[SymbolMarket], rows: SymbolRows) -> list[tuple[npt.NDArray[np.intp], IntArray]]:
     """Per symbol: the indices of its rows in `rows`, and each candle's row among them."""
-    group = rows.group if rows.group is not None else np.zeros(len(rows.y), dtype=np.int64)
+    group = rows.group
     out = []
     for g, market in enumerate(markets):
         mine = np.flatnonzero(group == g)
@@ -458,7 +459,7 @@ def _rows_of(markets: Sequence[SymbolMarket], rows: Dataset) -> list[tuple[npt.N
 def score_probabilities(
     probabilities: FloatArray,
     markets: Sequence[SymbolMarket],
-    rows: Dataset,
+    rows: SymbolRows,
     rule: TradeRule,
     confidence: FloatArray | None = None,
 ) -> Metrics:
@@ -481,7 +482,7 @@ def score_probabilities(
 
 
 def score_baselines(
-    markets: Sequence[SymbolMarket], rows: Dataset, prior: FloatArray, rule: TradeRule
+    markets: Sequence[SymbolMarket], rows: SymbolRows, prior: FloatArray, rule: TradeRule
 ) -> dict[str, Metrics]:
     """The baselines under the same rule; the prior also gets its classification and skill metrics.
 
@@ -509,7 +510,7 @@ def score_baselines(
 def served_report(
     probabilities: Mapping[str, FloatArray | None],
     markets: Sequence[SymbolMarket],
-    rows: Dataset,
+    rows: SymbolRows,
     prior: FloatArray,
     rule: TradeRule,
 ) -> dict[str, Metrics]:
@@ -532,3 +533,21 @@ def describe_rule(rule: TradeRule) -> str:
         f"one candle), max hold {hold}; taker fee {pct(rule.fee_rate)} and slippage {pct(rule.slippage)} "
         "per fill; funding at every settlement held"
     )
+
+
+def breakeven_probability(
+    take_profit: float | None, stop_loss: float | None, fee_rate: float, slippage: float
+) -> float | None:
+    """The P(TP1 before the stop) at which a trade's expected net return is zero, with the served rule's costs
+    (`backtest`: the entry and exit fills `slippage` worse, the taker fee on each fill's notional), counting
+    every miss as a full stop (a timeout usually loses less: the true breakeven is somewhat lower); a long's
+    returns (a short's differ by tp x slippage). None without both barriers."""
+    if take_profit is None or stop_loss is None:
+        return None
+
+    def net(ratio: float) -> float:  # exit fill / entry fill for a long, after slippage on both fills
+        return ratio - 1.0 - fee_rate - fee_rate * ratio
+
+    win = net((1.0 + take_profit) * (1.0 - slippage))  # the levels are set from the entry fill
+    loss = net((1.0 - stop_loss) * (1.0 - slippage))
+    return -loss / (win - loss)

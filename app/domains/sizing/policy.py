@@ -35,7 +35,7 @@ from app.domains.markets.catalog import BelowExchangeMinimum, Market, OutOfRange
 from app.domains.markets.marketdata import MarketData
 from app.domains.risk.guard import RiskGuardConfig
 from app.domains.risk.stack import EffectiveLimits, max_notional
-from app.domains.signals.fallback import THRESHOLD_PCT
+from app.domains.signals.fallback import momentum_series
 from app.domains.signals.features import compute_features
 from app.domains.signals.models.tensors import load_state_dict, save_state_dict, seeded_torch
 
@@ -364,20 +364,6 @@ class EpisodeConfig:
             raise ValueError("fee_rate must be >= 0, base_fraction in (0, 1] and leverage positive")
 
 
-def momentum_proxy(close: FloatArray, step: int) -> tuple[FloatArray, FloatArray]:
-    """Direction (+1, -1, 0 for no trade) and confidence of the momentum fallback at every candle.
-
-    NaN confidence where the 24 h change is not known yet (the first `step` candles).
-    """
-    change_pct = np.full(close.shape, np.nan)
-    change_pct[step:] = (close[step:] / close[:-step] - 1.0) * 100.0
-    threshold = float(THRESHOLD_PCT)
-    with np.errstate(invalid="ignore"):
-        direction = np.where(change_pct > threshold, 1.0, np.where(change_pct < -threshold, -1.0, 0.0))
-        confidence = np.minimum(0.95, 0.5 + np.abs(change_pct) * 0.02)
-    return direction, confidence
-
-
 def build_episode(candles: Candles, config: EpisodeConfig, start_ms: int | None = None) -> Episode:
     """Decision steps at every closed candle from `start_ms` on where the proxy trades and the exit is known.
 
@@ -386,12 +372,11 @@ def build_episode(candles: Candles, config: EpisodeConfig, start_ms: int | None 
     """
     step_ms = TIMEFRAME_MS[candles.timeframe]
     hold = max(1, config.hold_hours * HOUR_MS // step_ms)
-    day = max(1, 24 * HOUR_MS // step_ms)
     ts, close = candles.timestamp, candles.close
     n = len(candles)
     features = compute_features(candles)
     volatility = features.column("rvol_24")
-    direction, confidence = momentum_proxy(close, day)
+    direction, confidence = momentum_series(candles)
     exit_index = np.arange(n) + hold
     known_exit = exit_index < n
     realized = np.full(n, np.nan)

@@ -20,8 +20,8 @@ from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode, RiskProfile
 from app.domains.risk.guard import AccountState, DenialCode, RiskGuard, SafetyView, Side, TradeIntent
 from app.domains.risk.stack import profile_layer, stack
-from app.domains.signals.fallback import momentum_signal
-from app.domains.signals.sizing import (
+from app.domains.signals.fallback import momentum_series, momentum_signal
+from app.domains.sizing.policy import (
     INPUTS,
     WEIGHTS_FILE,
     Episode,
@@ -36,7 +36,6 @@ from app.domains.signals.sizing import (
     kelly_fraction,
     kelly_multiplier,
     mean_utility,
-    momentum_proxy,
     replay_episodes,
     size_position,
 )
@@ -268,7 +267,7 @@ def test_every_clipped_size_passes_risk_guard() -> None:
 def test_unusable_leverage_is_skipped_never_defaulted(
     leverage: Decimal | None, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="app.domains.signals.sizing"):
+    with caplog.at_level(logging.INFO, logger="app.domains.sizing.policy"):
         decision = size(leverage=leverage)
     assert decision.notional is None and decision.leverage is None and decision.skipped
     assert decision.skipped_reason is not None and decision.skipped_reason.startswith(code)
@@ -301,7 +300,7 @@ def test_unusable_requests_are_skipped_with_a_reason(kwargs: dict[str, Any], cod
 
 
 def test_no_edge_under_kelly_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="app.domains.signals.sizing"):
+    with caplog.at_level(logging.INFO, logger="app.domains.sizing.policy"):
         decision = size(SizingInputs(0.5, 0.005, 0.0, 0.0))
     assert decision.source == "kelly" and decision.notional is None and decision.multiplier == 0.0
     assert decision.skipped_reason is not None and decision.skipped_reason.startswith("NO_EDGE")
@@ -353,7 +352,7 @@ def test_a_size_is_truncated_to_the_amount_step_like_the_paper_fill() -> None:
 def test_a_size_below_the_markets_minimum_is_no_trade(
     symbol: str, notional: str, price: str, minimum: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="app.domains.signals.sizing"):
+    with caplog.at_level(logging.INFO, logger="app.domains.sizing.policy"):
         decision = fit_to_market(clipped(notional), CATALOG.resolve(symbol), Decimal(price))
     assert (decision.notional, decision.leverage, decision.quantity) == (None, None, None)
     reason = decision.skipped_reason
@@ -433,7 +432,7 @@ def trained(episodes_2023: list[Episode]) -> tuple[SizingPolicy, dict[str, float
 
 
 def test_proxy_signal_is_the_momentum_fallback(btc_candles: Candles) -> None:
-    direction, confidence = momentum_proxy(btc_candles.close, 24)
+    direction, confidence = momentum_series(btc_candles)
     for end in (30, 500, 1234, 4999):
         signal = momentum_signal(btc_candles.slice(0, end + 1))
         expected = {"LONG": 1.0, "SHORT": -1.0, "HOLD": 0.0}[signal.side]

@@ -7,21 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from app.domains.learning.dataset import SymbolRows, split_by_time, symbol_rows
+from app.domains.learning.training import SLICES, fit_models, fitting_slices, predictions
 from app.domains.markets.candles import Candles, Funding
 from app.domains.signals.ensemble import Ensemble, forecast_to_probabilities
 from app.domains.signals.models import MODEL_KINDS
+from app.domains.signals.modelset import TrainedModels, TrainingConfig
 from app.domains.signals.service import weighted_probabilities
-from app.domains.signals.training import (
-    SLICES,
-    SymbolRows,
-    TrainedModels,
-    TrainingConfig,
-    fit_models,
-    fitting_slices,
-    predictions,
-    split_by_time,
-    symbol_rows,
-)
 
 HOUR = 3_600_000
 CONFIG = TrainingConfig(torch_epochs=1, window=24)
@@ -144,7 +136,7 @@ def test_served_member_probabilities_equal_the_trained_ones(
 
 
 def test_walk_forward_retrains_before_every_fold_and_returns_its_predictions(rows: SymbolRows) -> None:
-    from app.domains.signals.training import walk_forward
+    from app.domains.learning.training import walk_forward
 
     t = rows.timestamp
     folds = [int(t[int(len(t) * 0.7)]), int(t[int(len(t) * 0.85)])]

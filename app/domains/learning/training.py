@@ -25,139 +25,34 @@ per row (`models.forecaster`), so nothing else is fitted on a validation slice. 
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from app.core.clock import HOUR_MS
-from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
-from app.domains.signals.ensemble import Ensemble, forecast_to_probabilities, log_loss
-from app.domains.signals.evaluation import Dataset, prior_probabilities
-from app.domains.signals.features import FeatureMatrix, compute_features
-from app.domains.signals.labels import UNKNOWN, direction_labels, forward_return
-from app.domains.signals.meta import time_slices
+from app.domains.learning.dataset import SymbolRows, join_rows, split_by_time
+from app.domains.learning.evaluation import Reliability, prior_probabilities, reliability_table
+from app.domains.markets.candles import FloatArray, IntArray
+from app.domains.signals.barriers import BarrierConfig
+from app.domains.signals.ensemble import Ensemble, log_loss
+from app.domains.signals.meta import (
+    MetaConfig,
+    MetaRows,
+    binary_log_loss,
+    brier_score,
+    fit_meta,
+    purged_walk_forward_splits,
+    time_slices,
+)
 from app.domains.signals.models import FORECASTER_KINDS, GBM_KINDS, MODEL_KINDS
 from app.domains.signals.models.forecaster import ForecasterConfig, TorchForecaster
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
 from app.domains.signals.models.tensors import seeded_torch
+from app.domains.signals.modelset import WINDOW_CHANNELS, TrainedModels, TrainingConfig
 
-WINDOW_CHANNELS = ("ret_1", "atr_pct", "volume_z_72", "rsi_14")  # per-candle inputs of the forecasters
 SLICES = ("fit", "early_stopping", "weights", "calibration")
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    horizon: int = 4
-    band: float = 0.002
-    window: int = 48
-    embargo_hours: int = 24
-    validation_fraction: float = 0.2  # the early-stopping slice's share of the training rows
-    weights_fraction: float = 0.125  # the ensemble-weights slice's share
-    calibration_fraction: float = 0.125  # the calibration slice's share (the newest rows)
-    fee_rate: float = 0.0004
-    torch_epochs: int = 8
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        shares = (self.validation_fraction, self.weights_fraction, self.calibration_fraction)
-        if min(shares) <= 0 or sum(shares) >= 0.9:
-            raise ValueError(
-                f"the early-stopping, weights and calibration shares must be > 0 and leave >= 10 % to fit, got {shares}"
-            )
-
-
-@dataclass(frozen=True)
-class SymbolRows:
-    """Model inputs of one symbol for rows where everything is defined."""
-
-    symbol: str
-    timestamp: IntArray
-    x: FloatArray  # features (n, len(FEATURES))
-    windows: FloatArray  # forecaster inputs (n, window, len(WINDOW_CHANNELS))
-    y: npt.NDArray[np.int64]  # direction labels
-    target: FloatArray  # (n, horizon): the next `horizon` 1 h log returns; their sum is the labelled return
-    next_return: FloatArray  # log return to the next candle (for the trading rule)
-    change_24h: FloatArray  # for the momentum fallback baseline
-    group: IntArray  # symbol index per row
-
-
-def window_channels(features: FeatureMatrix) -> FloatArray:
-    """Per-candle inputs of the forecasters, centred where a feature has a natural middle."""
-    channels = np.column_stack([features.column(name) for name in WINDOW_CHANNELS])
-    channels[:, WINDOW_CHANNELS.index("rsi_14")] -= 0.5
-    return channels
-
-
-@dataclass(frozen=True)
-class LatestInputs:
-    """Model inputs of the last candle, exactly as training builds them for every row."""
-
-    features: FeatureMatrix
-    x: FloatArray  # (1, len(FEATURES))
-    window: FloatArray  # (1, window, len(WINDOW_CHANNELS))
-    ready: bool  # False while the indicators or the window are still warming up
-
-
-def latest_inputs(candles: Candles, funding: Funding | None, config: TrainingConfig) -> LatestInputs:
-    features = compute_features(candles, funding)
-    channels = window_channels(features)
-    ready = len(candles) >= config.window and bool(features.valid[-config.window :].all())
-    return LatestInputs(features, features.values[-1:], channels[None, -config.window :, :], ready)
-
-
-def symbol_rows(candles: Candles, funding: Funding | None, config: TrainingConfig) -> SymbolRows:
-    features = compute_features(candles, funding)
-    labels = direction_labels(candles.close, config.horizon, config.band)
-    next_return = forward_return(candles.close, 1)
-    target = np.full((len(candles), config.horizon), np.nan)
-    for step in range(config.horizon):
-        target[: len(candles) - step, step] = next_return[step:]
-    channels = window_channels(features)
-    window_ok = np.zeros(len(candles), dtype=bool)
-    valid = features.valid.astype(np.int64)
-    if len(candles) >= config.window:
-        complete = sliding_window_view(valid, config.window).sum(axis=1) == config.window
-        window_ok[config.window - 1 :] = complete
-    keep = np.flatnonzero(window_ok & (labels != UNKNOWN) & np.isfinite(target).all(axis=1))
-    windows = sliding_window_view(channels, config.window, axis=0)  # (n - w + 1, C, w)
-    change_24h = np.full(len(candles), np.nan)
-    change_24h[24:] = candles.close[24:] / candles.close[:-24] - 1.0
-    return SymbolRows(
-        symbol=candles.symbol,
-        timestamp=candles.timestamp[keep],
-        x=features.values[keep],
-        windows=np.ascontiguousarray(windows[keep - config.window + 1].transpose(0, 2, 1)),
-        y=labels[keep],
-        target=target[keep],
-        next_return=next_return[keep],
-        change_24h=change_24h[keep],
-        group=np.zeros(len(keep), dtype=np.int64),
-    )
-
-
-def _stack(parts: list[SymbolRows], masks: list[npt.NDArray[np.bool_]]) -> SymbolRows:
-    """Rows of several symbols selected by `masks`, ordered by time."""
-
-    def cat(name: str) -> Any:
-        return np.concatenate([getattr(p, name)[m] for p, m in zip(parts, masks, strict=True)])
-
-    timestamp = cat("timestamp")
-    order = np.argsort(timestamp, kind="stable")
-    group = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, m in enumerate(masks)])
-    return SymbolRows(
-        ",".join(p.symbol for p in parts),
-        timestamp[order],
-        cat("x")[order],
-        cat("windows")[order],
-        cat("y")[order],
-        cat("target")[order],
-        cat("next_return")[order],
-        cat("change_24h")[order],
-        group[order],
-    )
 
 
 @dataclass(frozen=True)
@@ -187,36 +82,6 @@ def fitting_slices(rows: SymbolRows, config: TrainingConfig) -> FitSlices:
     if empty:
         raise ValueError(f"too few training rows ({len(rows.y)}) for the slices: {', '.join(empty)} empty")
     return FitSlices(*parts)
-
-
-@dataclass
-class TrainedModels:
-    config: TrainingConfig
-    gbm: dict[str, GbmClassifier]
-    forecasters: dict[str, TorchForecaster]
-    ensemble: Ensemble
-    prior: FloatArray  # class frequencies of all training rows (3,): the baseline every model must beat
-    fit_seconds: dict[str, float] = field(default_factory=dict)
-    fit_info: dict[str, Any] = field(default_factory=dict)  # slices, stopping points, weights-slice losses
-
-    @property
-    def residual_std(self) -> dict[str, float]:
-        """Kept for callers of `forecast_to_probabilities(forecaster.predict(w), residual_std[kind], band)`: the
-        forecasters predict σ per row (`predict` gives mean and σ), so there is no constant error σ (NaN, unused)."""
-        return dict.fromkeys(self.forecasters, float("nan"))
-
-    def member_probabilities(self, kind: str, x: FloatArray, windows: FloatArray) -> FloatArray:
-        """One member's class probabilities: the boosted trees read the features, the forecasters the windows."""
-        if kind in self.gbm:
-            return self.gbm[kind].predict_proba(x)
-        return forecast_to_probabilities(self.forecasters[kind].predict(windows), float("nan"), self.config.band)
-
-    def probabilities(
-        self, x: FloatArray, windows: FloatArray, kinds: tuple[str, ...] | None = None
-    ) -> dict[str, FloatArray]:
-        """Class probabilities of every member (or of `kinds` only, e.g. `ensemble.active`)."""
-        wanted = [*self.gbm, *self.forecasters] if kinds is None else kinds
-        return {kind: self.member_probabilities(kind, x, windows) for kind in wanted}
 
 
 def _span(rows: SymbolRows, index: npt.NDArray[np.intp]) -> dict[str, int]:
@@ -334,41 +199,67 @@ def walk_forward(
                 "fit_info": trained.fit_info,
             }
         )
-    joined = _stack(tests, [np.ones(len(t.y), dtype=bool) for t in tests])
-    order = np.argsort(np.concatenate([t.timestamp for t in tests]), kind="stable")
+    rows = join_rows(tests)
     names = set.intersection(*(set(p) for p in predicted))
-    # `_stack` numbers its parts (here: folds) as groups; put the symbol index back
-    rows = SymbolRows(
-        joined.symbol,
-        joined.timestamp,
-        joined.x,
-        joined.windows,
-        joined.y,
-        joined.target,
-        joined.next_return,
-        joined.change_24h,
-        np.concatenate([t.group for t in tests])[order],
-    )
-    fold = np.concatenate([np.full(len(t.y), k, dtype=np.int64) for k, t in enumerate(tests)])[order]
-    joined_predictions = {name: np.concatenate([p[name] for p in predicted])[order] for name in sorted(names)}
+    fold = np.concatenate([np.full(len(t.y), k, dtype=np.int64) for k, t in enumerate(tests)])
+    joined_predictions = {name: np.concatenate([p[name] for p in predicted]) for name in sorted(names)}
     return WalkForward(rows, joined_predictions, fold, folds)
 
 
-def as_dataset(rows: SymbolRows) -> Dataset:
-    return Dataset(rows.symbol, rows.timestamp, rows.x, rows.y, rows.next_return, rows.group)
+# --- the meta layer, walk-forward ----------------------------------------------------------------------
 
 
-def split_by_time(
-    parts: list[SymbolRows],
-    test_start_ms: int,
-    embargo_hours: int,
-    until_ms: int | None = None,
-    train_from_ms: int | None = None,
-) -> tuple[SymbolRows, SymbolRows]:
-    """Training rows end `embargo_hours` before the test window; test rows start at it."""
-    embargo = embargo_hours * HOUR_MS
-    train = [
-        (p.timestamp < test_start_ms - embargo) & (train_from_ms is None or p.timestamp >= train_from_ms) for p in parts
-    ]
-    test = [(p.timestamp >= test_start_ms) & (until_ms is None or p.timestamp < until_ms) for p in parts]
-    return _stack(parts, train), _stack(parts, test)
+@dataclass(frozen=True)
+class MetaWalkForward:
+    """Out-of-sample predictions of models refitted before every fold, and the base rate each fold's training
+    rows gave (the honest baseline)."""
+
+    index: npt.NDArray[np.intp]  # rows of the input, in fold order
+    predicted: FloatArray
+    base_rate: FloatArray
+    label: FloatArray
+    folds: list[dict[str, Any]]
+
+    def reliability(self, n_bins: int = 10, *, quantile: bool = False) -> Reliability:
+        table = reliability_table(self.predicted, self.label, n_bins, quantile=quantile)
+        base = brier_score(self.base_rate, self.label), binary_log_loss(self.base_rate, self.label)
+        return replace(table, base_rate=float(self.base_rate.mean()), base_brier=base[0], base_log_loss=base[1])
+
+
+def walk_forward_meta(
+    rows: MetaRows,
+    n_folds: int = 4,
+    test_fraction: float = 0.5,
+    config: MetaConfig | None = None,
+    barriers: BarrierConfig | None = None,
+) -> MetaWalkForward:
+    """Refit before each of `n_folds` consecutive test windows (the newest `test_fraction` of the span) on the
+    purged, embargoed rows before it; predict the window."""
+    cfg = config or MetaConfig()
+    parts: list[tuple[npt.NDArray[np.intp], FloatArray, FloatArray]] = []
+    folds: list[dict[str, Any]] = []
+    for split in purged_walk_forward_splits(rows.timestamp, rows.end_ms, n_folds, test_fraction, cfg.embargo_ms):
+        model = fit_meta(rows.take(split.train), cfg, barriers=barriers)
+        test = rows.take(split.test)
+        p = model.predict_proba(test.features, test.primary_probs, test.sides)
+        parts.append((split.test, p, np.full(len(split.test), model.base_rate)))
+        folds.append(
+            {
+                "test_from_ms": int(test.timestamp.min()),
+                "test_until_ms": int(test.timestamp.max()),
+                "train_rows": len(split.train),
+                "test_rows": len(split.test),
+                **{k: v for k, v in model.report.items() if k not in ("rows",)},
+                "test": reliability_table(p, test.label, base_rate=model.base_rate).as_dict(),
+            }
+        )
+    if not parts:
+        raise ValueError("no walk-forward fold has both training and test rows")
+    index = np.concatenate([p[0] for p in parts])
+    return MetaWalkForward(
+        index,
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        rows.label[index],
+        folds,
+    )

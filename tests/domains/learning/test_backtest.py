@@ -8,9 +8,7 @@ import pytest
 
 from app.core.settings import Settings
 from app.domains.exits.plan import ExitConfig
-from app.domains.markets.candles import Candles, Funding
-from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
-from app.domains.signals.backtest import (
+from app.domains.learning.backtest import (
     STOP_LOSS,
     TAKE_PROFIT,
     SymbolMarket,
@@ -27,13 +25,24 @@ from app.domains.signals.backtest import (
     skill_metrics,
     symbol_market,
 )
+from app.domains.learning.dataset import SymbolRows
+from app.domains.markets.candles import Candles, Funding
+from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from app.domains.signals.decision import decide
-from app.domains.signals.evaluation import Dataset
 from app.domains.signals.features import compute_features
 from app.domains.signals.labels import HOLD, LONG, SHORT
 
 HOUR = 3_600_000
 FREE = TradeRule(min_confidence=0.0, fee_rate=0.0, slippage=0.0, max_hold_bars=None)
+
+
+def labelled_rows(symbol: str, timestamp: np.ndarray, y: np.ndarray) -> SymbolRows:
+    """Rows carrying only what the served-rule evaluation reads (times, labels); the model inputs are zeros."""
+    n = len(y)
+    z = np.zeros(n)
+    return SymbolRows(
+        symbol, timestamp, np.zeros((n, 1)), np.zeros((n, 1, 1)), y, np.zeros((n, 1)), z, z, np.zeros(n, dtype=np.int64)
+    )
 
 
 def candles(ohlc: list[tuple[float, float, float, float]], start_ms: int = 0) -> Candles:
@@ -53,7 +62,7 @@ def test_defaults_come_from_the_exit_plan_and_the_active_profile() -> None:
     assert (ExitConfig().tp_distances[0], ExitConfig().sl_distance) == (TAKE_PROFIT, STOP_LOSS)
     assert default_min_confidence() == float(DEFAULT_PROFILES[RiskMode.NORMAL].global_min_confidence)
     assert TradeRule().min_confidence == default_min_confidence()
-    assert default_min_confidence("DEFENSIVE") == 0.75
+    assert default_min_confidence("DEFENSIVE") == float(DEFAULT_PROFILES[RiskMode.DEFENSIVE].global_min_confidence)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert TradeRule().fee_rate == float(settings.taker_fee_rate)
     assert TradeRule().slippage == float(settings.paper_slippage_pct) / 100
@@ -186,7 +195,7 @@ def test_portfolio_metrics_by_hand() -> None:
 
 def test_always_hold_makes_no_trades_and_buy_and_hold_pays_fees() -> None:
     c = candles([FLAT, (100.0, 103.0, 99.0, 102.0), (102.0, 106.0, 101.0, 105.0)])
-    rows = Dataset("BTC/USDT:USDT", c.timestamp, np.zeros((3, 1)), np.array([LONG, LONG, HOLD]), np.zeros(3))
+    rows = labelled_rows("BTC/USDT:USDT", c.timestamp, np.array([LONG, LONG, HOLD]))
     rule = TradeRule(min_confidence=0.65, fee_rate=0.001, slippage=0.0)
     base = score_baselines([market(c)], rows, np.array([0.2, 0.5, 0.3]), rule)
     assert base["always_hold"]["trades"] == 0 and base["always_hold"]["net_return"] == 0.0

@@ -1,6 +1,6 @@
 """The meta model on real candles: how often TP1 comes before the stop, and whether the meta model knows when.
 
-`python -m app.domains.signals.meta_report [--symbols BTC/USDT:USDT ETH/USDT:USDT] [--years 2] [--static]`
+`python -m app.domains.learning.meta_report [--symbols BTC/USDT:USDT ETH/USDT:USDT] [--years 2] [--static]`
 
 - Data: the bundled Binance USDT-M 1h candles and funding (`marketdata.default_data_root()`), ending at the last
   candle. The newest `--years` hold the meta rows; the year before them trains the primary.
@@ -25,23 +25,16 @@ from typing import Any
 import numpy as np
 
 from app.core.clock import HOUR_MS
+from app.domains.learning.backtest import momentum_side
+from app.domains.learning.training import walk_forward_meta
 from app.domains.markets.candles import Candles, FloatArray, Funding
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
-from app.domains.signals.backtest import momentum_side
 from app.domains.signals.barriers import SL, TIMEOUT, TP, BarrierConfig, exit_plan_labels
 from app.domains.signals.features import compute_features
 from app.domains.signals.labels import CLASSES, HOLD, LONG, SHORT, UNKNOWN, direction_labels
-from app.domains.signals.meta import (
-    MetaConfig,
-    MetaRows,
-    binary_log_loss,
-    brier_score,
-    concat_rows,
-    meta_rows,
-    walk_forward_meta,
-)
+from app.domains.signals.meta import MetaConfig, MetaRows, binary_log_loss, brier_score, concat_rows, meta_rows
 from app.domains.signals.models.gbm import GbmClassifier, GbmConfig
-from app.domains.signals.training import TrainingConfig
+from app.domains.signals.modelset import TrainingConfig
 
 YEAR_MS = 365 * 24 * HOUR_MS
 WARMUP_BARS = 300  # candles before the primary year, so every indicator is defined at its start

@@ -12,14 +12,14 @@ from app.__main__ import main
 from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
+from app.domains.learning.backtest import MAX_HOLD_BARS, MODEL_METRICS, TRADING_METRICS
+from app.domains.learning.pipeline import TrainPlan, train_and_promote
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.artifacts import load_ensemble, load_meta
-from app.domains.signals.backtest import MAX_HOLD_BARS, MODEL_METRICS, TRADING_METRICS
-from app.domains.signals.pipeline import TrainPlan, train_and_promote
+from app.domains.signals.modelset import TrainingConfig
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
 from app.domains.signals.registry.repository import RegistryRepository
 from app.domains.signals.registry.service import ModelRegistry
-from app.domains.signals.training import TrainingConfig
 
 KINDS = {"xgboost", "lightgbm", "nhits", "patchtst", "ensemble"}
 

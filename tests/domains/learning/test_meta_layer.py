@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from app.core.clock import HOUR_MS
-from app.domains.markets.marketdata import ReplayMarketData, default_data_root
-from app.domains.signals.backtest import MAX_HOLD_BARS, STOP_LOSS, TAKE_PROFIT, TradeRule
-from app.domains.signals.meta import breakeven_probability
-from app.domains.signals.pipeline import (
+from app.domains.learning.backtest import MAX_HOLD_BARS, STOP_LOSS, TAKE_PROFIT, TradeRule, breakeven_probability
+from app.domains.learning.dataset import SymbolRows, split_by_time
+from app.domains.learning.pipeline import (
     MarketSeries,
     MetaLayerFit,
     TrainPlan,
@@ -20,7 +19,9 @@ from app.domains.signals.pipeline import (
     served_barriers,
     train_meta_layer,
 )
-from app.domains.signals.training import SymbolRows, TrainingConfig, fit_models, split_by_time
+from app.domains.learning.training import fit_models
+from app.domains.markets.marketdata import ReplayMarketData, default_data_root
+from app.domains.signals.modelset import TrainingConfig
 
 CONFIG = TrainingConfig(torch_epochs=1)
 

@@ -22,10 +22,10 @@ from app.core.bus import EventBus
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import Settings
+from app.domains.learning.backtest import MODEL_METRICS, default_min_confidence
+from app.domains.learning.clm import ClmConfig, ContinuousLearning, run_training_job, spawn_pool
 from app.domains.markets.candles import Candles, Funding
 from app.domains.markets.marketdata import MarketDataError, ReplayMarketData, default_data_root
-from app.domains.signals.backtest import MODEL_METRICS, default_min_confidence
-from app.domains.signals.clm import ClmConfig, ContinuousLearning, run_training_job, spawn_pool
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.service import ModelRegistry
 from tests.support import EventRecorder
@@ -400,7 +400,8 @@ def test_the_job_scores_with_the_active_profiles_minimum_confidence(
 ) -> None:
     settings = make_settings(model_dir=str(tmp_path / "models"), quantum_risk_mode="DEFENSIVE")
     clm = ContinuousLearning(settings, ClmConfig(), ReplayMarketData())
-    assert clm.job_spec("x", 0)["min_confidence"] == default_min_confidence("DEFENSIVE") == 0.75
+    assert clm.job_spec("x", 0)["min_confidence"] == default_min_confidence("DEFENSIVE")
+    assert default_min_confidence("DEFENSIVE") > default_min_confidence("NORMAL")  # the active profile, not the default
 
 
 # --- the real thing ---------------------------------------------------------------------------

@@ -37,13 +37,13 @@ from app.core.clock import utcnow
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import Settings
+from app.domains.learning.backtest import default_min_confidence
+from app.domains.learning.pipeline import TrainPlan, default_rule, train_and_promote
 from app.domains.markets.marketdata import MarketData, MarketDataError, ReplayMarketData
-from app.domains.signals.backtest import default_min_confidence
-from app.domains.signals.pipeline import TrainPlan, default_rule, train_and_promote
+from app.domains.signals.modelset import TrainingConfig
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.service import ModelRegistry, json_safe
-from app.domains.signals.training import TrainingConfig
 
 logger = logging.getLogger(__name__)
 

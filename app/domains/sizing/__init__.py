@@ -1,0 +1,1 @@
+"""Position sizing: a learned multiplier (or half Kelly) on live equity, clipped by RiskGuard's own limits."""
