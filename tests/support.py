@@ -22,8 +22,10 @@ from alembic.config import Config
 from alembic import command
 from app.bootstrap import Container
 from app.core.bus import Event, HandlerTable
+from app.core.settings import Settings
 from app.domains.execution.feed import NoPrice
 from app.domains.execution.paper import Bar
+from app.domains.exits.plan import ExitConfig
 from app.domains.markets.catalog import UnknownSymbol
 from app.handlers import default_handlers
 from app.main import create_app
@@ -157,6 +159,22 @@ async def running(container: Container) -> AsyncIterator[httpx.AsyncClient]:
             transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}, event_hooks={"request": [hook]}
         ) as client:
             yield client
+
+
+def default_plan_breakeven() -> float:
+    """The P(TP1 before the stop) at which the default trade breaks even: TP1 and the stop of the default exit
+    plan, the default taker fee on each fill's notional and the default paper slippage against the trader on
+    both fills, every miss a full stop (a long; about 0.5317). The minimum confidences must lie above it."""
+    exits = ExitConfig()
+    fee = float(Settings.model_fields["taker_fee_rate"].default)
+    slippage = float(Settings.model_fields["paper_slippage_pct"].default) / 100
+
+    def net(ratio: float) -> float:  # exit fill / entry fill, less the fees of both fills
+        return ratio - 1.0 - fee - fee * ratio
+
+    win = net((1.0 + exits.tp_distances[0]) * (1.0 - slippage))
+    loss = net((1.0 - exits.sl_distance) * (1.0 - slippage))
+    return -loss / (win - loss)
 
 
 def trade_body(**overrides: Any) -> dict[str, Any]:

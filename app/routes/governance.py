@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.core.context import current_trace_id
 from app.domains.governance.service import GovernanceService
+from app.domains.policy.profiles import MIN_CONFIDENCE_DESCRIPTION
 from app.domains.trading.schemas import ReasonOut, TradeCreate
 from app.routes.deps import AuthorizedContainer, ContainerDep
 
@@ -19,7 +20,7 @@ CENT = Decimal("0.01")
 
 class LimitsOut(BaseModel):
     max_leverage: int
-    min_confidence: float
+    min_confidence: float = Field(description=MIN_CONFIDENCE_DESCRIPTION)
     max_positions: int
 
 

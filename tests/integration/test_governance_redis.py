@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,7 +18,7 @@ from redis.asyncio import Redis
 
 from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
-from app.domains.governance.policy import PolicyConfig
+from app.domains.governance.policy import LIMITS, PolicyConfig, PortfolioPolicy
 from app.domains.governance.service import (
     EVENTS_STREAM,
     KEY_PARAM,
@@ -27,6 +28,7 @@ from app.domains.governance.service import (
     STREAM,
     GovernanceConfig,
 )
+from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from tests.conftest import TEST_REDIS_URL, _reachable, service_unavailable
 from tests.support import running, trade_body, wait_until
 
@@ -145,10 +147,12 @@ async def test_60_events_publish_the_expected_policy_score_and_params(
         assert await redis.get(KEY_PARAM + "max_leverage") == b"10"
         assert [c[1][b"to"] for c in await redis.xrange(EVENTS_STREAM)] == [b"AGGRESSIVE", b"CONSERVATIVE"]
         # The new policy is a layer of RiskGuard's stack: a trade NORMAL allows is denied, naming it.
-        denied = await client.post("/trades", json=trade_body(confidence="0.70"))
+        conservative = Decimal(str(LIMITS[PortfolioPolicy.CONSERVATIVE].min_confidence))
+        between = (DEFAULT_PROFILES[RiskMode.NORMAL].global_min_confidence + conservative) / 2
+        denied = await client.post("/trades", json=trade_body(confidence=str(between)))
         assert denied.status_code == 403
         assert [r["detail"] for r in denied.json()["reasons"]] == [
-            "MIN_CONFIDENCE: confidence=0.70 min=0.75 governance=CONSERVATIVE"
+            f"MIN_CONFIDENCE: confidence={between} min={conservative} governance=CONSERVATIVE"
         ]
         effective = (await client.get("/api/v2/policy/effective")).json()["limits"]
         assert effective["max_open_positions"] == {"value": 3, "layer": "governance", "source": "CONSERVATIVE"}

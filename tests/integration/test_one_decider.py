@@ -4,6 +4,7 @@ containers on one Postgres database and one Redis stand in for two workers."""
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -12,6 +13,8 @@ from app.bootstrap import Container, bootstrap
 from app.core.lease import Leadership
 from app.core.settings import Settings
 from app.domains.governance.memory import MemoryEvent
+from app.domains.governance.policy import LIMITS, PortfolioPolicy
+from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from tests.conftest import TEST_REDIS_URL
 from tests.support import running, trade_body, wait_until
 
@@ -62,7 +65,10 @@ async def test_one_process_decides_and_the_other_applies_its_decisions(workers: 
     await wait_until(adopted, seconds=3)
     body = (await client_2.get("/api/governance/status")).json()
     assert body["role"] == "follower" and body["reason"].startswith("adopted from the leader")
-    denied = await client_2.post("/trades", json=trade_body(confidence="0.7"))
+    # A confidence the NORMAL profile allows and CONSERVATIVE refuses.
+    conservative = Decimal(str(LIMITS[PortfolioPolicy.CONSERVATIVE].min_confidence))
+    between = (DEFAULT_PROFILES[RiskMode.NORMAL].global_min_confidence + conservative) / 2
+    denied = await client_2.post("/trades", json=trade_body(confidence=str(between)))
     assert denied.status_code == 403
     assert "governance=CONSERVATIVE" in denied.json()["reasons"][0]["detail"]
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from app.bootstrap import bootstrap
 from app.core.settings import Settings
+from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from tests.support import running, trade_body
 
 API = tuple[Any, Any]
@@ -14,7 +15,8 @@ async def test_effective_limits_name_their_layer_and_follow_overrides(api: API) 
     body = (await client.get("/api/v2/policy/effective")).json()
     limits = body["limits"]
     assert limits["max_leverage"] == {"value": "5", "layer": "profile", "source": "NORMAL"}
-    assert limits["min_confidence"] == {"value": "0.65", "layer": "profile", "source": "NORMAL"}
+    normal = str(DEFAULT_PROFILES[RiskMode.NORMAL].global_min_confidence)
+    assert limits["min_confidence"] == {"value": normal, "layer": "profile", "source": "NORMAL"}
     assert limits["leverage_multiplier"]["value"] == "1"
     assert limits["effective_max_leverage"]["value"] == "5"
     assert limits["new_positions_allowed"]["value"] is True
@@ -26,7 +28,8 @@ async def test_effective_limits_name_their_layer_and_follow_overrides(api: API) 
     await client.post("/api/v2/policy/risk-mode", json={"mode": "DEFENSIVE", "reason": "cpi"})
     limits = (await client.get("/api/v2/policy/effective")).json()["limits"]
     assert limits["max_leverage"] == {"value": "3", "layer": "profile", "source": "DEFENSIVE"}
-    assert limits["min_confidence"]["value"] == "0.75"  # the override was NORMAL's
+    defensive = str(DEFAULT_PROFILES[RiskMode.DEFENSIVE].global_min_confidence)
+    assert limits["min_confidence"]["value"] == defensive  # the override (0.8) was NORMAL's
 
 
 async def test_the_governance_policy_is_a_layer_by_default(make_settings: Any) -> None:

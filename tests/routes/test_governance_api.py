@@ -10,6 +10,7 @@ from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
 from app.domains.governance import repository
 from app.domains.governance.memory import MemoryEvent
+from app.domains.governance.policy import LIMITS, PortfolioPolicy
 from app.domains.governance.service import GovernanceConfig
 from app.domains.risk.guard import SafetyView
 from tests.support import FakeClock, running, trade_body, wait_until
@@ -40,7 +41,8 @@ async def test_status_starts_balanced_without_streams(api: Api) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["policy"] == "BALANCED"
-    assert body["limits"] == {"max_leverage": 20, "min_confidence": 0.65, "max_positions": 5}
+    balanced = LIMITS[PortfolioPolicy.BALANCED]
+    assert body["limits"] == {"max_leverage": 20, "min_confidence": balanced.min_confidence, "max_positions": 5}
     assert "insufficient samples: 0 < MIN_SAMPLES 50" in body["reason"]
     assert body["memory"]["samples"] == 0 and body["memory"]["rebuilt"] is True
     assert body["consumer"]["enabled"] is False and body["consumer"]["state"] == "disabled"

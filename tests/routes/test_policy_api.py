@@ -8,6 +8,7 @@ import pytest
 from app.bootstrap import Container, bootstrap
 from app.core.settings import Settings
 from app.domains.policy.events import RiskModeChanged
+from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
 from tests.support import EventRecorder, running
 
 Api = tuple[httpx.AsyncClient, Container]
@@ -43,7 +44,8 @@ async def test_switch_mode_is_immediate_and_audited(api: Api, recorder: EventRec
     assert response.status_code == 200
     assert response.json()["name"] == "DEFENSIVE" and response.json()["max_leverage"] == 3
     active = (await client.get("/api/v2/policy/risk-profile")).json()
-    assert active["name"] == "DEFENSIVE" and active["global_min_confidence"] == 0.75
+    defensive = float(DEFAULT_PROFILES[RiskMode.DEFENSIVE].global_min_confidence)
+    assert active["name"] == "DEFENSIVE" and active["global_min_confidence"] == defensive
     trade = await client.post(
         "/trades",
         json={

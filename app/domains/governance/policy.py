@@ -22,13 +22,17 @@ class PortfolioPolicy(StrEnum):
 @dataclass(frozen=True, slots=True)
 class PolicyLimits:
     max_leverage: int
+    # The minimum calibrated P(TP1 hit before the stop) of a trade, the scale of the profiles'
+    # `global_min_confidence` (app/domains/policy/profiles.py); the default plan breaks even at about 0.53.
     min_confidence: float
     max_positions: int
 
 
+# min_confidence: margins above the 0.53 breakeven chosen from the economics, not fitted to data; a
+# stricter policy is never looser (CONSERVATIVE >= BALANCED >= AGGRESSIVE).
 LIMITS: dict[PortfolioPolicy, PolicyLimits] = {
-    PortfolioPolicy.CONSERVATIVE: PolicyLimits(max_leverage=10, min_confidence=0.75, max_positions=3),
-    PortfolioPolicy.BALANCED: PolicyLimits(max_leverage=20, min_confidence=0.65, max_positions=5),
+    PortfolioPolicy.CONSERVATIVE: PolicyLimits(max_leverage=10, min_confidence=0.60, max_positions=3),
+    PortfolioPolicy.BALANCED: PolicyLimits(max_leverage=20, min_confidence=0.57, max_positions=5),
     PortfolioPolicy.AGGRESSIVE: PolicyLimits(max_leverage=30, min_confidence=0.55, max_positions=7),
 }
 

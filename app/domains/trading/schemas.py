@@ -40,7 +40,11 @@ class TradeCreate(BaseModel):
         "MAX_PRICE_DEVIATION_PCT; the exchange sets the fill. Omitted: at the market",
     )
     price_as_of: Timestamp | None = Field(default=None, description="When the price was observed (timezone required)")
-    confidence: Confidence | None = None
+    confidence: Confidence | None = Field(
+        default=None,
+        description="The signal's `confidence` (with `confidence_kind: p_tp_before_sl`, the calibrated probability "
+        "that TP1 is hit before the stop); refused (MIN_CONFIDENCE) below the active `min_confidence`",
+    )
     stop_loss: Price | None = None
     client_order_id: ClientOrderId | None = Field(default=None, description="Idempotency key")
     source: Label | None = Field(default=None, description="Signal source, e.g. ensemble")

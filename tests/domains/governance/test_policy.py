@@ -4,6 +4,7 @@ import pytest
 
 from app.domains.governance.memory import MemorySummary
 from app.domains.governance.policy import LIMITS, PolicyConfig, PolicyLimits, PortfolioPolicy, decide, score
+from tests.support import default_plan_breakeven
 
 C, B, A = PortfolioPolicy.CONSERVATIVE, PortfolioPolicy.BALANCED, PortfolioPolicy.AGGRESSIVE
 CONFIG = PolicyConfig(min_samples=50, conservative_threshold=0.3, aggressive_threshold=0.7, hysteresis=0.05)
@@ -23,9 +24,17 @@ def test_score_formula_and_volatility_floor() -> None:
 
 
 def test_the_table() -> None:
-    assert LIMITS[C] == PolicyLimits(10, 0.75, 3)
-    assert LIMITS[B] == PolicyLimits(20, 0.65, 5)
+    assert LIMITS[C] == PolicyLimits(10, 0.60, 3)
+    assert LIMITS[B] == PolicyLimits(20, 0.57, 5)
     assert LIMITS[A] == PolicyLimits(30, 0.55, 7)
+
+
+def test_min_confidences_are_above_the_breakeven_and_stricter_policies_never_looser() -> None:
+    """min_confidence is a calibrated P(TP1 before the stop), the profiles' scale: above the default plan's
+    breakeven, and CONSERVATIVE >= BALANCED >= AGGRESSIVE."""
+    breakeven = default_plan_breakeven()
+    assert all(limits.min_confidence > breakeven for limits in LIMITS.values())
+    assert LIMITS[C].min_confidence >= LIMITS[B].min_confidence >= LIMITS[A].min_confidence
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from app.domains.policy.profiles import (
     RiskProfile,
     effective_profile,
 )
+from tests.support import default_plan_breakeven
 
 EXPECTED = {
     RiskMode.AGGRESSIVE_SMALL_ACCOUNT: {
@@ -23,7 +24,7 @@ EXPECTED = {
         "emergency_drawdown_pct": Decimal("9.6"),
         "max_open_positions": 15,
         "position_size_cap_usd": Decimal(300),
-        "global_min_confidence": Decimal("0.60"),
+        "global_min_confidence": Decimal("0.55"),
         "allow_new_positions": True,
     },
     RiskMode.NORMAL: {
@@ -33,7 +34,7 @@ EXPECTED = {
         "emergency_drawdown_pct": Decimal("8.0"),
         "max_open_positions": 30,
         "position_size_cap_usd": Decimal(1000),
-        "global_min_confidence": Decimal("0.65"),
+        "global_min_confidence": Decimal("0.57"),
         "allow_new_positions": True,
     },
     RiskMode.DEFENSIVE: {
@@ -43,7 +44,7 @@ EXPECTED = {
         "emergency_drawdown_pct": Decimal("4.8"),
         "max_open_positions": 10,
         "position_size_cap_usd": Decimal(500),
-        "global_min_confidence": Decimal("0.75"),
+        "global_min_confidence": Decimal("0.60"),
         "allow_new_positions": True,
     },
 }
@@ -61,6 +62,19 @@ def test_there_is_one_default_profile_per_mode() -> None:
 @per_mode
 def test_default_profile_matches_the_table(mode: RiskMode) -> None:
     assert DEFAULT_PROFILES[mode].model_dump() == {"name": mode, **EXPECTED[mode]}
+
+
+def test_min_confidences_are_above_the_breakeven_and_stricter_profiles_never_looser() -> None:
+    """global_min_confidence is a calibrated P(TP1 before the stop): each default lies above the default
+    plan's breakeven, and the profiles are ordered AGGRESSIVE_SMALL_ACCOUNT <= NORMAL <= DEFENSIVE."""
+    breakeven = default_plan_breakeven()
+    assert breakeven == pytest.approx(0.5317, abs=1e-4)
+    minimums = [
+        DEFAULT_PROFILES[m].global_min_confidence
+        for m in (RiskMode.AGGRESSIVE_SMALL_ACCOUNT, RiskMode.NORMAL, RiskMode.DEFENSIVE)
+    ]
+    assert all(float(m) > breakeven for m in minimums)
+    assert minimums == sorted(minimums)
 
 
 @per_mode

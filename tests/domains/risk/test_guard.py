@@ -51,10 +51,17 @@ class Limits:
     min_confidence: str
 
 
+def _min_confidence(mode: RiskMode) -> str:
+    """The profile's minimum confidence as a denial spells it (its values are pinned in test_profiles)."""
+    return str(DEFAULT_PROFILES[mode].global_min_confidence)
+
+
 LIMITS = {
-    RiskMode.AGGRESSIVE_SMALL_ACCOUNT: Limits("7", "3.0", "6.0", 15, "300", "0.6"),
-    RiskMode.NORMAL: Limits("5", "1.5", "5.0", 30, "1000", "0.65"),
-    RiskMode.DEFENSIVE: Limits("3", "0.75", "3.0", 10, "500", "0.75"),
+    RiskMode.AGGRESSIVE_SMALL_ACCOUNT: Limits(
+        "7", "3.0", "6.0", 15, "300", _min_confidence(RiskMode.AGGRESSIVE_SMALL_ACCOUNT)
+    ),
+    RiskMode.NORMAL: Limits("5", "1.5", "5.0", 30, "1000", _min_confidence(RiskMode.NORMAL)),
+    RiskMode.DEFENSIVE: Limits("3", "0.75", "3.0", 10, "500", _min_confidence(RiskMode.DEFENSIVE)),
 }
 
 per_mode = pytest.mark.parametrize("mode", list(RiskMode), ids=str)

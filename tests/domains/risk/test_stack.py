@@ -6,12 +6,16 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from app.domains.governance.policy import LIMITS, PortfolioPolicy
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode, RiskProfile
 from app.domains.risk.guard import AccountState, DenialCode, RiskGuard, RiskGuardConfig, SafetyView, Side, TradeIntent
 from app.domains.risk.stack import Layer, LayerLimits, max_notional, profile_layer, safety_layer, stack
 from app.domains.signals.sizing import SizingConfig, SizingInputs, size_position
 
 PRICE = Decimal(60000)
+# The CONSERVATIVE policy's minimum confidence (stricter than NORMAL's), and a confidence NORMAL allows but it refuses.
+CONSERVATIVE_MIN_CONFIDENCE = Decimal(str(LIMITS[PortfolioPolicy.CONSERVATIVE].min_confidence))
+BETWEEN = (DEFAULT_PROFILES[RiskMode.NORMAL].global_min_confidence + CONSERVATIVE_MIN_CONFIDENCE) / 2
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 SIZE_CODES = {
     DenialCode.MAX_RISK_PER_TRADE,
@@ -24,17 +28,21 @@ SIZE_CODES = {
 
 
 def test_the_strictest_layer_wins_and_is_named() -> None:
-    """The issue's example: NORMAL (5x, 0.65, 30) under a CONSERVATIVE-like layer (10x, 0.75, 3)."""
+    """The issue's example: NORMAL (5x, 0.57, 30) under a CONSERVATIVE-like layer (10x, 0.60, 3)."""
+    assert DEFAULT_PROFILES[RiskMode.NORMAL].global_min_confidence < CONSERVATIVE_MIN_CONFIDENCE
     conservative = LayerLimits(
         Layer.GOVERNANCE,
         "CONSERVATIVE",
         max_leverage=Decimal(10),
-        min_confidence=Decimal("0.75"),
+        min_confidence=CONSERVATIVE_MIN_CONFIDENCE,
         max_open_positions=3,
     )
     limits = stack(profile_layer(DEFAULT_PROFILES[RiskMode.NORMAL]), conservative)
     assert (limits.max_leverage.value, limits.max_leverage.by) == (Decimal(5), "profile=NORMAL")
-    assert (limits.min_confidence.value, limits.min_confidence.by) == (Decimal("0.75"), "governance=CONSERVATIVE")
+    assert (limits.min_confidence.value, limits.min_confidence.by) == (
+        CONSERVATIVE_MIN_CONFIDENCE,
+        "governance=CONSERVATIVE",
+    )
     assert (limits.max_open_positions.value, limits.max_open_positions.by) == (3, "governance=CONSERVATIVE")
     assert limits.position_size_cap_usd.by == "profile=NORMAL"
     assert limits.new_positions_allowed.value is True
@@ -55,10 +63,13 @@ def test_the_governor_multiplier_scales_the_leverage_cap() -> None:
 def test_a_denial_names_the_binding_layer() -> None:
     guard = RiskGuard()
     profile = DEFAULT_PROFILES[RiskMode.NORMAL]
-    intent = TradeIntent("BTC/USDT:USDT", Side.LONG, Decimal(100), Decimal(2), PRICE, confidence=Decimal("0.6"))
+    confidence = profile.global_min_confidence - Decimal("0.01")
+    intent = TradeIntent("BTC/USDT:USDT", Side.LONG, Decimal(100), Decimal(2), PRICE, confidence=confidence)
     account = AccountState(Decimal(10000), 0, Decimal(0), Decimal(0), Decimal(10000))
     decision = guard.check(intent, account, profile, SafetyView(False, "ACTIVE", ""), now=NOW, trace_id="t")
-    assert [r.detail for r in decision.reasons] == ["MIN_CONFIDENCE: confidence=0.6 min=0.65 profile=NORMAL"]
+    assert [r.detail for r in decision.reasons] == [
+        f"MIN_CONFIDENCE: confidence={confidence} min={profile.global_min_confidence} profile=NORMAL"
+    ]
 
 
 def test_max_notional_names_the_check_that_binds() -> None:
@@ -160,14 +171,16 @@ def test_sizing_refuses_a_leverage_the_streak_multiplier_forbids() -> None:
 
 def test_an_added_layer_binds_in_risk_guard_and_is_named() -> None:
     """A governance-like layer plugged into RiskGuard: its stricter confidence and position count win."""
-    strict = LayerLimits(Layer.GOVERNANCE, "CONSERVATIVE", min_confidence=Decimal("0.75"), max_open_positions=3)
+    strict = LayerLimits(
+        Layer.GOVERNANCE, "CONSERVATIVE", min_confidence=CONSERVATIVE_MIN_CONFIDENCE, max_open_positions=3
+    )
     guard = RiskGuard(layers=[lambda: strict])
-    intent = TradeIntent("BTC/USDT:USDT", Side.LONG, Decimal(100), Decimal(2), PRICE, confidence=Decimal("0.70"))
+    intent = TradeIntent("BTC/USDT:USDT", Side.LONG, Decimal(100), Decimal(2), PRICE, confidence=BETWEEN)
     account = AccountState(Decimal(10000), 3, Decimal(300), Decimal(150), Decimal(10000))
     profile = DEFAULT_PROFILES[RiskMode.NORMAL]
     decision = guard.check(intent, account, profile, SafetyView(False, "ACTIVE", ""), now=NOW, trace_id="t")
     assert [r.detail for r in decision.reasons] == [
         "MAX_OPEN_POSITIONS: open=3 max=3 governance=CONSERVATIVE",
-        "MIN_CONFIDENCE: confidence=0.70 min=0.75 governance=CONSERVATIVE",
+        f"MIN_CONFIDENCE: confidence={BETWEEN} min={CONSERVATIVE_MIN_CONFIDENCE} governance=CONSERVATIVE",
     ]
     assert guard.limits(profile, SafetyView(False, "ACTIVE", "")).max_leverage.by == "profile=NORMAL"
