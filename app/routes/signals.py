@@ -51,7 +51,7 @@ async def signal(body: SignalRequest, container: AuthorizedContainer) -> SignalO
     safety, account = await container.trading.safety()
     pnl = await container.trading.recent_pnl()
     equity = account["equity"]
-    sizing = container.signals.size(
+    sizing = container.sizing.size(
         made,
         equity=equity,
         used_margin=account["used_margin"],

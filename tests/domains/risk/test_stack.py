@@ -10,7 +10,7 @@ from app.domains.governance.policy import LIMITS, PortfolioPolicy
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode, RiskProfile
 from app.domains.risk.guard import AccountState, DenialCode, RiskGuard, RiskGuardConfig, SafetyView, Side, TradeIntent
 from app.domains.risk.stack import Layer, LayerLimits, max_notional, profile_layer, safety_layer, stack
-from app.domains.signals.sizing import SizingConfig, SizingInputs, size_position
+from app.domains.sizing.policy import SizingConfig, SizingInputs, size_position
 
 PRICE = Decimal(60000)
 # The CONSERVATIVE policy's minimum confidence (stricter than NORMAL's), and a confidence NORMAL allows but it refuses.
