@@ -25,8 +25,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from app.domains.learning.backtest import served_barriers
 from app.domains.learning.dataset import split_by_time, symbol_rows
-from app.domains.learning.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.learning.pipeline import MarketSeries, train_meta_layer
 from app.domains.learning.training import fit_models
 from app.domains.markets.marketdata import ReplayMarketData
 from app.domains.signals.ensemble import Ensemble

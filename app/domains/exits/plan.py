@@ -95,6 +95,15 @@ class ExitConfig:
     # the same buffer as RiskGuard's STOP_BEYOND_LIQUIDATION (one setting), as a fraction of the entry
     liquidation_buffer: float = float(DEFAULT_LIQUIDATION_BUFFER_PCT) / 100
 
+    def regime_tp_scale(self, regime: str) -> float | None:
+        """The take-profit scale of `regime` ("trending" / "ranging" / "volatile", any case); None if unknown."""
+        scales = {
+            "trending": self.trending_tp_scale,
+            "ranging": self.ranging_tp_scale,
+            "volatile": self.volatile_tp_scale,
+        }
+        return scales.get(str(regime).strip().lower())
+
     def __post_init__(self) -> None:
         positive = {
             "sl_distance": self.sl_distance,
@@ -593,12 +602,11 @@ def _volatility(ctx: ExitContext, entry: Decimal, notes: list[str]) -> Decimal |
 def _regime_scale(regime: str | None, cfg: ExitConfig, notes: list[str]) -> Decimal:
     if regime is None:
         return ONE
-    scales = {"trending": cfg.trending_tp_scale, "ranging": cfg.ranging_tp_scale, "volatile": cfg.volatile_tp_scale}
-    key = str(regime).strip().lower()
-    if key not in scales:
+    scale = cfg.regime_tp_scale(regime)
+    if scale is None:
         notes.append(f"unknown regime {regime!r}: take-profit distances not scaled")
         return ONE
-    return _dec(scales[key])
+    return _dec(scale)
 
 
 def _policy_scale(policy: str | None, cfg: ExitConfig) -> Decimal:

@@ -10,13 +10,17 @@ the training pipeline). The rule, per symbol, on the candles of a window:
   horizon of a window, whose labels are unknown) makes no call.
 - Entry at the open of candle t + 1, filled `slippage` worse for the trader, paying the taker fee.
   One position per symbol: no decision is taken while one is open.
-- Exit at the first of: the stop (SL), the first take-profit (TP1), both at the exit plan's default
-  distances from the entry fill (`exits.plan.ExitConfig`), or `max_hold_bars` candles (the entry
-  candle counts as one) at that candle's close. If the stop and TP1 both lie inside one candle's
-  range the stop counts (the conservative reading). As the paper exchange fills them: a candle that
-  opens beyond the stop exits at its open (a gap fills worse than the stop); TP1 fills at its trigger,
-  also on a gap (a TAKE_PROFIT_MARKET order). An exit pays slippage and the taker fee.
-  A position still open at the window's last candle closes at its close.
+- Exit at the first of: the stop (SL), the first take-profit (TP1), both at the exit plan's distances
+  from the entry fill, or `max_hold_bars` candles (the entry candle counts as one) at that candle's
+  close. The distances are the live plan's (`volatility_scaled`, the default, as the plan is whenever
+  the feed gives an ATR): TP1 = 1.95 x ATR and SL = 2 x ATR over the entry, the ATR of the 14 candles
+  closed at the decision, TP1 times the regime's scale at the decision (trending 1.25, ranging 0.8),
+  each at least the plan's minimum distance (`served_barriers`, `barriers.barrier_distances`: the meta
+  layer's labels use the same function). Without it: the default ladder, TP1 +1.95 %, SL -2 %. If the
+  stop and TP1 both lie inside one candle's range the stop counts (the conservative reading). As the
+  paper exchange fills them: a candle that opens beyond the stop exits at its open (a gap fills worse
+  than the stop); TP1 fills at its trigger, also on a gap (a TAKE_PROFIT_MARKET order). An exit pays
+  slippage and the taker fee. A position still open at the window's last candle closes at its close.
 - Funding: every settlement the position is held over (after the entry, up to and including the
   open of the exit candle) costs rate x notional at that moment; longs pay positive rates, shorts
   receive them.
@@ -43,6 +47,7 @@ from app.domains.learning.dataset import SymbolRows
 from app.domains.learning.evaluation import EPS, classification_metrics
 from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.policy.profiles import DEFAULT_PROFILES, RiskMode
+from app.domains.signals.barriers import BarrierConfig, barrier_distances
 from app.domains.signals.decision import decide
 from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
 from app.domains.signals.features import FeatureMatrix, compute_features
@@ -100,7 +105,10 @@ def default_min_confidence(mode: str | None = None) -> float:
 
 @dataclass(frozen=True)
 class TradeRule:
-    """The served rule's numbers. `None` for take_profit, stop_loss or max_hold_bars: no such exit."""
+    """The served rule's numbers. `None` for take_profit, stop_loss or max_hold_bars: no such exit.
+
+    `volatility_scaled`: TP1 and SL are the live plan's ATR multiples (and regime scale) per decision; `take_profit`
+    and `stop_loss` then only say whether there is such an exit (and are the ladder without an ATR)."""
 
     min_confidence: float = field(default_factory=default_min_confidence)
     take_profit: float | None = TAKE_PROFIT
@@ -108,6 +116,7 @@ class TradeRule:
     max_hold_bars: int | None = MAX_HOLD_BARS
     fee_rate: float = TAKER_FEE  # per fill
     slippage: float = SLIPPAGE  # per fill, against the trader
+    volatility_scaled: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -134,10 +143,35 @@ class SymbolMarket:
     features: FeatureMatrix
     start: int
     stop: int
+    _distances: dict[BarrierConfig, tuple[FloatArray, FloatArray]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def window(self) -> IntArray:
         return self.candles.timestamp[self.start : self.stop]
+
+    def distances(self, barriers: BarrierConfig) -> tuple[FloatArray, FloatArray]:
+        """(TP1, SL) distance per candle of the window's decisions (`barriers.barrier_distances`), computed once."""
+        if barriers not in self._distances:
+            rows = range(max(0, self.start), max(self.start, self.stop))
+            self._distances[barriers] = barrier_distances(self.candles, barriers, self.features, rows)
+        return self._distances[barriers]
+
+
+def served_barriers(rule: TradeRule | None = None) -> BarrierConfig:
+    """The barriers of the trade the served rule makes: TP1 and the stop as the exit plan sets them (ATR- and
+    regime-scaled unless `volatility_scaled` is off, then the rule's distances) and its max hold
+    (`MAX_HOLD_BARS` by default). The meta layer's P(TP1 before the stop) is the probability of that trade's
+    outcome, and the simulation exits at the same levels."""
+    r = rule if rule is not None else TradeRule()
+    exits = ExitConfig()
+    if r.take_profit is not None:
+        exits = replace(exits, tp_distances=(r.take_profit, *exits.tp_distances[1:]))
+    if r.stop_loss is not None:
+        exits = replace(exits, sl_distance=r.stop_loss)
+    hold = r.max_hold_bars if r.max_hold_bars is not None else MAX_HOLD_BARS
+    return BarrierConfig(max_hold_bars=hold, volatility_scaled=r.volatility_scaled, exit=exits)
 
 
 def symbol_market(candles: Candles, funding: Funding | None, start_ms: int, end_ms: int) -> SymbolMarket:
@@ -178,6 +212,8 @@ class _Open:
     entry: int
     fill: float
     capital: float
+    take_profit: float | None  # distances from the fill, set at the decision (the plan's)
+    stop_loss: float | None
     funding: float = 0.0
 
 
@@ -196,11 +232,20 @@ def simulate(market: SymbolMarket, side_at: SideAt, rule: TradeRule) -> SymbolRu
     pending: tuple[int, int] | None = None  # (sign, decision candle)
     pos: _Open | None = None
     slip, fee = rule.slippage, rule.fee_rate
+    tp_at, sl_at = market.distances(served_barriers(rule))
     for t in range(start, stop):
         if pending is not None:
             sign, decided = pending
             pending = None
-            pos = _Open(sign, decided, t, float(o[t]) * (1.0 + sign * slip), cash)
+            pos = _Open(
+                sign,
+                decided,
+                t,
+                float(o[t]) * (1.0 + sign * slip),
+                cash,
+                take_profit=_distance(tp_at[decided], rule.take_profit),
+                stop_loss=_distance(sl_at[decided], rule.stop_loss),
+            )
         if pos is not None:
             in_position[t - start] = True
             if t > pos.entry:  # settlements since the previous open, while held
@@ -245,6 +290,13 @@ def simulate(market: SymbolMarket, side_at: SideAt, rule: TradeRule) -> SymbolRu
     return SymbolRun(trades, equity, in_position)
 
 
+def _distance(plan: float, ladder: float | None) -> float | None:
+    """The plan's distance at the decision; the ladder's where the plan has none (no ATR yet, as live)."""
+    if ladder is None:
+        return None
+    return float(plan) if math.isfinite(plan) else ladder
+
+
 def _exit(
     pos: _Open,
     t: int,
@@ -257,8 +309,8 @@ def _exit(
 ) -> tuple[float, str] | None:
     """(price, reason) if the position exits during candle t, the stop first when both levels are in range."""
     sign = pos.sign
-    stop = pos.fill * (1.0 - sign * rule.stop_loss) if rule.stop_loss is not None else None
-    target = pos.fill * (1.0 + sign * rule.take_profit) if rule.take_profit is not None else None
+    stop = pos.fill * (1.0 - sign * pos.stop_loss) if pos.stop_loss is not None else None
+    target = pos.fill * (1.0 + sign * pos.take_profit) if pos.take_profit is not None else None
     opened, high, low = float(o[t]), float(h[t]), float(lo[t])
     adverse, favourable = (low, high) if sign > 0 else (high, low)
 
@@ -527,11 +579,21 @@ def describe_rule(rule: TradeRule) -> str:
         return "none" if value is None else f"{value * 100:.2f} %"
 
     hold = "none" if rule.max_hold_bars is None else f"{rule.max_hold_bars} candles"
+    if rule.volatility_scaled and rule.take_profit is not None and rule.stop_loss is not None:
+        b = served_barriers(rule)
+        ex = b.exit
+        levels = (
+            f"TP1 {ex.atr_tp_multiples[0]} x ATR x the regime's scale (trending {ex.trending_tp_scale}, ranging "
+            f"{ex.ranging_tp_scale}, volatile {ex.volatile_tp_scale}), SL {ex.atr_sl_multiple} x ATR (ATR of the "
+            f"{b.atr_bars} candles closed at the decision; each at least {pct(ex.min_distance)}; the ladder "
+            f"{pct(rule.take_profit)} / {pct(rule.stop_loss)} before an ATR exists), as the live exit plan"
+        )
+    else:
+        levels = f"TP1 {pct(rule.take_profit)}, SL {pct(rule.stop_loss)}"
     return (
         f"served decision (regime filter) with min confidence {rule.min_confidence:.2f}; entry at the next "
-        f"candle's open; TP1 {pct(rule.take_profit)}, SL {pct(rule.stop_loss)} (stop first when both are in "
-        f"one candle), max hold {hold}; taker fee {pct(rule.fee_rate)} and slippage {pct(rule.slippage)} "
-        "per fill; funding at every settlement held"
+        f"candle's open; {levels} (stop first when both are in one candle), max hold {hold}; taker fee "
+        f"{pct(rule.fee_rate)} and slippage {pct(rule.slippage)} per fill; funding at every settlement held"
     )
 
 

@@ -43,12 +43,13 @@ from app.domains.learning.backtest import (
     breakeven_probability,
     describe_rule,
     score_probabilities,
+    served_barriers,
     served_report,
     symbol_market,
 )
 from app.domains.learning.dataset import SymbolRows, join_rows, split_by_time, symbol_rows
 from app.domains.learning.evaluation import reliability_table
-from app.domains.learning.pipeline import META_FOLDS, MarketSeries, rows_for_meta, served_barriers, train_meta_layer
+from app.domains.learning.pipeline import META_FOLDS, MarketSeries, rows_for_meta, train_meta_layer
 from app.domains.learning.training import fit_models, predictions
 from app.domains.markets.candles import FloatArray
 from app.domains.markets.marketdata import ReplayMarketData

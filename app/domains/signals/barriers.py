@@ -6,7 +6,9 @@ The question the served confidence answers (López de Prado's triple-barrier met
   `volatility_scaled` (as the live plan is whenever the feed gives an ATR) they are `ExitConfig.atr_tp_multiples[0]`
   and `ExitConfig.atr_sl_multiple` times ATR / entry, the ATR being the plain mean of the last `atr_bars` true ranges
   of the candles closed by t (what `ExecutionService.atr` hands `build_plan`); each distance is floored at
-  `ExitConfig.min_distance`. Without it they are `ExitConfig.tp_distances[0]` and `ExitConfig.sl_distance`.
+  `ExitConfig.min_distance`. With `regime_scaled` too (as the live plan: the regime read at the last closed candle
+  scales its take-profits), TP1 is multiplied by `ExitConfig.regime_tp_scale` of `regime.detect_regime` at t.
+  Without `volatility_scaled` they are `ExitConfig.tp_distances[0]` and `ExitConfig.sl_distance`.
   The numbers are never copied here: they are read from the `ExitConfig` given (its defaults by default).
 - Vertical barrier: `max_hold_bars` candles, t + 1 .. t + max_hold_bars (the entry candle counts).
 - Label 1.0 when TP1 is reached first; 0.0 when the stop is reached first OR time runs out (the label is the event
@@ -29,6 +31,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from app.domains.exits.plan import ExitConfig
 from app.domains.markets.candles import Candles, FloatArray, IntArray
+from app.domains.signals.features import FeatureMatrix, compute_features
+from app.domains.signals.regime import Regime, detect_regimes
 
 TP, SL, TIMEOUT, UNKNOWN = 1, -1, 0, -2  # outcome codes
 NO_EXIT = -1  # exit_bar where the outcome is unknown
@@ -41,6 +45,7 @@ class BarrierConfig:
 
     max_hold_bars: int = 24
     volatility_scaled: bool = True
+    regime_scaled: bool = True  # with volatility_scaled: TP1 scaled by the regime at t, as the live plan
     atr_bars: int = 14  # ExecutionConfig.atr_bars: closed bars behind the live plan's ATR
     tp_scale: float = 1.0
     stop_scale: float = 1.0
@@ -85,9 +90,26 @@ def mean_true_range(candles: Candles, bars: int) -> FloatArray:
     return out
 
 
-def barrier_distances(candles: Candles, config: BarrierConfig | None = None) -> tuple[FloatArray, FloatArray]:
+def regime_tp_scales(features: FeatureMatrix, exit_config: ExitConfig, rows: range | None = None) -> FloatArray:
+    """Per row, the plan's take-profit scale for the regime read at that row (`regime.detect_regimes`, from that
+    row and earlier ones); NaN outside `rows` (default: every row)."""
+    n = len(features.values)
+    wanted = rows if rows is not None else range(n)
+    out = np.full(n, np.nan)
+    scale = {r: exit_config.regime_tp_scale(r.value) for r in Regime}
+    out[wanted.start : wanted.stop] = [1.0 if (s := scale[r]) is None else s for r in detect_regimes(features, wanted)]
+    return out
+
+
+def barrier_distances(
+    candles: Candles,
+    config: BarrierConfig | None = None,
+    features: FeatureMatrix | None = None,
+    rows: range | None = None,
+) -> tuple[FloatArray, FloatArray]:
     """(TP1 distance, stop distance) per row as fractions of the entry (the next candle's open); NaN where
-    undefined (the ATR still warming up, or no next candle)."""
+    undefined (the ATR still warming up, or no next candle). `features`: those of `candles` if already computed
+    (the regime reads them); `rows`: the only rows wanted when regime-scaled (the others are NaN)."""
     cfg = config or BarrierConfig()
     ex = cfg.exit
     n = len(candles)
@@ -100,6 +122,8 @@ def barrier_distances(candles: Candles, config: BarrierConfig | None = None) -> 
         vol = mean_true_range(candles, cfg.atr_bars) / entry
         tp = ex.atr_tp_multiples[0] * vol * cfg.tp_scale
         sl = ex.atr_sl_multiple * vol * cfg.stop_scale
+        if cfg.regime_scaled:
+            tp = tp * regime_tp_scales(features if features is not None else compute_features(candles), ex, rows)
     with np.errstate(invalid="ignore"):
         tp = np.where(np.isfinite(tp), np.maximum(tp, ex.min_distance), np.nan)
         sl = np.where(np.isfinite(sl), np.maximum(sl, ex.min_distance), np.nan)

@@ -452,6 +452,7 @@ def barrier_summary(config: BarrierConfig) -> dict[str, Any]:
     return {
         "max_hold_bars": config.max_hold_bars,
         "volatility_scaled": config.volatility_scaled,
+        "regime_scaled": config.volatility_scaled and config.regime_scaled,
         "atr_bars": config.atr_bars,
         "tp_scale": config.tp_scale,
         "stop_scale": config.stop_scale,
@@ -460,6 +461,7 @@ def barrier_summary(config: BarrierConfig) -> dict[str, Any]:
         "atr_tp1_multiple": ex.atr_tp_multiples[0],
         "atr_sl_multiple": ex.atr_sl_multiple,
         "min_distance": ex.min_distance,
+        "regime_tp_scales": {r: ex.regime_tp_scale(r) for r in ("trending", "ranging", "volatile")},
     }
 
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from app.domains.markets.candles import FloatArray
 from app.domains.signals.features import FeatureMatrix
 
 
@@ -43,39 +45,75 @@ STRATEGY = {
 
 def detect_regime(features: FeatureMatrix, row: int, config: RegimeConfig | None = None) -> Regime:
     """The regime at `row`, from that row and earlier ones only."""
+    return detect_regimes(features, range(row, row + 1), config)[0]
+
+
+def detect_regimes(features: FeatureMatrix, rows: range, config: RegimeConfig | None = None) -> list[Regime]:
+    """The regime at each of `rows` (each from that row and earlier ones only): VOLATILE when the volatility
+    ratio is above `volatility_ratio`, else TRENDING when |drift t| >= `trend_t_stat`, else RANGING."""
     cfg = config or RegimeConfig()
-    ratio = volatility_ratio(features, row, cfg)
-    if np.isfinite(ratio) and ratio > cfg.volatility_ratio:
-        return Regime.VOLATILE
-    t_stat = drift_t_stat(features, row)
-    if np.isfinite(t_stat) and abs(t_stat) >= cfg.trend_t_stat:
-        return Regime.TRENDING
-    return Regime.RANGING
+    ratio = volatility_ratios(features, rows, cfg)
+    t_stat = drift_t_stats(features, rows)
+    with np.errstate(invalid="ignore"):
+        volatile = np.isfinite(ratio) & (ratio > cfg.volatility_ratio)
+        trending = np.isfinite(t_stat) & (np.abs(t_stat) >= cfg.trend_t_stat)
+    return [
+        Regime.VOLATILE if v else Regime.TRENDING if tr else Regime.RANGING
+        for v, tr in zip(volatile.tolist(), trending.tolist(), strict=True)
+    ]
 
 
 def drift_t_stat(features: FeatureMatrix, row: int) -> float:
     """The 72-candle move against its own noise, signed (up > 0): ret_72 / (rvol_24 · √72); NaN while
     undefined. |t| ≥ `trend_t_stat` is what TRENDING means; the exit side reads its sign as the bias
     and |t| as the trend's strength."""
-    move = features.column("ret_72")[row]
-    current = features.column("rvol_24")[row]
-    if not (np.isfinite(move) and np.isfinite(current) and current > 0):
-        return float("nan")
-    return float(move / (current * np.sqrt(72.0)))
+    return float(drift_t_stats(features, range(row, row + 1))[0])
+
+
+def drift_t_stats(features: FeatureMatrix, rows: range) -> FloatArray:
+    """`drift_t_stat` at each of `rows`."""
+    move = features.column("ret_72")[rows.start : rows.stop]
+    current = features.column("rvol_24")[rows.start : rows.stop]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = move / (current * np.sqrt(72.0))
+    ok = np.isfinite(move) & np.isfinite(current) & (current > 0)
+    return np.where(ok, t, np.nan)
 
 
 def volatility_ratio(features: FeatureMatrix, row: int, config: RegimeConfig | None = None) -> float:
     """Realized volatility now over its median of the lookback (1 = normal; VOLATILE above
     `volatility_ratio`); NaN without 24 defined values."""
+    return float(volatility_ratios(features, range(row, row + 1), config)[0])
+
+
+_CHUNK = 4096  # rows per rolling-median block: bounds the (rows x lookback) window in memory
+
+
+def volatility_ratios(features: FeatureMatrix, rows: range, config: RegimeConfig | None = None) -> FloatArray:
+    """`volatility_ratio` at each of `rows`: rvol_24 over the median of its defined values in the lookback
+    ending at the row (at least 24 of them)."""
     cfg = config or RegimeConfig()
+    lookback = cfg.volatility_lookback
     rvol = features.column("rvol_24")
-    history = rvol[max(0, row - cfg.volatility_lookback + 1) : row + 1]
-    history = history[np.isfinite(history)]
-    current = rvol[row]
-    if history.size < 24 or not np.isfinite(current):
-        return float("nan")
-    median = float(np.median(history))
-    return float(current / median) if median > 0 else float("nan")
+    out = np.full(len(rows), np.nan)
+    for lo in range(rows.start, rows.stop, _CHUNK):
+        hi = min(rows.stop, lo + _CHUNK)
+        first = max(0, lo - lookback + 1)
+        padded = np.concatenate([np.full(lookback - 1 - (lo - first), np.nan), rvol[first:hi]])
+        windows = sliding_window_view(padded, lookback)  # row lo + i: rvol[lo + i - lookback + 1 .. lo + i]
+        defined = np.isfinite(windows).sum(axis=1)
+        enough = defined >= 24
+        median = np.full(hi - lo, np.nan)
+        full = defined == lookback  # most rows: a plain median (vectorised); nanmedian loops per row
+        median[full] = np.median(windows[full], axis=1)
+        partial = enough & ~full
+        if partial.any():
+            median[partial] = np.nanmedian(windows[partial], axis=1)
+        current = rvol[lo:hi]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = current / median
+        out[lo - rows.start : hi - rows.start] = np.where(enough & np.isfinite(current) & (median > 0), ratio, np.nan)
+    return out
 
 
 def apply_strategy(

@@ -538,7 +538,8 @@ def describe_meta(meta: MetaModel) -> str:
     if not b:
         return "P(TP1 before the stop), meta model, calibrated"
     where = (
-        f"TP1 {b['atr_tp1_multiple']} x ATR / stop {b['atr_sl_multiple']} x ATR"
+        f"TP1 {b['atr_tp1_multiple']} x ATR{' x the regime scale' if b.get('regime_scaled') else ''} / stop "
+        f"{b['atr_sl_multiple']} x ATR (ATR of {b.get('atr_bars')} closed candles, as the exit plan)"
         if b.get("volatility_scaled")
         else f"TP1 +{b['tp1_distance'] * 100:.2f} % / stop -{b['sl_distance'] * 100:.2f} %"
     )

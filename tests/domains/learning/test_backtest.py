@@ -20,6 +20,7 @@ from app.domains.learning.backtest import (
     portfolio_metrics,
     run_rule,
     score_baselines,
+    served_barriers,
     served_side,
     simulate,
     skill_metrics,
@@ -33,7 +34,7 @@ from app.domains.signals.features import compute_features
 from app.domains.signals.labels import HOLD, LONG, SHORT
 
 HOUR = 3_600_000
-FREE = TradeRule(min_confidence=0.0, fee_rate=0.0, slippage=0.0, max_hold_bars=None)
+FREE = TradeRule(min_confidence=0.0, fee_rate=0.0, slippage=0.0, max_hold_bars=None, volatility_scaled=False)
 
 
 def labelled_rows(symbol: str, timestamp: np.ndarray, y: np.ndarray) -> SymbolRows:
@@ -84,6 +85,24 @@ def test_take_profit_first() -> None:
     assert trade.reason == "take_profit" and trade.exit_price == pytest.approx(100 * (1 + TAKE_PROFIT))
     assert trade.net_return == pytest.approx(TAKE_PROFIT)
     assert trade.exit_ms == 2 * HOUR and trade.bars == 2
+
+
+def test_the_live_plans_atr_and_regime_scaled_levels_are_where_the_trade_exits() -> None:
+    """With an ATR (14 closed candles), TP1 = 1.95 x ATR x the regime's scale and SL = 2 x ATR over the entry, as
+    `build_plan` sets them live: flat candles of range 1.0 at 100 read RANGING (scale 0.8): TP1 +1.56 %, SL -2 %."""
+    flat = [FLAT] * 30
+    rule = replace(FREE, volatility_scaled=True)
+    up = candles([*flat, (100.0, 101.6, 99.9, 101.0), FLAT])
+    m = market(up)
+    tp, sl = m.distances(served_barriers(rule))
+    assert tp[29] == pytest.approx(0.0156) and sl[29] == pytest.approx(0.02)
+    (trade,) = simulate(m, first_only("LONG", 29), rule).trades
+    assert trade.reason == "take_profit" and trade.exit_price == pytest.approx(101.56)
+    (ladder,) = simulate(market(up), first_only("LONG", 29), FREE).trades  # the static ladder: TP1 +1.95 % not hit
+    assert ladder.reason == "window_end"
+    down = candles([*flat, (100.0, 100.2, 97.9, 98.5), FLAT])
+    (stopped,) = simulate(market(down), first_only("LONG", 29), rule).trades
+    assert stopped.reason == "stop_loss" and stopped.exit_price == pytest.approx(98.0)
 
 
 def test_stop_first() -> None:

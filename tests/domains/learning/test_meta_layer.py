@@ -84,8 +84,9 @@ def test_the_meta_model_is_trained_on_out_of_sample_primary_predictions_only(fit
 def test_served_barriers_are_the_backtests_trade() -> None:
     barriers = served_barriers()
     assert barriers.max_hold_bars == TradeRule().max_hold_bars == MAX_HOLD_BARS
-    assert not barriers.volatility_scaled
+    assert barriers.volatility_scaled and barriers.regime_scaled  # as the live exit plan whenever there is an ATR
     assert barriers.exit.tp_distances[0] == TAKE_PROFIT and barriers.exit.sl_distance == STOP_LOSS
+    assert not served_barriers(TradeRule(volatility_scaled=False)).volatility_scaled
     other = served_barriers(TradeRule(take_profit=0.01, stop_loss=0.03, max_hold_bars=6))
     assert (other.exit.tp_distances[0], other.exit.sl_distance, other.max_hold_bars) == (0.01, 0.03, 6)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.domains.learning.backtest import served_barriers
 from app.domains.learning.dataset import split_by_time, symbol_rows
-from app.domains.learning.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.learning.pipeline import MarketSeries, train_meta_layer
 from app.domains.learning.training import fit_models, predictions
 from app.domains.markets.candles import Candles, Funding
 from app.domains.signals.artifacts import ENSEMBLE_FILE, ArtifactMismatch, load_ensemble, load_meta, save_ensemble

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from app.core.errors import NotFound, ServiceUnavailable
+from app.domains.learning.backtest import served_barriers
 from app.domains.learning.dataset import split_by_time, symbol_rows
-from app.domains.learning.pipeline import MarketSeries, served_barriers, train_meta_layer
+from app.domains.learning.pipeline import MarketSeries, train_meta_layer
 from app.domains.learning.training import fit_models
 from app.domains.markets.candles import Candles, Funding
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root, symbol_file_stem
@@ -495,8 +496,9 @@ async def test_a_trade_call_serves_the_meta_layers_p_tp_before_sl_beside_the_dir
     assert signal.confidence_kind == P_TP_BEFORE_SL and signal.confidence == pytest.approx(expected, abs=1e-12)
     assert signal.direction_confidence == pytest.approx(float(combined[0].max()), abs=1e-12)
     assert signal.confidence != signal.direction_confidence
-    assert signal.confidence_detail is not None and "TP1 +1.95 % / stop -2.00 %, within 24 candles" in (
-        signal.confidence_detail
+    assert signal.confidence_detail is not None and (
+        "TP1 1.95 x ATR x the regime scale / stop 2.0 x ATR (ATR of 14 closed candles, as the exit plan), within 24"
+        in signal.confidence_detail
     )
     if "HOLD" in found:
         hold = found["HOLD"][1]
