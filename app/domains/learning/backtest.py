@@ -613,3 +613,18 @@ def breakeven_probability(
     win = net((1.0 + take_profit) * (1.0 - slippage))  # the levels are set from the entry fill
     loss = net((1.0 - stop_loss) * (1.0 - slippage))
     return -loss / (win - loss)
+
+
+def rule_breakeven(rule: TradeRule, markets: Sequence[SymbolMarket]) -> tuple[float | None, float | None, float | None]:
+    """(breakeven P(TP1 before the stop), TP1, SL) of the rule's typical trade on `markets`' windows: at the median
+    of the plan's distances over the windows' decisions when volatility-scaled (the distances, so the breakeven,
+    vary per trade: fees weigh more on narrow barriers), else at the ladder's."""
+    tp, sl = rule.take_profit, rule.stop_loss
+    if rule.volatility_scaled and tp is not None and sl is not None and markets:
+        barriers = served_barriers(rule)
+        both = [m.distances(barriers) for m in markets]
+        tps = np.concatenate([d[0][m.start : m.stop] for d, m in zip(both, markets, strict=True)])
+        sls = np.concatenate([d[1][m.start : m.stop] for d, m in zip(both, markets, strict=True)])
+        if np.isfinite(tps).any() and np.isfinite(sls).any():
+            tp, sl = float(np.nanmedian(tps)), float(np.nanmedian(sls))
+    return breakeven_probability(tp, sl, rule.fee_rate, rule.slippage), tp, sl

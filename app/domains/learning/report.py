@@ -16,8 +16,8 @@ probabilities on that fold's training window, labels purged before the fold; it 
 the reliability table of the folds' predictions pooled (predicted against observed TP-before-stop frequency per
 bin), Brier and log loss against the base rate each fold's meta model was trained with (and against the per-side
 base rate, and the direction probability read as that probability), and the served rule with the minimum
-confidence applied to the meta probability, at the breakeven probability of the rule's trade and at the profiles'
-values (which are on the direction scale). Writes docs/signals-oos-report.md and .json.
+confidence applied to the meta probability, at the breakeven probability of the rule's typical trade and at the
+profiles' values (on the same scale). Writes docs/signals-oos-report.md and .json.
 """
 
 import asyncio
@@ -40,8 +40,8 @@ from app.domains.learning.backtest import (
     BASELINES,
     Metrics,
     TradeRule,
-    breakeven_probability,
     describe_rule,
+    rule_breakeven,
     score_probabilities,
     served_barriers,
     served_report,
@@ -201,13 +201,16 @@ def meta_section(
     rule: TradeRule,
 ) -> dict[str, Any]:
     """The meta layer's out-of-sample calibration and the served rule with the minimum applied to it."""
-    breakeven = breakeven_probability(rule.take_profit, rule.stop_loss, rule.fee_rate, rule.slippage)
+    breakeven, median_tp, median_sl = rule_breakeven(rule, markets)
     barriers = served_barriers(rule)
     out: dict[str, Any] = {
         "breakeven_probability": breakeven,
         "barriers": {
-            "tp1": barriers.exit.tp_distances[0],
-            "sl": barriers.exit.sl_distance,
+            "volatility_scaled": barriers.volatility_scaled,
+            "median_tp1": median_tp,
+            "median_sl": median_sl,
+            "atr_tp1_multiple": barriers.exit.atr_tp_multiples[0],
+            "atr_sl_multiple": barriers.exit.atr_sl_multiple,
             "max_hold_bars": barriers.max_hold_bars,
         },
     }
@@ -419,8 +422,10 @@ def meta_markdown(meta: dict[str, Any]) -> list[str]:
         "",
         f"Before each fold, beside the ensemble, a meta model (`meta.fit_meta`: LightGBM on the features, the "
         f"ensemble's probabilities and the proposed side, Platt-calibrated on its own newest slice) learns whether "
-        f"the trade of the ensemble's argmax side reaches TP1 (+{b['tp1'] * 100:.2f} %) before the stop "
-        f"(-{b['sl'] * 100:.2f} %) within {b['max_hold_bars']} candles from the next open (a timeout is a miss), "
+        f"the trade of the ensemble's argmax side reaches TP1 ({b['atr_tp1_multiple']} x ATR x the regime's scale; "
+        f"median +{(b['median_tp1'] or 0) * 100:.2f} %) before the stop ({b['atr_sl_multiple']} x ATR; median "
+        f"-{(b['median_sl'] or 0) * 100:.2f} %), as the live exit plan sets them, within {b['max_hold_bars']} "
+        "candles from the next open (a timeout is a miss), "
         "from the ensemble's OUT-OF-SAMPLE probabilities on the fold's training window (cross-fitted: "
         "`pipeline.cross_fitted_primary`), labels purged before the fold. It then predicts the fold. Below, the "
         "folds' predictions pooled, on every test row with a side and a known outcome.",
@@ -470,9 +475,10 @@ def meta_markdown(meta: dict[str, Any]) -> list[str]:
         f"The same rule and simulation as above (`backtest.score_probabilities` with the meta probability as the "
         f"confidence the minimum compares with). The breakeven P(TP1 before the stop) of the rule's trade, every "
         f"miss counted as a full stop, with fees and slippage on both fills: "
-        f"{'n/a' if breakeven is None else f'{breakeven:.4f}'} (`meta.breakeven_probability`; computed from the "
-        "rule, not chosen on data). The profiles' values (0.60 / 0.65 / 0.75) are on the direction scale: on the "
-        "meta scale they ask for a trade far above the breakeven.",
+        f"{'n/a' if breakeven is None else f'{breakeven:.4f}'} at the median distances of the test windows' "
+        f"decisions (`backtest.rule_breakeven`; computed from the rule and the ATR, not chosen on data; a narrower "
+        f"trade's is higher). The profiles' `global_min_confidence` are on this scale: "
+        f"{', '.join(label for label, _ in _min_confidences()[1:])}.",
         "",
         *TRADING_HEADER,
     ]
