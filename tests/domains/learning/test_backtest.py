@@ -14,10 +14,12 @@ from app.domains.learning.backtest import (
     SymbolMarket,
     SymbolRun,
     TradeRule,
+    breakeven_probability,
     constant_side,
     default_min_confidence,
     first_only,
     portfolio_metrics,
+    rule_breakeven,
     run_rule,
     score_baselines,
     served_barriers,
@@ -335,3 +337,18 @@ def test_trade_t_stat_is_the_mean_trade_over_its_standard_error() -> None:
     assert [t.net_return for t in run.trades] == pytest.approx(returns)
     assert metrics["trade_t_stat"] == pytest.approx(returns.mean() / returns.std(ddof=1) * math.sqrt(3))
     assert metrics["win_rate"] == pytest.approx(1 / 3)
+
+
+def test_the_breakeven_is_at_the_median_distances_of_the_windows_decisions() -> None:
+    m = market(candles([FLAT] * 40))  # ATR 1.0 at 100, ranging: TP1 1.56 %, SL 2 % once 14 ranges exist
+    rule = TradeRule(fee_rate=0.0004, slippage=0.0002)
+    p, tp, sl = rule_breakeven(rule, [m])
+    assert (tp, sl) == (pytest.approx(0.0156), pytest.approx(0.02))
+    assert p == breakeven_probability(tp, sl, rule.fee_rate, rule.slippage)
+    ladder = replace(rule, volatility_scaled=False)
+    assert rule_breakeven(ladder, [m]) == (
+        breakeven_probability(TAKE_PROFIT, STOP_LOSS, rule.fee_rate, rule.slippage),
+        TAKE_PROFIT,
+        STOP_LOSS,
+    )
+    assert p is not None and p > rule_breakeven(ladder, [m])[0]  # narrower barriers: fees weigh more
