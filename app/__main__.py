@@ -106,6 +106,11 @@ async def train(args: argparse.Namespace, settings: Settings) -> int:
                     "decisions": {
                         k: {"promoted": d.promoted, "reason": d.reason} for k, d in outcome.decisions.items()
                     },
+                    "refits": {
+                        k: {"id": str(d.candidate_id), "refit_of": str(d.previous_champion_id), "reason": d.reason}
+                        for k, d in outcome.refit_decisions.items()
+                    },
+                    "refit_skipped": outcome.refit_skipped,
                     "fit_seconds": outcome.fit_seconds,
                 },
                 indent=1,
@@ -117,6 +122,10 @@ async def train(args: argparse.Namespace, settings: Settings) -> int:
     for kind, decision in outcome.decisions.items():
         verdict = "PROMOTED" if decision.promoted else "kept as candidate"
         print(f"{kind:10s} {outcome.versions[kind].id}  {verdict}: {decision.reason}")
+    for kind, refit in outcome.refit_decisions.items():
+        print(f"{kind:10s} {refit.candidate_id}  CHAMPION: {refit.reason}")
+    for kind, why in outcome.refit_skipped.items():
+        print(f"{kind:10s} not refitted: {why}")
     return 0
 
 

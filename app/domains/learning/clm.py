@@ -145,6 +145,11 @@ async def _train(job: dict[str, Any]) -> dict[str, Any]:
             }
             for kind, d in outcome.decisions.items()
         },
+        "refits": {
+            kind: {"id": str(d.candidate_id), "refit_of": str(d.previous_champion_id), "reason": d.reason}
+            for kind, d in outcome.refit_decisions.items()
+        },
+        "refit_skipped": outcome.refit_skipped,
         "report": outcome.report,
         "fit_seconds": outcome.fit_seconds,
         "train_rows": outcome.train_rows,
@@ -484,6 +489,16 @@ class ContinuousLearning:
                     previous_champion_id=decision.get("previous_champion_id"),
                     promoted=bool(decision["promoted"]),
                     reason=decision["reason"],
+                )
+            )
+        for kind, refit in summary.get("refits", {}).items():
+            self._bus.publish(
+                ModelPromoted(
+                    kind=kind,
+                    candidate_id=refit["id"],
+                    previous_champion_id=refit["refit_of"],
+                    promoted=True,
+                    reason=refit["reason"],
                 )
             )
 

@@ -101,6 +101,9 @@ class TrainOutcome:
     train_rows: int
     test_rows: int
     meta: dict[str, Any] = field(default_factory=dict)  # the meta layer: how it was fitted, its test-window scores
+    refits: dict[str, ModelVersion] = field(default_factory=dict)  # promoted kinds refitted on all data: the champions
+    refit_decisions: dict[str, PromotionDecision] = field(default_factory=dict)  # how each refit became champion
+    refit_skipped: dict[str, str] = field(default_factory=dict)  # promoted kinds not refitted, and why
 
 
 @dataclass(frozen=True)
@@ -368,9 +371,12 @@ async def train_and_promote(
     rule: TradeRule | None = None,
     *,
     meta_folds: int = META_FOLDS,
+    refit: bool = True,
 ) -> TrainOutcome:
     """Train, register every kind, and gate each against its champion on the test window; the ensemble's
-    artifact carries the meta layer (see the module docstring; `meta_folds=0` trains none).
+    artifact carries the meta layer (see the module docstring; `meta_folds=0` trains none). With `refit`,
+    every promoted kind is then refitted on all the data up to `plan.until_ms` and replaces the tested
+    candidate as champion (`refit_promoted`).
 
     `rule`: the served rule the economic metrics use (default: `default_rule(config)`)."""
     rule = rule if rule is not None else default_rule(config)
@@ -457,7 +463,132 @@ async def train_and_promote(
             margins,
         )
     fit_seconds = {**trained.fit_seconds, **layer.seconds}
-    return TrainOutcome(report, versions, decisions, fit_seconds, len(train.y), len(test.y), _plain(meta_evidence))
+    refits = Refits()
+    if refit:
+        refits = await refit_promoted(
+            registry, model_dir, plan, config, parts, series, versions, decisions, barriers, meta_folds
+        )
+        fit_seconds.update(refits.fit_seconds)
+    return TrainOutcome(
+        report,
+        versions,
+        decisions,
+        fit_seconds,
+        len(train.y),
+        len(test.y),
+        _plain(meta_evidence),
+        refits.versions,
+        refits.decisions,
+        refits.skipped,
+    )
+
+
+@dataclass(frozen=True)
+class Refits:
+    """What `refit_promoted` did: per kind the refit version and its promotion, or why a promoted kind was not
+    refitted; and the fit seconds (keys `refit_*`)."""
+
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+    decisions: dict[str, PromotionDecision] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+
+
+async def refit_promoted(
+    registry: ModelRegistry,
+    model_dir: Path,
+    plan: TrainPlan,
+    config: TrainingConfig,
+    parts: list[SymbolRows],
+    series: list[MarketSeries],
+    versions: dict[str, ModelVersion],
+    decisions: dict[str, PromotionDecision],
+    barriers: BarrierConfig,
+    meta_folds: int = META_FOLDS,
+) -> Refits:
+    """Refit every promoted kind on all rows [plan.train_from_ms, plan.until_ms) (the test window included), the
+    same way the candidate was fitted (`fit_models`, and the ensemble's meta layer cross-fitted on those rows with
+    labels ending before `until_ms`), register it as a refit of the promoted candidate (carrying its evidence, its
+    training end `until_ms`) and make it the champion (`ModelRegistry.promote_refit`). The members are fitted once;
+    the refitted ensemble names the refitted members where they were registered, else the tested candidates."""
+    promoted = [kind for kind, decision in decisions.items() if decision.promoted]
+    if not promoted:
+        return Refits()
+    rows, _ = split_by_time(parts, plan.until_ms, 0, plan.until_ms, plan.train_from_ms)
+    if len(rows.y) == 0:
+        return Refits(skipped={kind: "no rows to refit on" for kind in promoted})
+    trained = fit_models(rows, config)
+    seconds = {f"refit_{k}": v for k, v in trained.fit_seconds.items()}
+    train_start, train_end = _utc(int(rows.timestamp[0])), _utc(plan.until_ms)
+    code = code_version()
+    run = f"{uuid.uuid4().hex[:12]}-refit"
+    refits: dict[str, ModelVersion] = {}
+    promotions: dict[str, PromotionDecision] = {}
+    for kind in MODEL_KINDS:
+        if kind not in promoted:
+            continue
+        directory = model_dir / kind / run
+        saved = save_member(trained, kind, directory)
+        hyper: dict[str, Any] = {"training": asdict(config)}
+        if kind in TORCH_KINDS:
+            calibration = {"residual_std": trained.residual_std[kind], "band": config.band}
+            (directory / CALIBRATION_FILE).write_text(json.dumps(calibration))
+            hyper["model"] = asdict(trained.forecasters[kind].config)
+        else:
+            hyper["model"] = asdict(trained.gbm[kind].config)
+        refits[kind] = await registry.register_refit(
+            versions[kind].id,
+            directory,
+            train_start=train_start,
+            train_end=train_end,
+            code_version=code,
+            hyperparameters=hyper,
+            artifact_sha256=saved["sha256"],
+        )
+        promotions[kind] = await registry.promote_refit(refits[kind].id, versions[kind].id)
+    if "ensemble" in promoted:
+        if not trained.ensemble.usable:
+            why = "the refitted ensemble has no weights (no member beat the prior): the tested one stays champion"
+            return Refits(refits, promotions, {"ensemble": why}, seconds)
+        layer = train_meta_layer(series, rows, config, barriers, plan.until_ms, meta_folds)
+        seconds.update({f"refit_{k}": v for k, v in layer.seconds.items()})
+        candidate = versions["ensemble"]
+        members = {k: str(refits[k].id) if k in refits else str(versions[k].id) for k in MODEL_KINDS}
+        directory = model_dir / "ensemble" / run
+        metadata = {
+            "members": members,
+            "refit_of": str(candidate.id),
+            "refitted_members": [k for k in MODEL_KINDS if k in refits],
+            **_jsonable(
+                {
+                    "symbols": list(plan.symbols),
+                    "timeframe": plan.timeframe,
+                    "train_start": train_start,
+                    "train_end": train_end,
+                    "test_start": candidate.test_start,
+                    "test_end": candidate.test_end,
+                    "features": list(FEATURES),
+                    "code_version": code,
+                }
+            ),
+        }
+        saved = save_ensemble(trained, directory, metadata, meta=layer.model, meta_absent=layer.absent)
+        refits["ensemble"] = await registry.register_refit(
+            candidate.id,
+            directory,
+            train_start=train_start,
+            train_end=train_end,
+            code_version=code,
+            hyperparameters={
+                "training": asdict(config),
+                "weights": trained.ensemble.weights,
+                "temperature": trained.ensemble.temperature,
+                "meta": _plain({**layer.evidence, "absent": layer.absent}),
+            },
+            artifact_sha256=saved["sha256"],
+        )
+        promotions["ensemble"] = await registry.promote_refit(refits["ensemble"].id, candidate.id)
+    return Refits(refits, promotions, {}, seconds)
 
 
 def _plain(value: Any) -> Any:

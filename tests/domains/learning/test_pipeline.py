@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +18,14 @@ from app.domains.learning.pipeline import TrainPlan, train_and_promote
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.artifacts import load_ensemble, load_meta
 from app.domains.signals.modelset import TrainingConfig
+from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
 from app.domains.signals.registry.repository import RegistryRepository
-from app.domains.signals.registry.service import ModelRegistry
+from app.domains.signals.registry.service import ModelRegistry, PromotionDecision
+from tests.support import EventRecorder
 
 KINDS = {"xgboost", "lightgbm", "nhits", "patchtst", "ensemble"}
+DAY_MS = 86_400_000
 
 
 def _ms(day: str) -> int:
@@ -41,10 +45,12 @@ async def test_train_register_and_gate(
     registry = ModelRegistry(create_sessionmaker(engine), EventBus(), tmp_path / "models")
     (tmp_path / "models").mkdir()
     plan = TrainPlan(("BTC/USDT:USDT",), _ms("2023-06-01"), train_days=90, test_days=20)
+    config = TrainingConfig(torch_epochs=1)
     outcome = await train_and_promote(
-        ReplayMarketData(), registry, tmp_path / "models", plan, TrainingConfig(torch_epochs=1), PromotionMargins()
+        ReplayMarketData(), registry, tmp_path / "models", plan, config, PromotionMargins(), refit=False
     )
     assert set(outcome.versions) == set(outcome.decisions) == KINDS
+    assert outcome.refits == outcome.refit_decisions == outcome.refit_skipped == {}  # opted out
     baseline = {"log_loss": outcome.report["prior"]["log_loss"], "net_return": 0.0}
     assert set(outcome.report["ensemble"]) == set(MODEL_METRICS)  # scored with the served rule
     for kind, decision in outcome.decisions.items():
@@ -80,7 +86,7 @@ async def test_train_register_and_gate(
                 await RegistryRepository(session).set_status([outcome.versions[kind].id], "champion", datetime.now(UTC))
     earlier = TrainPlan(("BTC/USDT:USDT",), _ms("2023-04-01"), train_days=60, test_days=20)
     again = await train_and_promote(
-        ReplayMarketData(), registry, tmp_path / "models", earlier, TrainingConfig(torch_epochs=1), PromotionMargins()
+        ReplayMarketData(), registry, tmp_path / "models", earlier, config, PromotionMargins(), refit=False
     )
     for kind, decision in again.decisions.items():
         assert not decision.promoted, (kind, decision.reason)
@@ -113,3 +119,109 @@ async def test_train_register_and_gate(
     assert report["buy_and_hold"]["trades"] == 1 and report["ensemble"]["log_loss"] is not None
     # the served rule trades far less than once an hour
     assert report["xgboost"]["trades"] < 0.2 * len(ReplayMarketData.load_candles_file(data, "ETH/USDT:USDT", "1h"))
+
+
+class PinnedGate(ModelRegistry):
+    """The real registry, with the gate's verdict on the baseline pinned per kind: `promote` always beats it, the
+    others never do (1-epoch models on 90 days would make the test depend on what they happen to learn).
+    Comparisons with a champion are the real gate's."""
+
+    promote: frozenset[str] = frozenset({"xgboost", "ensemble"})
+
+    async def decide(  # type: ignore[override]
+        self,
+        candidate_id: uuid.UUID,
+        candidate_metrics: dict[str, float],
+        champion_metrics: dict[str, float] | None,
+        baseline_metrics: dict[str, float],
+        window_start: datetime,
+        window_end: datetime,
+        margins: PromotionMargins = PromotionMargins(),  # noqa: B008
+    ) -> PromotionDecision:
+        kind = (await self.get(candidate_id)).kind
+        beaten = {"log_loss": 1e9, "net_return": -1e9}
+        unbeatable = {"log_loss": -1e9, "net_return": 1e9}
+        baseline = beaten if kind in self.promote else unbeatable
+        return await super().decide(
+            candidate_id, candidate_metrics, champion_metrics, baseline, window_start, window_end, margins
+        )
+
+
+@pytest.mark.postgres
+async def test_a_promoted_kind_is_refitted_on_all_data_and_becomes_champion(
+    make_settings: Callable[..., Settings], pg_url: str, tmp_path: Path
+) -> None:
+    if not (default_data_root() / "BTC_USDT_USDT-1h-futures.csv.gz").exists():
+        pytest.skip("!!! market data missing beside the repository")
+    engine = create_engine(make_settings(database_url=pg_url).database_url)
+    bus = EventBus()
+    events = EventRecorder()
+    bus.subscribe(ModelPromoted, events.record)
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    registry = PinnedGate(create_sessionmaker(engine), bus, model_dir)
+    plan = TrainPlan(("BTC/USDT:USDT",), _ms("2023-06-01"), train_days=60, test_days=20)
+    config = TrainingConfig(torch_epochs=1)
+    outcome = await train_and_promote(ReplayMarketData(), registry, model_dir, plan, config, PromotionMargins())
+
+    assert {k for k, d in outcome.decisions.items() if d.promoted} == {"xgboost", "ensemble"}
+    assert set(outcome.refits) == set(outcome.refit_decisions) == {"xgboost", "ensemble"}, outcome.refit_skipped
+    until = datetime.fromtimestamp(plan.until_ms / 1000, tz=UTC)
+    for kind, refit in outcome.refits.items():
+        tested = outcome.versions[kind]
+        champion = await registry.champion(kind)
+        assert champion is not None and champion.id == refit.id
+        assert (await registry.get(tested.id)).status == "retired"
+        # trained on everything up to the plan's end, the test window included, and it says so
+        assert refit.train_start == tested.train_start and refit.train_end == until > tested.train_end
+        assert refit.hyperparameters["refit_of"] == str(tested.id)
+        evidence = refit.hyperparameters["evidence"]
+        assert evidence["metrics"] == tested.metrics == refit.metrics
+        assert evidence["reason"] == outcome.decisions[kind].reason
+        assert (evidence["window_start"], evidence["window_end"]) == (
+            tested.test_start.isoformat(),
+            tested.test_end.isoformat(),
+        )
+        decision = outcome.refit_decisions[kind]
+        assert decision.promoted and decision.previous_champion_id == tested.id
+        assert decision.reason == f"refit of {tested.id} on data to {until:%Y-%m-%d %H:%M}"
+        records, _ = await registry.promotions(kind=kind)
+        assert [(r.candidate_id, r.reason) for r in records] == [
+            (refit.id, decision.reason),
+            (tested.id, outcome.decisions[kind].reason),
+        ]
+    # the kinds that were not promoted are not refitted
+    for kind in ("lightgbm", "nhits", "patchtst"):
+        assert await registry.champion(kind) is None
+        assert (await registry.get(outcome.versions[kind].id)).status == "candidate"
+        assert [v.kind for v in (await registry.list(kind=kind))[0]] == [kind]
+    await bus.drain()
+    refit_events = [e for e in events.of(ModelPromoted) if e.reason.startswith("refit of")]
+    assert {(e.kind, e.candidate_id, e.previous_champion_id) for e in refit_events} == {
+        (k, str(v.id), str(outcome.versions[k].id)) for k, v in outcome.refits.items()
+    }
+    # the refitted ensemble names the refitted member where there is one, and learnt from the test window
+    trained, metadata = load_ensemble(Path(outcome.refits["ensemble"].artifact_path))
+    assert metadata["refit_of"] == str(outcome.versions["ensemble"].id)
+    assert metadata["members"] == {
+        "xgboost": str(outcome.refits["xgboost"].id),
+        **{k: str(outcome.versions[k].id) for k in ("lightgbm", "nhits", "patchtst")},
+    }
+    assert max(s["to_ms"] for s in trained.fit_info["slices"].values()) >= plan.test_from_ms
+    # the meta layer is cross-fitted over the whole span, the candidate's test window included
+    blocks = outcome.refits["ensemble"].hyperparameters["meta"]["cross_fit"]
+    assert blocks[-1]["block_until_ms"] > plan.test_from_ms
+    layer = load_meta(Path(outcome.refits["ensemble"].artifact_path))
+    if layer.model is not None:
+        assert layer.model.report["label_until_ms"] < plan.until_ms
+
+    # A next run whose test window overlaps the refit's data cannot score the refit there: refused, not in-sample.
+    later = TrainPlan(("BTC/USDT:USDT",), plan.until_ms + 10 * DAY_MS, train_days=60, test_days=20)
+    again = await train_and_promote(ReplayMarketData(), registry, model_dir, later, config, PromotionMargins())
+    for kind in ("xgboost", "ensemble"):
+        decision = again.decisions[kind]
+        assert not decision.promoted
+        assert decision.reason.startswith(f"comparison refused: champion {outcome.refits[kind].id} was trained on")
+        assert (await registry.champion(kind)).id == outcome.refits[kind].id  # type: ignore[union-attr]
+    assert again.refits == {}
+    await engine.dispose()

@@ -84,6 +84,16 @@ class RegistryRepository:
     async def insert_promotion(self, row: dict[str, Any]) -> None:
         await self.session.execute(insert(promotions).values(row))
 
+    async def promotion_of(self, candidate_id: uuid.UUID) -> ModelPromotionRecord | None:
+        """The newest decision that promoted `candidate_id`, if any."""
+        query = (
+            select(ModelPromotionRecord)
+            .where(ModelPromotionRecord.candidate_id == candidate_id, ModelPromotionRecord.promoted.is_(True))
+            .order_by(ModelPromotionRecord.created_at.desc(), ModelPromotionRecord.id.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalar()
+
     async def list_promotions(
         self, kind: str | None, limit: int, offset: int
     ) -> tuple[list[ModelPromotionRecord], int]:

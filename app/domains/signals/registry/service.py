@@ -266,6 +266,148 @@ class ModelRegistry:
             retired=tuple(retired),
         )
 
+    async def register_refit(
+        self,
+        promoted_id: uuid.UUID,
+        artifact_dir: Path,
+        *,
+        train_start: datetime,
+        train_end: datetime,
+        code_version: str,
+        hyperparameters: dict[str, Any],
+        artifact_sha256: str,
+    ) -> ModelVersion:
+        """Record a refit of a promoted version (the same model fitted on data up to `train_end`) as a candidate.
+
+        The refit was not tested: it carries the evidence that promoted `promoted_id` (its test window and
+        metrics, also as its own, and the gate's reason and window, in `hyperparameters["evidence"]`) and
+        `hyperparameters["refit_of"]`. Its
+        training end is recorded as given, so the gate never scores it in-sample on data it has seen.
+        `promote_refit` makes it the champion."""
+        artifact_path = await asyncio.to_thread(self._checked_artifact_dir, artifact_dir)
+        digest = artifact_sha256.lower()
+        if not _SHA256.fullmatch(digest):
+            raise ValueError(f"artifact_sha256 must be 64 hex digits, got {artifact_sha256!r}")
+        async with self._sessions() as session, session.begin():
+            repo = RegistryRepository(session)
+            promoted = await repo.get(promoted_id)
+            if promoted is None:
+                raise NotFound(f"model version {promoted_id} not found")
+            decision = await repo.promotion_of(promoted_id)
+            if decision is None:
+                raise Conflict(f"model version {promoted_id} was never promoted: no evidence to refit it on")
+            if not train_start < train_end or train_end < promoted.train_end:
+                raise ValueError(
+                    f"a refit of {promoted_id} must train on data ending at or after its {promoted.train_end}, "
+                    f"got {train_start} .. {train_end}"
+                )
+            evidence = {
+                "metrics": promoted.metrics,
+                "test_start": promoted.test_start.isoformat(),
+                "test_end": promoted.test_end.isoformat(),
+                "reason": decision.reason,
+                "window_start": decision.window_start.isoformat(),
+                "window_end": decision.window_end.isoformat(),
+                "decided_at": decision.created_at.isoformat(),
+                "train_start": promoted.train_start.isoformat(),
+                "train_end": promoted.train_end.isoformat(),
+            }
+            version = ModelVersion(
+                id=uuid.uuid4(),
+                kind=promoted.kind,
+                status=CANDIDATE,
+                symbols=list(promoted.symbols),
+                timeframe=promoted.timeframe,
+                train_start=train_start,
+                train_end=train_end,
+                test_start=promoted.test_start,
+                test_end=promoted.test_end,
+                features=list(promoted.features),
+                code_version=code_version,
+                hyperparameters=json_safe({**hyperparameters, "refit_of": str(promoted_id), "evidence": evidence}),
+                metrics=dict(promoted.metrics),
+                artifact_path=str(artifact_path),
+                artifact_sha256=digest,
+                created_at=self.clock(),
+                promoted_at=None,
+                retired_at=None,
+            )
+            repo.add_version(version)
+        return version
+
+    async def promote_refit(self, refit_id: uuid.UUID, promoted_id: uuid.UUID) -> PromotionDecision:
+        """Make a refit (`register_refit`) of the current champion the champion, without a comparison: it is the
+        promoted model fitted on more data, promoted on the champion's evidence.
+
+        Refused (Conflict) unless `promoted_id` is still the champion, the refit is a candidate recorded as a refit
+        of it, of the same kind, trained on data ending at or after the champion's. The audit row (reason "refit
+        of <id> on data to <end>", the evidence's metrics and window) and `ModelPromoted` are written as a gate
+        decision's are."""
+        async with self._sessions() as session, session.begin():
+            repo = RegistryRepository(session)
+            refit = await repo.get(refit_id, for_update=True)
+            if refit is None:
+                raise NotFound(f"model version {refit_id} not found")
+            promoted = await repo.get(promoted_id, for_update=True)
+            if promoted is None:
+                raise NotFound(f"model version {promoted_id} not found")
+            if refit.kind != promoted.kind:
+                raise Conflict(f"refit {refit_id} is a {refit.kind}, {promoted_id} a {promoted.kind}")
+            if refit.status != CANDIDATE:
+                raise Conflict(f"model version {refit_id} is {refit.status}, not a candidate")
+            if refit.hyperparameters.get("refit_of") != str(promoted_id):
+                raise Conflict(f"model version {refit_id} is not a refit of {promoted_id}")
+            champion = await repo.champion_of(refit.kind, for_update=True)
+            if champion is None or champion.id != promoted_id:
+                now_champion = champion.id if champion is not None else "none"
+                raise Conflict(f"{promoted_id} is no longer the {refit.kind} champion ({now_champion} is)")
+            if refit.train_end < promoted.train_end:
+                raise Conflict(
+                    f"refit {refit_id} was trained on data to {refit.train_end}, "
+                    f"before the champion's {promoted.train_end}"
+                )
+            reason = f"refit of {promoted_id} on data to {refit.train_end:%Y-%m-%d %H:%M}"
+            now = self.clock()
+            await repo.set_status([promoted_id], RETIRED, now)
+            await repo.set_status([refit_id], CHAMPION, now)
+            await repo.insert_promotion(
+                {
+                    "kind": refit.kind,
+                    "candidate_id": refit_id,
+                    "champion_id": promoted_id,
+                    "promoted": True,
+                    "reason": reason,
+                    "candidate_metrics": json_safe(refit.metrics),
+                    "champion_metrics": json_safe(promoted.metrics),
+                    "window_start": promoted.test_start,
+                    "window_end": promoted.test_end,
+                    "created_at": now,
+                }
+            )
+            kind = refit.kind
+        logger.info(
+            "model_refit_promoted",
+            extra={"kind": kind, "candidate_id": str(refit_id), "refit_of": str(promoted_id), "reason": reason},
+        )
+        self._bus.publish(
+            ModelPromoted(
+                kind=kind,
+                candidate_id=str(refit_id),
+                previous_champion_id=str(promoted_id),
+                promoted=True,
+                reason=reason,
+            )
+        )
+        retired = await self.apply_retention(kind)
+        return PromotionDecision(
+            candidate_id=refit_id,
+            promoted=True,
+            reason=reason,
+            champion_id=refit_id,
+            previous_champion_id=promoted_id,
+            retired=tuple(retired),
+        )
+
     async def apply_retention(self, kind: str) -> builtins.list[uuid.UUID]:
         """Keep the champion and the newest `keep_candidates` candidates; retire the rest and delete
         their artifacts. Returns the ids this call retired.

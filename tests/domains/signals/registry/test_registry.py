@@ -372,6 +372,140 @@ async def test_labels_that_look_into_the_window_count_as_training_on_it(harness:
     assert not decision.promoted and decision.reason.startswith("comparison refused: champion")
 
 
+# Refits -------------------------------------------------------------------------------
+
+REFIT_END = WINDOW[1]  # the refit saw the promoting window too
+
+
+async def register_refit(harness: Harness, name: str, of: ModelVersion, **overrides: Any) -> ModelVersion:
+    directory = harness.model_dir / of.kind / name
+    directory.mkdir(parents=True)
+    (directory / "model.ubj").write_bytes(name.encode())
+    values: dict[str, Any] = {
+        "train_start": TRAIN[0],
+        "train_end": REFIT_END,
+        "code_version": "def5678",
+        "hyperparameters": {"max_depth": 4},
+        "artifact_sha256": hashlib.sha256(name.encode()).hexdigest(),
+    }
+    values.update(overrides)
+    version = await harness.registry.register_refit(of.id, directory, **values)
+    harness.clock.advance(minutes=1)
+    return version
+
+
+async def test_a_refit_of_the_champion_becomes_champion_with_its_evidence(harness: Harness) -> None:
+    tested = await harness.register("tested")
+    promotion = await harness.decide(tested, GOOD, None)
+    assert promotion.promoted
+    refit = await register_refit(harness, "refit", tested)
+    assert refit.status == "candidate" and refit.kind == "xgboost"
+    assert (refit.train_start, refit.train_end) == (TRAIN[0], REFIT_END)
+    assert (refit.test_start, refit.test_end) == TEST and refit.metrics == tested.metrics
+    assert refit.hyperparameters["refit_of"] == str(tested.id) and refit.hyperparameters["max_depth"] == 4
+    evidence = refit.hyperparameters["evidence"]
+    assert evidence["metrics"] == tested.metrics and evidence["reason"] == promotion.reason
+    assert (evidence["window_start"], evidence["window_end"]) == (WINDOW[0].isoformat(), WINDOW[1].isoformat())
+    assert evidence["train_end"] == TRAIN[1].isoformat()
+
+    decision = await harness.registry.promote_refit(refit.id, tested.id)
+
+    reason = f"refit of {tested.id} on data to {REFIT_END:%Y-%m-%d %H:%M}"
+    assert decision.promoted and decision.reason == reason
+    assert decision.champion_id == refit.id and decision.previous_champion_id == tested.id
+    assert (await harness.registry.champion("xgboost")).id == refit.id  # type: ignore[union-attr]
+    assert (await harness.registry.get(tested.id)).status == "retired"
+    records, total = await harness.registry.promotions(kind="xgboost")
+    assert total == 2  # the audit shows both steps: the gate's promotion, then the refit
+    assert [(r.candidate_id, r.champion_id, r.promoted) for r in records] == [
+        (refit.id, tested.id, True),
+        (tested.id, None, True),
+    ]
+    assert records[0].reason == reason and records[0].candidate_metrics == tested.metrics
+    assert (records[0].window_start, records[0].window_end) == TEST
+    events = await harness.published()
+    assert [(e.candidate_id, e.previous_champion_id, e.promoted) for e in events] == [
+        (str(tested.id), None, True),
+        (str(refit.id), str(tested.id), True),
+    ]
+    assert events[1].reason == reason
+    with pytest.raises(Conflict, match="not a candidate"):
+        await harness.registry.promote_refit(refit.id, tested.id)
+
+
+async def test_promote_refit_refuses_unless_it_refits_the_current_champion_of_its_kind(harness: Harness) -> None:
+    first = await harness.register("first")
+    await harness.decide(first, GOOD, None)
+    refit = await register_refit(harness, "refit-first", first)
+    second = await harness.register("second")
+    assert (await harness.decide(second, {"log_loss": 0.9, "net_return": 0.05}, GOOD)).promoted
+    other = await harness.register("other", kind="lightgbm")
+    await harness.decide(other, GOOD, None)
+    other_refit = await register_refit(harness, "refit-other", other)
+    before = (await harness.registry.promotions())[1], len(await harness.published())
+
+    with pytest.raises(Conflict, match=f"{first.id} is no longer the xgboost champion"):
+        await harness.registry.promote_refit(refit.id, first.id)
+    with pytest.raises(Conflict, match="is a lightgbm"):
+        await harness.registry.promote_refit(other_refit.id, second.id)
+    with pytest.raises(Conflict, match=f"is not a refit of {second.id}"):
+        await harness.registry.promote_refit(refit.id, second.id)
+    with pytest.raises(NotFound):
+        await harness.registry.promote_refit(uuid.uuid4(), second.id)
+    # a refit recorded with an earlier training end than its champion's (only possible by editing the row)
+    early = await register_refit(harness, "refit-second", second)
+    async with harness.sessions() as session, session.begin():
+        await session.execute(
+            update(ModelVersion).where(ModelVersion.id == early.id).values(train_end=TRAIN[1] - timedelta(days=1))
+        )
+    with pytest.raises(Conflict, match="before the champion's"):
+        await harness.registry.promote_refit(early.id, second.id)
+
+    assert (await harness.registry.champion("xgboost")).id == second.id  # type: ignore[union-attr]
+    assert (await harness.registry.champion("lightgbm")).id == other.id  # type: ignore[union-attr]
+    assert ((await harness.registry.promotions())[1], len(await harness.published())) == before
+
+
+async def test_register_refit_needs_a_promoted_version_and_data_to_at_least_its_end(harness: Harness) -> None:
+    kept = await harness.register("kept")
+    with pytest.raises(Conflict, match="never promoted"):
+        await register_refit(harness, "refit-kept", kept)
+    values: dict[str, Any] = {
+        "train_start": TRAIN[0],
+        "train_end": REFIT_END,
+        "code_version": "x",
+        "hyperparameters": {},
+        "artifact_sha256": "0" * 64,
+    }
+    with pytest.raises(NotFound):
+        await harness.registry.register_refit(uuid.uuid4(), harness.model_dir / "xgboost" / "kept", **values)
+    await harness.decide(kept, GOOD, None)
+    with pytest.raises(ValueError, match="ending at or after"):
+        await register_refit(harness, "refit-short", kept, train_end=TRAIN[1] - timedelta(hours=1))
+    with pytest.raises(ValueError, match="not inside the model directory"):
+        await harness.registry.register_refit(kept.id, harness.model_dir / "..", **values)
+    assert (await harness.registry.list())[1] == 1
+
+
+async def test_a_refit_champion_is_not_compared_on_a_window_it_was_trained_on(harness: Harness) -> None:
+    tested = await harness.register("tested")
+    await harness.decide(tested, GOOD, None)
+    refit = await register_refit(harness, "refit", tested)
+    await harness.registry.promote_refit(refit.id, tested.id)
+    later = (WINDOW[1] - timedelta(days=10), WINDOW[1] + timedelta(days=20))  # overlaps the refit's data
+    candidate = await harness.register(
+        "next", train_end=later[0] - timedelta(days=1), test_start=later[0], test_end=later[1]
+    )
+
+    decision = await harness.registry.decide(candidate.id, {"log_loss": 0.1, "net_return": 1.0}, None, BASELINE, *later)
+
+    assert not decision.promoted and decision.champion_id == refit.id
+    assert decision.reason.startswith(f"comparison refused: champion {refit.id} was trained on")
+    assert "not out of sample" in decision.reason
+    # the tested version, trained to TRAIN[1], could have been compared there
+    assert later[0] > TRAIN[1]
+
+
 # Retention ----------------------------------------------------------------------------
 
 
@@ -477,3 +611,25 @@ async def test_register_and_decide_on_postgres(pg_url: str, tmp_path: Path) -> N
         assert total == 2 and [r.promoted for r in records] == [False, True]
         assert records[0].candidate_metrics == {"log_loss": None, "net_return": 1.0}
         assert [e.promoted for e in await harness.published()] == [True, False, True]
+
+
+@pytest.mark.postgres
+async def test_refit_promotion_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    async for harness in _harness(pg_url, tmp_path):
+        tested = await harness.register("tested")
+        await harness.decide(tested, GOOD, None)
+        refit = await register_refit(harness, "refit", tested)
+        stale = await register_refit(harness, "stale", tested)
+        outcomes = await asyncio.gather(
+            harness.registry.promote_refit(refit.id, tested.id),
+            harness.registry.promote_refit(stale.id, tested.id),
+            return_exceptions=True,
+        )
+        # Two refits of one champion racing: one wins, the other finds it no longer the champion.
+        assert sum(1 for o in outcomes if isinstance(o, Conflict)) == 1, outcomes
+        winner = refit if not isinstance(outcomes[0], BaseException) else stale
+        assert (await harness.registry.champion("xgboost")).id == winner.id  # type: ignore[union-attr]
+        records, total = await harness.registry.promotions(kind="xgboost")
+        assert total == 2 and records[0].reason == f"refit of {tested.id} on data to {REFIT_END:%Y-%m-%d %H:%M}"
+        assert records[0].candidate_metrics == tested.metrics
+        await assert_one_champion_per_kind(harness, stale if winner is refit else refit)
