@@ -16,6 +16,7 @@ from typing import Any
 
 import ccxt
 
+from app.core.symbols import find_symbol
 from app.domains.execution.margin import UnknownSymbolError
 
 # The app's bundled ccxt markets (a slice of ccxt's Binance fixture: the seven USDT-M perpetuals).
@@ -43,12 +44,9 @@ def _exchange(path: Path) -> Any:
 def resolve_symbol(symbol: str, markets_file: Path | None = None) -> str:
     """The ccxt unified symbol for a Binance id (``BTCUSDT``) or a unified symbol (``BTC/USDT:USDT``)."""
     client = get_exchange(markets_file)
-    key = symbol.strip().upper()
-    if key in client.markets:
-        return key
-    by_id = client.markets_by_id.get(key)
-    if by_id:
-        return str(by_id[0]["symbol"])
+    found = find_symbol(symbol, client.markets)
+    if found is not None:
+        return found
     known = ", ".join(sorted(client.markets))
     raise UnknownSymbolError(f"unknown symbol {symbol!r}; known: {known} (or their Binance ids)")
 

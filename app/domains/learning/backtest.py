@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
+from app.core.clock import DAY_MS
 from app.core.settings import Settings
 from app.domains.exits.plan import ExitConfig
 from app.domains.learning.dataset import SymbolRows
@@ -53,7 +54,6 @@ from app.domains.signals.fallback import NotEnoughHistory, momentum_signal
 from app.domains.signals.features import FeatureMatrix, compute_features
 from app.domains.signals.labels import HOLD, LONG, SHORT
 
-DAY_MS = 86_400_000
 DAYS_PER_YEAR = 365
 _EXITS = ExitConfig()
 TAKE_PROFIT = _EXITS.tp_distances[0]

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
-from app.core.clock import HOUR_MS
+from app.core.clock import DAY_MS, HOUR_MS
 from app.domains.learning.backtest import (
     BASELINES,
     Metrics,
@@ -77,7 +77,7 @@ async def run(config: TrainingConfig, rule: TradeRule) -> dict[str, Any]:
     market = ReplayMarketData()
     parts, markets, series = [], [], []
     barriers = served_barriers(rule)
-    first = _ms(FOLDS[0]) - TRAIN_DAYS * 86_400_000 - 10 * 86_400_000  # 10 days only warm indicators up
+    first = _ms(FOLDS[0]) - TRAIN_DAYS * DAY_MS - 10 * DAY_MS  # 10 days only warm indicators up
     for symbol in SYMBOLS:
         candles = await market.candles(symbol, "1h", first, _ms(TEST_UNTIL))
         funding = await market.funding(symbol, first, _ms(TEST_UNTIL))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal, DecimalException
 from pathlib import Path
 
+from app.core.symbols import find_symbol
 from app.domains.execution.precision import PrecisionError, amount_to_precision, price_to_precision
 
 BUNDLED = Path(__file__).parent / "data" / "binance_usdm_swaps.json"
@@ -110,8 +111,8 @@ class MarketCatalog:
 
     def resolve(self, symbol: str) -> Market:
         """Accept a Binance id (`BTCUSDT`) or a ccxt unified symbol (`BTC/USDT:USDT`)."""
-        key = symbol.strip()
-        market = self._by_symbol.get(key) or self._by_id.get(key.upper())
+        found = find_symbol(symbol, self._by_symbol)
+        market = self._by_symbol.get(found) if found is not None else None
         if market is None:
             known = ", ".join(sorted(self._by_id))
             raise UnknownSymbol(f"unknown symbol {symbol!r}; tradable: {known} (or their ccxt unified form)")

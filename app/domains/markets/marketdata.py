@@ -22,6 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 import ccxt
 import numpy as np
 
+from app.core.clock import HOUR_MS
 from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray, Funding, IntArray
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 CANDLE_HEADER = "timestamp,open,high,low,close,volume"
 FUNDING_HEADER = "timestamp,funding_rate"
 # Binance USDT-M perpetuals settle funding every 8 h; used only to size the default window of a live request.
-FUNDING_INTERVAL_MS = 8 * 3_600_000
+FUNDING_INTERVAL_MS = 8 * HOUR_MS
 
 # Errors worth retrying: the request may succeed if sent again. Everything else is a fact about the request.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (

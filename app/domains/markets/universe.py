@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.clock import HOUR_MS
 from app.core.errors import ServiceUnavailable
 from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray
 from app.domains.markets.catalog import MarketCatalog
@@ -106,8 +107,8 @@ class _Raw:
 def _measure(candles: Candles, as_of_ms: int, lookback_hours: int) -> _Raw | str:
     """The raw measures of one symbol, or why it cannot be scored."""
     step_ms = TIMEFRAME_MS[candles.timeframe]
-    expected = lookback_hours * 3_600_000 // step_ms
-    trend_candles = TREND_HOURS * 3_600_000 // step_ms
+    expected = lookback_hours * HOUR_MS // step_ms
+    trend_candles = TREND_HOURS * HOUR_MS // step_ms
     n = len(candles)
     if n == 0:
         return f"no closed {candles.timeframe} candles in the {lookback_hours} h before as_of"
@@ -198,13 +199,13 @@ async def build_ranking(
     if timeframe not in TIMEFRAME_MS:
         raise ValueError(f"unknown timeframe {timeframe!r}")
     step_ms = TIMEFRAME_MS[timeframe]
-    if lookback_hours * 3_600_000 // step_ms <= TREND_HOURS * 3_600_000 // step_ms:
+    if lookback_hours * HOUR_MS // step_ms <= TREND_HOURS * HOUR_MS // step_ms:
         raise ValueError(f"lookback_hours must exceed the {TREND_HOURS} h trend window, got {lookback_hours}")
     symbols, unoffered = offered_symbols(symbols_with_data(market), catalog)
     as_of = as_of_ms if as_of_ms is not None else await _latest_close(market, symbols, timeframe)
     # Open times in [start, stop) are exactly the candles of the lookback that had closed by as_of.
     stop = as_of - step_ms + 1
-    start = stop - lookback_hours * 3_600_000
+    start = stop - lookback_hours * HOUR_MS
     limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def measure(symbol: str) -> _Raw | str:

@@ -52,6 +52,7 @@ from app.core.bus import Event
 from app.core.clock import utcnow
 from app.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.core.metrics import FALLBACK_SIGNALS, SIGNALS
+from app.core.symbols import find_symbol
 from app.domains.markets.candles import TIMEFRAME_MS, Candles, FloatArray, Funding
 from app.domains.markets.catalog import MarketCatalog
 from app.domains.markets.marketdata import MarketData, MarketDataError, UnknownMarketData
@@ -180,12 +181,7 @@ def resolve_symbol(symbol: str, offered: list[str], excluded: list[Exclusion]) -
     for a symbol nobody knows.
     """
     reasons = {e.symbol: e.reason for e in excluded}
-    text = symbol.strip()
-    upper = text.upper()
-    found = next(
-        (s for s in [*offered, *reasons] if text == s or upper == "".join(s.split(":")[0].split("/"))),
-        None,
-    )
+    found = find_symbol(symbol, [*offered, *reasons])
     listed = ", ".join(offered)
     if found is None:
         raise NotFound(f"unknown symbol {symbol!r}; signals exist for {listed}")
