@@ -33,6 +33,20 @@ class SymbolRows:
     change_24h: FloatArray  # for the momentum fallback baseline
     group: IntArray  # symbol index per row
 
+    def take(self, mask: npt.NDArray[np.bool_]) -> "SymbolRows":
+        """The rows selected by `mask`, in their order."""
+        return SymbolRows(
+            self.symbol,
+            self.timestamp[mask],
+            self.x[mask],
+            self.windows[mask],
+            self.y[mask],
+            self.target[mask],
+            self.next_return[mask],
+            self.change_24h[mask],
+            self.group[mask],
+        )
+
 
 def symbol_rows(candles: Candles, funding: Funding | None, config: TrainingConfig) -> SymbolRows:
     features = compute_features(candles, funding)

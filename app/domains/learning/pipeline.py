@@ -3,42 +3,43 @@
 Every kind (the four models and the ensemble) gets a candidate version. Candidates and champions are
 scored the same way on the candidate's test window: classification metrics of their probabilities,
 and the served rule's economic value (`backtest`: the served decision, next-open entry, TP1/SL/max
-hold, fees, slippage, funding). A champion trained on that window is not scored there: the registry
-refuses the comparison.
+hold, fees, slippage, funding). A champion trained on part of that window (a refit on all data) is scored with
+the candidate on the rest, from an embargo after its data (`comparison_start_ms`), when at least
+`MIN_COMPARISON_DAYS` remain; otherwise the registry refuses the comparison and says why. After a promotion the
+promoted kind is refitted on all the data (`refit_promoted`).
 
 The meta layer (`meta.MetaModel`, saved inside the ensemble artifact): P(TP1 before the stop within the served
-rule's max hold) for the side the ensemble proposes, what the served `confidence` means. It learns from the
-primary ensemble's OUT-OF-SAMPLE probabilities only: `cross_fitted_primary` cuts the training rows into
-`meta_folds + 1` consecutive blocks and, for each block after the first, fits the primary ensemble exactly as
-the champion is fitted (`fit_models`) on the rows ending `embargo_hours` before the block, and predicts the
-block. The champion's own probabilities on its training rows (in sample, sharper than anything served) are
-never used. Labels: `barriers.exit_plan_labels` with the served rule's barriers (`served_barriers`: TP1 and
-the stop of the exit plan's static ladder, and `backtest.MAX_HOLD_BARS`), the rows whose trade would end in
-the test window purged. Cost: the k-th block's fit uses k / (meta_folds + 1) of the training rows, so the
-cross-fit costs meta_folds / 2 full fits (one with the default 2), the meta model itself seconds; `fit_seconds`
-reports both. With too few rows, or no usable ensemble in any block, the artifact records why the layer is
-absent and the served confidence stays the direction probability (and says so).
+rule's max hold) for the side the ensemble proposes, what the served `confidence` means. It learns from the primary
+ensemble's OUT-OF-SAMPLE probabilities only: `cross_fitted_primary` cuts the training rows into `meta_folds + 1`
+consecutive blocks and, for each block after the first, fits the primary ensemble exactly as the champion is fitted
+(`fit_models`) on the rows ending `embargo_hours` before the block, and predicts the block. The champion's own
+probabilities on its training rows (in sample, sharper than anything served) are never used. Labels:
+`barriers.exit_plan_labels` with the served rule's barriers (`backtest.served_barriers`: TP1 and the stop as the
+live exit plan sets them, ATR- and regime-scaled, and `backtest.MAX_HOLD_BARS`), the rows whose trade would end in
+the test window purged. Cost: the k-th block's fit uses k / (meta_folds + 1) of the training rows, so the cross-fit
+costs meta_folds / 2 full fits (one with the default 2), the meta model itself seconds; `fit_seconds` reports both.
+With too few rows, or no usable ensemble in any block, the artifact records why the layer is absent and the served
+confidence stays the direction probability (and says so).
 """
 
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.core.clock import HOUR_MS
-from app.domains.exits.plan import ExitConfig
+from app.core.clock import DAY_MS, HOUR_MS
 from app.domains.learning.backtest import (
-    MAX_HOLD_BARS,
     Metrics,
     SymbolMarket,
     TradeRule,
-    breakeven_probability,
+    rule_breakeven,
     score_probabilities,
+    served_barriers,
     served_report,
     symbol_market,
 )
@@ -67,9 +68,14 @@ from app.domains.signals.models.gbm import GbmClassifier
 from app.domains.signals.modelset import TrainedModels, TrainingConfig
 from app.domains.signals.registry.gate import PromotionMargins
 from app.domains.signals.registry.models import ModelVersion
-from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, code_version, trained_on_window
+from app.domains.signals.registry.service import (
+    ModelRegistry,
+    PromotionDecision,
+    code_version,
+    label_reach,
+    trained_on_window,
+)
 
-DAY_MS = 86_400_000
 WARMUP_DAYS = 10  # history loaded before the training window, only to warm indicators up
 CALIBRATION_FILE = "calibration.json"
 META_FOLDS = 2  # forward-chaining blocks of out-of-sample primary predictions for the meta layer (0: no meta layer)
@@ -181,20 +187,6 @@ def score_trained(
 # --- the meta layer -------------------------------------------------------------------------------
 
 
-def served_barriers(rule: TradeRule | None = None) -> BarrierConfig:
-    """The barriers of the trade the served rule makes (`backtest`): TP1 and the stop at the rule's distances (the
-    exit plan's static ladder by default) and its max hold (`backtest.MAX_HOLD_BARS` by default). The meta
-    layer's P(TP1 before the stop) is the probability of that trade's outcome."""
-    r = rule if rule is not None else TradeRule()
-    exits = ExitConfig()
-    if r.take_profit is not None:
-        exits = replace(exits, tp_distances=(r.take_profit, *exits.tp_distances[1:]))
-    if r.stop_loss is not None:
-        exits = replace(exits, sl_distance=r.stop_loss)
-    hold = r.max_hold_bars if r.max_hold_bars is not None else MAX_HOLD_BARS
-    return BarrierConfig(max_hold_bars=hold, volatility_scaled=False, exit=exits)
-
-
 @dataclass(frozen=True)
 class CrossFitted:
     """The primary ensemble's class probabilities on training rows it was NOT fitted on, one per predicted row."""
@@ -204,17 +196,6 @@ class CrossFitted:
     probabilities: FloatArray
     fitted_until_ms: IntArray  # per row: the newest row the predicting model was fitted on (< timestamp)
     folds: list[dict[str, Any]]
-
-
-def _take(rows: SymbolRows, mask: np.ndarray) -> SymbolRows:
-    """The rows selected by `mask` (every per-row array of the set)."""
-    n = len(rows.timestamp)
-    per_row = {
-        f.name: value[mask]
-        for f in fields(rows)
-        if isinstance(value := getattr(rows, f.name), np.ndarray) and value.ndim >= 1 and len(value) == n
-    }
-    return replace(rows, **per_row)
 
 
 def cross_fitted_primary(train: SymbolRows, config: TrainingConfig, folds: int = META_FOLDS) -> CrossFitted:
@@ -238,13 +219,13 @@ def cross_fitted_primary(train: SymbolRows, config: TrainingConfig, folds: int =
             entry["skipped"] = "no rows to fit or to predict"
             continue
         began = time.perf_counter()
-        model = fit_models(_take(train, fit_mask), config)
+        model = fit_models(train.take(fit_mask), config)
         entry["fit_seconds"] = time.perf_counter() - began
         entry["weights"] = model.ensemble.weights
         if not model.ensemble.usable:
             entry["skipped"] = "the fold's ensemble has no weights"
             continue
-        rows = _take(train, block)
+        rows = train.take(block)
         probabilities = model.ensemble.combine(model.probabilities(rows.x, rows.windows))
         entry["predicted_rows"] = int(block.sum())
         parts.append((np.flatnonzero(block), probabilities, int(train.timestamp[fit_mask].max())))
@@ -351,7 +332,7 @@ def score_meta(
     if len(rows):
         predicted = model.predict_proba(rows.features, rows.primary_probs, rows.sides)
         out["reliability"] = reliability_table(predicted, rows.label, base_rate=model.base_rate).as_dict()
-    breakeven = breakeven_probability(rule.take_profit, rule.stop_loss, rule.fee_rate, rule.slippage)
+    breakeven, _, _ = rule_breakeven(rule, markets)
     dataset = test
     out["served_rule"] = {f"{rule.min_confidence:.4f}": score_probabilities(ensemble, markets, dataset, rule, p_meta)}
     if breakeven is not None:
@@ -359,6 +340,23 @@ def score_meta(
         out["breakeven_probability"] = breakeven
         out["served_rule"][f"{breakeven:.4f}"] = score_probabilities(ensemble, markets, dataset, at_breakeven, p_meta)
     return out
+
+
+MIN_COMPARISON_DAYS = 30
+"""The shortest part of a test window a champion has not seen that a comparison is made on."""
+
+
+def comparison_start_ms(champion: ModelVersion, test_from_ms: int, until_ms: int, config: TrainingConfig) -> int:
+    """Where the comparison with `champion` starts: the test window's start, or, when the champion was trained on
+    part of it (a refit on all data, `refit_promoted`), the first hour an embargo after its data (labels included)
+    ends. `until_ms` (no comparison) when fewer than `MIN_COMPARISON_DAYS` of the window are left unseen: the
+    registry then refuses the comparison and says why."""
+    seen_until = champion.train_end + label_reach(champion)
+    if trained_on_window("", champion, _utc(test_from_ms), _utc(until_ms)) is None:
+        return test_from_ms
+    start = int(seen_until.timestamp() * 1000) + config.embargo_hours * HOUR_MS
+    start = -(-start // HOUR_MS) * HOUR_MS
+    return start if until_ms - start >= MIN_COMPARISON_DAYS * DAY_MS else until_ms
 
 
 async def train_and_promote(
@@ -450,15 +448,26 @@ async def train_and_promote(
     for kind, version in versions.items():
         champion = await registry.champion(kind)
         champion_metrics = None
-        if champion is not None and trained_on_window("", champion, common["test_start"], common["test_end"]) is None:
-            # scored in-sample otherwise: the registry refuses that comparison, with the reason
-            champion_metrics = _as_gate_metrics(score_version(champion, test, markets, rule))
+        candidate_metrics = report[kind]
+        window_from = plan.test_from_ms
+        if champion is not None:
+            window_from = comparison_start_ms(champion, plan.test_from_ms, plan.until_ms, config)
+        if champion is not None and window_from < plan.until_ms:
+            if window_from > plan.test_from_ms:  # the champion saw the window's start (a refit): the rest only
+                sub_test = test.take(test.timestamp >= window_from)
+                sub_markets = window_markets(series, window_from, plan.until_ms)
+                candidate_metrics = score_trained(trained, sub_test, sub_markets, rule)[kind]
+            else:
+                sub_test, sub_markets = test, markets
+            champion_metrics = _as_gate_metrics(score_version(champion, sub_test, sub_markets, rule))
+        else:
+            window_from = plan.test_from_ms  # no champion, or it saw too much: the registry refuses, with the reason
         decisions[kind] = await registry.decide(
             version.id,
-            _as_gate_metrics(report[kind]),
+            _as_gate_metrics(candidate_metrics),
             champion_metrics,
             baseline,
-            common["test_start"],
+            _utc(window_from),
             common["test_end"],
             margins,
         )

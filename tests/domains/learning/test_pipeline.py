@@ -11,21 +11,21 @@ import pytest
 
 from app.__main__ import main
 from app.core.bus import EventBus
+from app.core.clock import DAY_MS, HOUR_MS
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
 from app.domains.learning.backtest import MAX_HOLD_BARS, MODEL_METRICS, TRADING_METRICS
-from app.domains.learning.pipeline import TrainPlan, train_and_promote
+from app.domains.learning.pipeline import MIN_COMPARISON_DAYS, TrainPlan, comparison_start_ms, train_and_promote
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.artifacts import load_ensemble, load_meta
 from app.domains.signals.modelset import TrainingConfig
 from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
 from app.domains.signals.registry.repository import RegistryRepository
-from app.domains.signals.registry.service import ModelRegistry, PromotionDecision
+from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, label_reach
 from tests.support import EventRecorder
 
 KINDS = {"xgboost", "lightgbm", "nhits", "patchtst", "ensemble"}
-DAY_MS = 86_400_000
 
 
 def _ms(day: str) -> int:
@@ -224,4 +224,29 @@ async def test_a_promoted_kind_is_refitted_on_all_data_and_becomes_champion(
         assert decision.reason.startswith(f"comparison refused: champion {outcome.refits[kind].id} was trained on")
         assert (await registry.champion(kind)).id == outcome.refits[kind].id  # type: ignore[union-attr]
     assert again.refits == {}
+
+    # Once enough of a window lies after the refit's data, both are scored on that part only, an embargo after it.
+    much_later = TrainPlan(("BTC/USDT:USDT",), plan.until_ms + 45 * DAY_MS, train_days=60, test_days=60)
+    assert much_later.test_from_ms < plan.until_ms  # the window still overlaps the refit's data
+    third = await train_and_promote(
+        ReplayMarketData(), registry, model_dir, much_later, config, PromotionMargins(), refit=False
+    )
+    for kind in ("xgboost", "ensemble"):
+        refit = outcome.refits[kind]
+        start = comparison_start_ms(refit, much_later.test_from_ms, much_later.until_ms, config)
+        seen_until_ms = (refit.train_end + label_reach(refit)).timestamp() * 1000
+        assert (
+            seen_until_ms + config.embargo_hours * HOUR_MS
+            <= start
+            < seen_until_ms + (config.embargo_hours + 1) * HOUR_MS
+        )
+        assert much_later.until_ms - start >= MIN_COMPARISON_DAYS * DAY_MS
+        records, _ = await registry.promotions(kind=kind)
+        latest = records[0]
+        assert latest.candidate_id == third.versions[kind].id and latest.champion_id == refit.id
+        assert not third.decisions[kind].reason.startswith("comparison refused")
+        assert latest.window_start == datetime.fromtimestamp(start / 1000, tz=UTC)  # not the candidate's test start
+        assert latest.champion_metrics is not None
+        if kind == "xgboost":  # scored on the unseen part, not the whole window (a 1-epoch ensemble may have none)
+            assert latest.candidate_metrics != third.versions[kind].metrics
     await engine.dispose()
