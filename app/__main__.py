@@ -28,7 +28,7 @@ from app.domains.learning.backtest import BASELINES, TradeRule, default_min_conf
 from app.domains.learning.dataset import split_by_time, symbol_rows
 from app.domains.learning.pipeline import TrainPlan, default_rule, score_trained, train_and_promote
 from app.domains.markets.marketdata import ReplayMarketData
-from app.domains.signals.artifacts import load_ensemble
+from app.domains.signals.artifacts import load_ensemble, load_meta
 from app.domains.signals.models import MODEL_KINDS
 from app.domains.signals.modelset import TrainingConfig
 from app.domains.signals.registry.gate import PromotionMargins
@@ -178,11 +178,17 @@ async def evaluate_cmd(args: argparse.Namespace, settings: Settings) -> int:
             "use --start to score only later candles",
             file=sys.stderr,
         )
-    report = score_trained(trained, rows, [symbol_market(candles, funding, start_ms, end_ms)], rule)
+    meta = load_meta(Path(version.artifact_path))
+    market_window = [symbol_market(candles, funding, start_ms, end_ms)]
+    report = score_trained(trained, rows, market_window, rule, meta.model)  # the ensemble as served
     if args.json:
         print(json.dumps({name: report[name] for name in REPORT_KEYS}))
     else:
+        confidence = (
+            "its meta layer's P(TP1 before the stop)" if meta.model is not None else "its direction probability"
+        )
         print(f"ensemble {version.id} on {data.name}: {len(rows.y)} rows; {describe_rule(rule)}")
+        print(f"the ensemble's minimum confidence is compared with {confidence}, as served")
         print(_table(report))
     return 0
 

@@ -48,7 +48,7 @@ from app.domains.learning.evaluation import reliability_table
 from app.domains.learning.training import fit_models, predictions
 from app.domains.markets.candles import Candles, FloatArray, Funding, IntArray
 from app.domains.markets.marketdata import MarketData
-from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, save_ensemble, save_member
+from app.domains.signals.artifacts import TORCH_KINDS, load_ensemble, load_meta, save_ensemble, save_member
 from app.domains.signals.barriers import BarrierConfig
 from app.domains.signals.ensemble import forecast_to_probabilities
 from app.domains.signals.features import FEATURES, compute_features
@@ -168,20 +168,42 @@ def version_probabilities(version: ModelVersion, test: SymbolRows) -> FloatArray
 
 
 def score_version(version: ModelVersion, test: SymbolRows, markets: list[SymbolMarket], rule: TradeRule) -> Metrics:
-    """An existing version's metrics on `test` (the candidate's window), with the served rule."""
+    """An existing version's metrics on `test` (the candidate's window), with the served rule: an ensemble with a
+    meta layer as served, its P(TP1 before the stop) against the minimum (`served_metrics`)."""
     probabilities = version_probabilities(version, test)
     if probabilities is None:
         return {"log_loss": None, "net_return": None}
-    return score_probabilities(probabilities, markets, test, rule)
+    meta = load_meta(Path(version.artifact_path)).model if version.kind == "ensemble" else None
+    return served_metrics(probabilities, meta, test, markets, rule)
+
+
+def served_metrics(
+    probabilities: FloatArray, meta: MetaModel | None, test: SymbolRows, markets: list[SymbolMarket], rule: TradeRule
+) -> Metrics:
+    """The served rule's metrics of class probabilities on `test`: with a meta layer, as the signal service serves
+    them, the minimum confidence compared with the meta layer's P(TP1 before the stop) of the proposed side."""
+    confidence = None
+    if meta is not None:
+        confidence = meta.predict_proba(test.x, probabilities, sides_from_probabilities(probabilities))
+    return score_probabilities(probabilities, markets, test, rule, confidence)
 
 
 def score_trained(
-    trained: TrainedModels, test: SymbolRows, markets: list[SymbolMarket], rule: TradeRule
+    trained: TrainedModels,
+    test: SymbolRows,
+    markets: list[SymbolMarket],
+    rule: TradeRule,
+    meta: MetaModel | None = None,
 ) -> dict[str, Metrics]:
-    """Every model, the ensemble and the baselines on the test window (`backtest.served_report`)."""
+    """Every model, the ensemble and the baselines on the test window (`backtest.served_report`); with the set's meta
+    layer, the ensemble as served (`served_metrics`: the minimum against its P(TP1 before the stop))."""
     probabilities = predictions(trained, test)
     named = {kind: probabilities.get(kind) for kind in (*MODEL_KINDS, "ensemble")}
-    return served_report(named, markets, test, trained.prior, rule)
+    report = served_report(named, markets, test, trained.prior, rule)
+    combined = probabilities.get("ensemble")
+    if meta is not None and combined is not None:
+        report["ensemble"] = served_metrics(combined, meta, test, markets, rule)
+    return report
 
 
 # --- the meta layer -------------------------------------------------------------------------------
@@ -391,6 +413,9 @@ async def train_and_promote(
     if layer.model is not None and trained.ensemble.usable:
         ensemble = predictions(trained, test)["ensemble"]
         meta_evidence["test"] = score_meta(layer.model, ensemble, test, series, markets, rule, barriers)
+        # what the gate compares is what is served: the minimum against the meta layer's probability
+        meta_evidence["direction_confidence_metrics"] = report["ensemble"]
+        report = score_trained(trained, test, markets, rule, layer.model)
     run = uuid.uuid4().hex[:12]
     common: dict[str, Any] = {
         "symbols": list(plan.symbols),
@@ -456,7 +481,7 @@ async def train_and_promote(
             if window_from > plan.test_from_ms:  # the champion saw the window's start (a refit): the rest only
                 sub_test = test.take(test.timestamp >= window_from)
                 sub_markets = window_markets(series, window_from, plan.until_ms)
-                candidate_metrics = score_trained(trained, sub_test, sub_markets, rule)[kind]
+                candidate_metrics = score_trained(trained, sub_test, sub_markets, rule, layer.model)[kind]
             else:
                 sub_test, sub_markets = test, markets
             champion_metrics = _as_gate_metrics(score_version(champion, sub_test, sub_markets, rule))

@@ -264,6 +264,7 @@ def meta_section(
         other = replace(rule, min_confidence=value)
         served[label_text] = score_probabilities(ensemble, markets, rows, other, confidence)
     out["served_rule"] = served
+    out["as_served"] = score_probabilities(ensemble, markets, rows, rule, confidence)  # the rule's own minimum
     return out
 
 
@@ -358,7 +359,14 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for name in (*NAMES, *BASELINES):
         lines.append(_trading_row(name, report[name]))
+    as_served = result.get("meta", {}).get("as_served")
+    if as_served is not None:
+        lines.append(_trading_row("**ensemble + meta layer (as served)**", as_served))
     lines += [
+        "",
+        "The members' and the ensemble's rows compare the minimum with the direction probability (what a champion "
+        "without a meta layer serves); **as served** a champion with a meta layer compares it with its P(TP1 before "
+        "the stop), the last row, which the promotion gate scores for the ensemble (`pipeline.served_metrics`).",
         "",
         "## Classification, and directional skill apart from volatility skill",
         "",

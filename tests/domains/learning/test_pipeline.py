@@ -4,6 +4,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,20 @@ from app.core.clock import DAY_MS, HOUR_MS
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
 from app.domains.learning.backtest import MAX_HOLD_BARS, MODEL_METRICS, TRADING_METRICS
-from app.domains.learning.pipeline import MIN_COMPARISON_DAYS, TrainPlan, comparison_start_ms, train_and_promote
+from app.domains.learning.dataset import split_by_time
+from app.domains.learning.pipeline import (
+    MIN_COMPARISON_DAYS,
+    TrainPlan,
+    comparison_start_ms,
+    default_rule,
+    load_rows,
+    score_trained,
+    score_version,
+    served_metrics,
+    train_and_promote,
+    window_markets,
+)
+from app.domains.learning.training import predictions
 from app.domains.markets.marketdata import ReplayMarketData, default_data_root
 from app.domains.signals.artifacts import load_ensemble, load_meta
 from app.domains.signals.modelset import TrainingConfig
@@ -76,6 +90,22 @@ async def test_train_register_and_gate(
     assert set(test_scores["reliability"]) >= {"bins", "brier", "base_brier", "log_loss", "base_log_loss"}
     assert set(next(iter(test_scores["served_rule"].values()))) == set(MODEL_METRICS)
     assert ensemble.hyperparameters["meta"]["rows"] == outcome.meta["rows"]
+    # the gate scored the ensemble as served: the minimum against the meta layer's probability, as score_version
+    # scores a champion; the direction probability's figures are kept beside them
+    parts, series = await load_rows(ReplayMarketData(), plan, config)
+    _, test = split_by_time(parts, plan.test_from_ms, config.embargo_hours, plan.until_ms, plan.train_from_ms)
+    markets = window_markets(series, plan.test_from_ms, plan.until_ms)
+    rule = default_rule(config)
+    combined = predictions(trained, test)["ensemble"]
+    served = served_metrics(combined, layer.model, test, markets, rule)
+    assert outcome.report["ensemble"] == served == score_version(ensemble, test, markets, rule)
+    direction = score_trained(trained, test, markets, rule)["ensemble"]
+    assert outcome.meta["direction_confidence_metrics"] == direction
+    loose = replace(rule, min_confidence=0.5)  # the two confidences trade differently (a fixed rule could not)
+    assert (
+        served_metrics(combined, layer.model, test, markets, loose)["trades"]
+        != (score_trained(trained, test, markets, loose)["ensemble"]["trades"])
+    )
     assert {"meta_primary_cross_fit", "meta"} <= set(outcome.fit_seconds)
 
     # Every kind gets this run's version as champion; a run whose test window lies inside their
