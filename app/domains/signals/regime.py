@@ -87,6 +87,7 @@ def volatility_ratio(features: FeatureMatrix, row: int, config: RegimeConfig | N
 
 
 _CHUNK = 4096  # rows per rolling-median block: bounds the (rows x lookback) window in memory
+_FEW = 16  # up to this many rows, one at a time is faster
 
 
 def volatility_ratios(features: FeatureMatrix, rows: range, config: RegimeConfig | None = None) -> FloatArray:
@@ -96,6 +97,15 @@ def volatility_ratios(features: FeatureMatrix, rows: range, config: RegimeConfig
     lookback = cfg.volatility_lookback
     rvol = features.column("rvol_24")
     out = np.full(len(rows), np.nan)
+    if len(rows) <= _FEW:  # row by row: the same median, without the window machinery (the served call: one row)
+        for i, row in enumerate(rows):
+            history = rvol[max(0, row - lookback + 1) : row + 1]
+            history = history[np.isfinite(history)]
+            current = rvol[row]
+            if history.size >= 24 and np.isfinite(current):
+                median = float(np.median(history))
+                out[i] = current / median if median > 0 else np.nan
+        return out
     for lo in range(rows.start, rows.stop, _CHUNK):
         hi = min(rows.stop, lo + _CHUNK)
         first = max(0, lo - lookback + 1)
@@ -103,12 +113,12 @@ def volatility_ratios(features: FeatureMatrix, rows: range, config: RegimeConfig
         windows = sliding_window_view(padded, lookback)  # row lo + i: rvol[lo + i - lookback + 1 .. lo + i]
         defined = np.isfinite(windows).sum(axis=1)
         enough = defined >= 24
+        # the median of each window's defined values: sorted, NaN last, the middle one (or the mean of the two)
+        ordered = np.sort(windows[enough], axis=1)
+        count = defined[enough]
+        picked = np.arange(len(count))
         median = np.full(hi - lo, np.nan)
-        full = defined == lookback  # most rows: a plain median (vectorised); nanmedian loops per row
-        median[full] = np.median(windows[full], axis=1)
-        partial = enough & ~full
-        if partial.any():
-            median[partial] = np.nanmedian(windows[partial], axis=1)
+        median[enough] = (ordered[picked, (count - 1) // 2] + ordered[picked, count // 2]) / 2
         current = rvol[lo:hi]
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = current / median
