@@ -101,10 +101,10 @@ def volatility_ratios(features: FeatureMatrix, rows: range, config: RegimeConfig
         for i, row in enumerate(rows):
             history = rvol[max(0, row - lookback + 1) : row + 1]
             history = history[np.isfinite(history)]
-            current = rvol[row]
-            if history.size >= 24 and np.isfinite(current):
-                median = float(np.median(history))
-                out[i] = current / median if median > 0 else np.nan
+            now = rvol[row]
+            if history.size >= 24 and np.isfinite(now):
+                middle = float(np.median(history))
+                out[i] = now / middle if middle > 0 else np.nan
         return out
     for lo in range(rows.start, rows.stop, _CHUNK):
         hi = min(rows.stop, lo + _CHUNK)
