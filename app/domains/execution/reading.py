@@ -21,7 +21,7 @@ from app.domains.execution.paper import Bar
 from app.domains.exits.harvest import Bias, MarketView
 from app.domains.markets.candles import Candles, FloatArray, IntArray
 from app.domains.signals.features import WARMUP, compute_features
-from app.domains.signals.regime import Regime, RegimeConfig, detect_regime, drift_t_stat, volatility_ratio
+from app.domains.signals.regime import Regime, RegimeConfig, drift_t_stats, regimes_of, volatility_ratios
 
 READING_BARS = RegimeConfig().volatility_lookback + WARMUP
 
@@ -70,17 +70,24 @@ def read_closes(
         return {}
     candles = Candles(symbol, "1h", opens, closes, closes, closes, closes, np.zeros(len(opens)))
     features = compute_features(candles)
-    out: dict[int, MarketReading] = {}
+    wanted: dict[int, int] = {}
     for open_ms in at_open_ms:
         row = int(np.searchsorted(candles.timestamp, open_ms))
-        if row >= len(opens) or candles.timestamp[row] != open_ms or not features.valid[row]:
-            continue
-        t = drift_t_stat(features, row)
+        if row < len(opens) and candles.timestamp[row] == open_ms and features.valid[row]:
+            wanted[open_ms] = row
+    out: dict[int, MarketReading] = {}
+    if not wanted:
+        return out
+    span = range(min(wanted.values()), max(wanted.values()) + 1)  # one pass over the rows asked about
+    t_stats = drift_t_stats(features, span)
+    ratios = volatility_ratios(features, span, cfg)
+    regimes = regimes_of(ratios, t_stats, cfg)
+    for open_ms, row in wanted.items():
+        t, ratio = float(t_stats[row - span.start]), float(ratios[row - span.start])
         if not math.isfinite(t):
             continue
         bias = Bias.BULLISH if t >= cfg.trend_t_stat else Bias.BEARISH if t <= -cfg.trend_t_stat else Bias.NEUTRAL
-        ratio = volatility_ratio(features, row, cfg)
         out[open_ms] = MarketReading(
-            open_ms, detect_regime(features, row, cfg), bias, abs(t), ratio if math.isfinite(ratio) else None
+            open_ms, regimes[row - span.start], bias, abs(t), ratio if math.isfinite(ratio) else None
         )
     return out

@@ -52,8 +52,12 @@ def detect_regimes(features: FeatureMatrix, rows: range, config: RegimeConfig | 
     """The regime at each of `rows` (each from that row and earlier ones only): VOLATILE when the volatility
     ratio is above `volatility_ratio`, else TRENDING when |drift t| >= `trend_t_stat`, else RANGING."""
     cfg = config or RegimeConfig()
-    ratio = volatility_ratios(features, rows, cfg)
-    t_stat = drift_t_stats(features, rows)
+    return regimes_of(volatility_ratios(features, rows, cfg), drift_t_stats(features, rows), cfg)
+
+
+def regimes_of(ratio: FloatArray, t_stat: FloatArray, config: RegimeConfig | None = None) -> list[Regime]:
+    """The regime rule on already computed volatility ratios and drift t-statistics (`detect_regimes`)."""
+    cfg = config or RegimeConfig()
     with np.errstate(invalid="ignore"):
         volatile = np.isfinite(ratio) & (ratio > cfg.volatility_ratio)
         trending = np.isfinite(t_stat) & (np.abs(t_stat) >= cfg.trend_t_stat)
