@@ -593,6 +593,9 @@ async def refit_promoted(
             "members": members,
             "refit_of": str(candidate.id),
             "refitted_members": [k for k in MODEL_KINDS if k in refits],
+            # members that were not promoted, so not registered as refits: their weights here are the all-data fit,
+            # not the tested candidate's the id names (the signal service says so in the member's vote)
+            "refitted_inside": [k for k in MODEL_KINDS if k not in refits],
             **_jsonable(
                 {
                     "symbols": list(plan.symbols),

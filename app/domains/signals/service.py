@@ -161,6 +161,7 @@ class Champion:
     member_ids: dict[str, str]
     meta: MetaModel | None = None  # the meta layer: P(TP1 before the stop) for the proposed side
     meta_absent: str = "no meta layer loaded"  # why `meta` is None
+    member_notes: dict[str, str] = field(default_factory=dict)  # what a member's version id does not say
 
 
 @dataclass
@@ -257,7 +258,12 @@ class SignalService:
         began = time.perf_counter()
         trained, metadata, layer = await self._off_loop(_load_and_warm, Path(version.artifact_path))
         members = {k: str(v) for k, v in metadata.get("members", {}).items()}
-        self.champion = Champion(version, trained, members, layer.model, layer.absent or "")
+        notes = {
+            k: f"weights refitted on all data inside this ensemble (refit of {metadata.get('refit_of')}); version "
+            f"{members.get(k)} is the tested fit they replace"
+            for k in metadata.get("refitted_inside", [])
+        }
+        self.champion = Champion(version, trained, members, layer.model, layer.absent or "", notes)
         if layer.model is None:
             logger.warning("signal_champion_without_meta_layer", extra={"reason": layer.absent})
         self.stats.load_seconds = time.perf_counter() - began
@@ -499,7 +505,8 @@ class SignalService:
                 votes.append(ModelVote(kind, version_id, None, None, weight, ran=False, note=NOT_RUN))
                 continue
             probabilities = {c: float(v) for c, v in zip(CLASSES, p[row], strict=True)}
-            votes.append(ModelVote(kind, version_id, CLASSES[int(p[row].argmax())], probabilities, weight))
+            note = champion.member_notes.get(kind)
+            votes.append(ModelVote(kind, version_id, CLASSES[int(p[row].argmax())], probabilities, weight, note=note))
         as_of, age, stale = self._freshness(candles, history.at_ms, max_age_seconds)
         return Signal(
             symbol=candles.symbol,

@@ -37,6 +37,7 @@ from app.domains.signals.registry.events import ModelPromoted
 from app.domains.signals.registry.gate import PromotionMargins, promotion_gate
 from app.domains.signals.registry.repository import RegistryRepository
 from app.domains.signals.registry.service import ModelRegistry, PromotionDecision, label_reach
+from app.domains.signals.service import SignalService
 from tests.support import EventRecorder
 
 KINDS = {"xgboost", "lightgbm", "nhits", "patchtst", "ensemble"}
@@ -238,6 +239,22 @@ async def test_a_promoted_kind_is_refitted_on_all_data_and_becomes_champion(
         **{k: str(outcome.versions[k].id) for k in ("lightgbm", "nhits", "patchtst")},
     }
     assert max(s["to_ms"] for s in trained.fit_info["slices"].values()) >= plan.test_from_ms
+    # the members refitted inside it without a version of their own say so where they vote
+    assert metadata["refitted_inside"] == ["lightgbm", "nhits", "patchtst"]
+    service = SignalService(ReplayMarketData(), registry, allow_fallback=False)
+    try:
+        champion = await service.load_champion()
+        assert champion is not None and champion.version.id == outcome.refits["ensemble"].id
+        assert set(champion.member_notes) == {"lightgbm", "nhits", "patchtst"}
+        signal = await service.signal("BTCUSDT", plan.until_ms)
+        for vote in signal.votes:
+            if vote.kind == "xgboost":
+                assert vote.version_id == str(outcome.refits["xgboost"].id) and vote.note is None
+            elif vote.ran:
+                assert vote.version_id == str(outcome.versions[vote.kind].id)
+                assert vote.note is not None and "refitted on all data inside this ensemble" in vote.note
+    finally:
+        await service.close()
     # the meta layer is cross-fitted over the whole span, the candidate's test window included
     blocks = outcome.refits["ensemble"].hyperparameters["meta"]["cross_fit"]
     assert blocks[-1]["block_until_ms"] > plan.test_from_ms
