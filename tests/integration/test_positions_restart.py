@@ -242,7 +242,9 @@ async def test_kill_9_keeps_the_open_positions_their_plans_and_protective_orders
 async def test_kill_9_while_the_monitor_applies_candles_executes_no_leg_twice(
     target: str, tmp_path: Path, pg_url: str
 ) -> None:
-    env = _env(pg_url, PRICE_FEED_SPEED="36000", MONITOR_INTERVAL_SECONDS="0.1")  # ~1 candle per tick
+    # ~1 candle every 3 ticks: slow enough that the kill, sent as soon as a first exit fills, finds positions
+    # still open on a busy machine (at 1 candle per tick all four had often closed by then)
+    env = _env(pg_url, PRICE_FEED_SPEED="12000", MONITOR_INTERVAL_SECONDS="0.1")
     async with httpx.AsyncClient(headers={"X-API-Key": API_KEY}, timeout=10) as client:
         async with served(target, env, tmp_path, client) as (url, kill):
             for symbol in ("BTCUSDT", "ETHUSDT"):
@@ -253,7 +255,7 @@ async def test_kill_9_while_the_monitor_applies_candles_executes_no_leg_twice(
                 page = (await client.get(f"{url}/orders", params={"status": "FILLED", "limit": 200})).json()
                 return any(o["purpose"] != "ENTRY" for o in page["items"])
 
-            await wait_until(an_exit_filled, 10, step=0.05)
+            await wait_until(an_exit_filled, 30, step=0.05)
             now = (await client.get(f"{url}/api/v2/market/prices")).json()["now"]
             kill()  # mid-way: the monitor ticks every 0.1 s
         open_at_kill = await _rows(pg_url, "SELECT count(*) FROM positions WHERE status = 'OPEN'")
